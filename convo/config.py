@@ -1,0 +1,84 @@
+"""Settings, read once from ``CONVO_*`` environment variables (and an optional ``.env``).
+
+Every knob the operator can turn lives here, with its default. Code takes a
+``Settings`` object instead of reading the environment itself, so tests build
+one with ``Settings.from_env({...})`` and never touch ``os.environ``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: ``memory://`` = in-process fakeredis (demo); ``redis://host:6379/0`` = a real server
+    redis_url: str = "memory://"
+    #: SQLAlchemy URL of the outbox / subscribers / audit database
+    database_url: str = f"sqlite:///{REPO_ROOT / 'convo.db'}"
+    flows_dir: str = str(REPO_ROOT / "flows")
+    #: seconds between checks for edited flow files (0 = never reload)
+    flows_reload_seconds: float = 2.0
+    default_region: str = "KE"
+    default_language: str = "en"
+    fineract_url: str = "http://127.0.0.1:8443/fineract-provider/api/v1"
+    fineract_user: str = "mifos"
+    fineract_password: str = "password"
+    fineract_tenant: str = "default"
+    fineract_verify_tls: bool = True
+    #: seconds allowed for one Fineract call on the USSD hop path
+    fineract_timeout: float = 2.5
+    #: seconds a USSD session lives in Redis after its last hop (carrier sessions last ~180 s)
+    ussd_session_ttl: int = 200
+    #: seconds of silence after which an SMS dialog expires
+    sms_session_timeout: int = 300
+    #: seconds the phone -> client and account figures stay cached
+    client_cache_ttl: int = 300
+    callback_token: str = ""
+    at_username: str = ""
+    at_api_key: str = ""
+    at_sender_id: str = ""
+    at_base_url: str = ""
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from ``CONVO_<FIELD>`` variables; unknown fields keep defaults."""
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            raw = env.get("CONVO_" + f.name.upper())
+            if raw is None:
+                continue
+            if f.type in ("bool", bool):
+                values[f.name] = _bool(raw)
+            elif f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.type in ("float", float):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+def load_dotenv_if_present(path: str | os.PathLike | None = None) -> None:
+    """Load ``.env`` from the working directory (never overriding real env vars)."""
+    from dotenv import load_dotenv
+
+    load_dotenv(path or Path.cwd() / ".env", override=False)
