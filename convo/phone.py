@@ -9,8 +9,9 @@ Decision: a number is accepted when ``phonenumbers`` says its length is
 possible for its country (``IS_POSSIBLE``, not "local only"). We do not insist
 on ``is_valid_number``: its range tables lag the regulators (new prefixes) and
 test/sandbox ranges, and rejecting a real caller is worse than a search that
-finds nobody. Digits are read in the default region first, then as ``00``
-or a country code without ``+``; the first *valid* reading wins, else the first
+finds nobody. Ambiguous digits are read in turn as the region's own country
+code without ``+``, a national number, ``00``-international, or another
+country code without ``+``; the first *valid* reading wins, else the first
 possible one (German numbers, say, are possible at almost any length).
 """
 from __future__ import annotations
@@ -57,7 +58,7 @@ def normalize(raw: str, region: str = "KE") -> str:
         raise InvalidPhone(f"not a phone number: {raw!r}")
 
     best, reason = None, "not a phone number"
-    for candidate in _readings(text):
+    for candidate in _readings(text, region):
         try:
             number = phonenumbers.parse(candidate, region)
         except NumberParseException as exc:
@@ -95,16 +96,19 @@ def stored_formats(e164: str) -> list[str]:
     return list(dict.fromkeys(forms))
 
 
-def _readings(text: str) -> list[str]:
-    """Ways to read the digits: as given, ``00`` as ``+``, a bare country code."""
+def _readings(text: str, region: str) -> list[str]:
+    """Ways to read the digits, likeliest first: as given, ``00`` as ``+``, a bare
+    country code. Digits that start with the region's own country code are read
+    as ``+<cc>…`` first (``49151…`` in Germany is ``+49 151…``)."""
     if text.startswith("+"):
         return [text]
-    readings = [text]
     if text.startswith("00"):
-        readings.append("+" + text[2:])
-    elif not text.startswith("0"):
-        readings.append("+" + text)
-    return readings
+        return [text, "+" + text[2:]]
+    if text.startswith("0"):
+        return [text]
+    if text.startswith(str(phonenumbers.country_code_for_region(region or ""))):
+        return ["+" + text, text]
+    return [text, "+" + text]
 
 
 def _e164(number: phonenumbers.PhoneNumber) -> str:
