@@ -1,0 +1,208 @@
+"""Database: engine/session factory, the declarative ``Base`` and the outbox models.
+
+One SQLAlchemy URL (``CONVO_DATABASE_URL``) names the database: a SQLite file
+by default (demo, one worker), PostgreSQL in production (many workers). The
+schema is owned by Alembic (``convo/migrations``); :func:`upgrade` applies it
+programmatically, no ``alembic.ini`` needed.
+
+Tables so far: ``outbox`` (:class:`OutboxMessage`), ``delivery_reports``
+(:class:`DeliveryReport`), ``opt_outs`` (:class:`OptOut`). Subscribers and the
+audit log come in later migrations.
+
+All timestamps are timezone-aware UTC in Python; on SQLite they are stored as
+naive UTC text (see :class:`UTCDateTime`) so comparisons stay correct.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+__all__ = [
+    "Base",
+    "DeliveryReport",
+    "OptOut",
+    "OutboxMessage",
+    "UTCDateTime",
+    "make_engine",
+    "make_session_factory",
+    "upgrade",
+    "utcnow",
+]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware UTC datetimes in Python; ``timestamptz`` on PostgreSQL, naive UTC on SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column; use an aware UTC datetime")
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+# BIGINT ids on PostgreSQL; SQLite needs INTEGER for its rowid autoincrement.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class OutboxMessage(Base):
+    """One outbound SMS, written before anything is sent.
+
+    Lifecycle (``status``): ``queued`` → ``sending`` (leased by a worker) →
+    ``sent`` (gateway accepted) → ``submitted``/``buffered`` (operator) →
+    final ``delivered`` | ``failed`` | ``rejected``; or final ``suppressed``
+    (opted-out recipient). A retry puts the row back to ``queued`` with a later
+    ``next_attempt_at``. See :mod:`convo.outbox` for the rules.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(sa.String(32), nullable=False, default="reply")
+    recipient: Mapped[str] = mapped_column(sa.String(32), nullable=False, index=True)
+    body: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    encoding: Mapped[str] = mapped_column(sa.String(8), nullable=False)
+    chars: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    segments: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    gateway: Mapped[str | None] = mapped_column(sa.String(32))
+    sender_id: Mapped[str | None] = mapped_column(sa.String(32))
+    link_id: Mapped[str | None] = mapped_column(sa.String(100))
+    requested_by_client: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="queued")
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    leased_by: Mapped[str | None] = mapped_column(sa.String(100))
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    provider_id: Mapped[str | None] = mapped_column(sa.String(100), index=True)
+    provider_status: Mapped[str | None] = mapped_column(sa.String(40))
+    status_code: Mapped[int | None] = mapped_column(sa.Integer)
+    cost: Mapped[str | None] = mapped_column(sa.String(32))
+    parts: Mapped[int | None] = mapped_column(sa.Integer)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    final_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.UniqueConstraint("idempotency_key", name="uq_outbox_idempotency_key"),
+        sa.Index("ix_outbox_due", "status", "next_attempt_at"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<OutboxMessage {self.id} {self.status} to={self.recipient} key={self.idempotency_key!r}>"
+
+
+class DeliveryReport(Base):
+    """Every delivery report as received, matched to a message or not (``outbox_id`` NULL).
+
+    An unmatched report (unknown id, or one that raced ahead of the worker
+    recording the provider id) is applied when the worker records that id.
+    """
+
+    __tablename__ = "delivery_reports"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    gateway: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    provider_id: Mapped[str] = mapped_column(sa.String(100), nullable=False, index=True)
+    provider_status: Mapped[str] = mapped_column(sa.String(40), nullable=False)
+    status: Mapped[str | None] = mapped_column(sa.String(16))
+    phone: Mapped[str | None] = mapped_column(sa.String(32))
+    network_code: Mapped[str | None] = mapped_column(sa.String(16))
+    failure_reason: Mapped[str | None] = mapped_column(sa.String(100))
+    retry_count: Mapped[int | None] = mapped_column(sa.Integer)
+    outbox_id: Mapped[int | None] = mapped_column(BigId, sa.ForeignKey("outbox.id", ondelete="SET NULL"), index=True)
+    raw: Mapped[dict] = mapped_column(sa.JSON, nullable=False, default=dict)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class OptOut(Base):
+    """Opt-out state per phone (E.164). A row with ``opted_out=False`` records an opt back in."""
+
+    __tablename__ = "opt_outs"
+
+    phone: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    opted_out: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
+    source: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str, **kw) -> Engine:
+    """Engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys on."""
+    u = sa.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        kw.setdefault("connect_args", {}).setdefault("check_same_thread", False)
+        if u.database in (None, "", ":memory:"):
+            kw.setdefault("poolclass", sa.pool.StaticPool)
+        engine = sa.create_engine(url, **kw)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kw.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, **kw)
+
+
+def make_session_factory(engine_or_url: Engine | str) -> sessionmaker[Session]:
+    engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str | None = None, connection=None):
+    """An Alembic ``Config`` pointing at ``convo/migrations`` (no ini file on disk)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (``convo db upgrade``, the demo at start)."""
+    from alembic import command
+
+    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(connection=conn), revision)
+    finally:
+        if isinstance(url_or_engine, str):
+            engine.dispose()

@@ -1,0 +1,374 @@
+"""``convo worker``: sends what is due in the outbox, with leases, retries and backoff.
+
+One dispatch round (:meth:`Worker.dispatch_once`):
+
+1. **Claim** (one short transaction): up to ``batch`` rows that are ``queued``
+   and due, or ``sending`` with an expired lease (their worker died), are set
+   to ``sending`` with ``leased_by`` = a fresh token, ``lease_until`` = now +
+   lease, ``attempts + 1``. On PostgreSQL the rows are picked with
+   ``FOR UPDATE SKIP LOCKED``, so concurrent workers on any number of
+   machines never claim the same row. Commit. This commit is the durable
+   "about to send" record.
+2. **Send** outside any transaction: the gateway gets the whole batch (it
+   groups and parallelizes HTTP itself) plus the lease deadline, after which
+   it starts no new request.
+3. **Record** (one transaction): each result is written only if the row is
+   still ``sending`` under *our* token (``SELECT … FOR UPDATE`` then guarded
+   UPDATEs). ``sent`` stores provider id/cost/parts; ``retry`` re-queues with
+   exponential backoff and jitter, or ends ``failed`` after
+   ``max_attempts``; ``failed`` is final with the reason.
+
+Guarantees and the honest remaining window: while a lease holds nobody else
+sends the row. If a worker is killed *after* the gateway accepted a message
+but *before* step 3 commits, the lease expires and another worker sends it
+again (at-least-once; Africa's Talking has no idempotency key to dedupe on).
+The reclaimed row's ``last_error`` says "previous lease … expired". Keep
+``lease_seconds`` well above the gateway timeout so a slow-but-alive worker
+never loses its lease mid-send; the sender is given the deadline and stops
+starting requests before it. Clocks of worker machines must be NTP-synced
+(lease times are written by the workers).
+
+SQLite works for one worker (the claim is one atomic ``UPDATE … RETURNING``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import inspect
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from convo.db import OutboxMessage, make_engine, utcnow
+from convo.outbox import apply_pending_reports, opted_out_among
+from gateways.base import OutgoingSms, SendResult, SmsSender, sender_from_settings
+
+__all__ = ["Claimed", "Worker", "backoff_seconds", "main", "run_worker"]
+
+log = logging.getLogger("convo.worker")
+outbox = OutboxMessage.__table__
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row this worker holds a lease on."""
+
+    message: OutgoingSms
+    attempts: int
+    requested_by_client: bool
+    token: str
+
+
+def backoff_seconds(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Delay before retry number ``attempt`` (1-based): ``min(cap, base*2**(attempt-1))``, jittered to 50-100%."""
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    return delay * (0.5 + 0.5 * rng())
+
+
+class Worker:
+    """Dispatches the outbox of ``engine`` through ``sender``. See the module doc for the protocol."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sender: SmsSender,
+        *,
+        name: str | None = None,
+        batch: int = 100,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 8,
+        retry_base_seconds: float = 30.0,
+        retry_max_seconds: float = 3600.0,
+        poll_seconds: float = 1.0,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ):
+        self.engine = engine
+        self.sender = sender
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.batch = max(1, int(batch))
+        self.lease = dt.timedelta(seconds=float(lease_seconds))
+        self.max_attempts = max(1, int(max_attempts))
+        self.retry_base = float(retry_base_seconds)
+        self.retry_max = float(retry_max_seconds)
+        self.poll_seconds = float(poll_seconds)
+        self.clock = clock
+        self.is_pg = engine.dialect.name == "postgresql"
+        try:
+            params = inspect.signature(sender.send).parameters
+            self._pass_deadline = "deadline" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+        except (TypeError, ValueError):
+            self._pass_deadline = False
+        self.stats = {"sent": 0, "retry": 0, "failed": 0, "suppressed": 0, "lost_lease": 0}
+
+    # -- 1. claim
+
+    def claim(self, limit: int | None = None) -> list[Claimed]:
+        """Lease up to ``limit`` due rows (committed before returning). Opted-out ones are suppressed here."""
+        now = self.clock()
+        token = f"{self.name}:{uuid.uuid4().hex[:10]}"
+        c = outbox.c
+        due = sa.or_(
+            sa.and_(c.status == "queued", c.next_attempt_at <= now),
+            sa.and_(c.status == "sending", c.lease_until < now),
+        )
+        pick = sa.select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit or self.batch)
+        if self.is_pg:
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (
+            sa.update(outbox)
+            .where(c.id.in_(pick.scalar_subquery()))
+            .values(
+                status="sending",
+                leased_by=token,
+                lease_until=now + self.lease,
+                attempts=c.attempts + 1,
+                last_attempt_at=now,
+                updated_at=now,
+                last_error=sa.case(
+                    (c.status == "sending",
+                     sa.literal("previous lease expired (may have been sent): ") + sa.func.coalesce(c.leased_by, "")),
+                    else_=c.last_error,
+                ),
+            )
+            .returning(c.id, c.recipient, c.body, c.sender_id, c.link_id, c.encoding, c.segments, c.kind,
+                       c.idempotency_key, c.attempts, c.requested_by_client)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+            if not rows:
+                return []
+            claimed = [
+                Claimed(
+                    OutgoingSms(r.id, r.recipient, r.body, r.sender_id, r.link_id, r.encoding, r.segments, r.kind,
+                                r.idempotency_key),
+                    r.attempts, r.requested_by_client, token,
+                )
+                for r in rows
+            ]
+            stopped = opted_out_among(conn, [x.message.to for x in claimed if not x.requested_by_client])
+            over = [x for x in claimed if x.attempts > self.max_attempts]  # only via repeatedly expired leases
+            drop = {x.message.id for x in over}
+            if stopped:
+                sup = [x.message.id for x in claimed if x.message.to in stopped and not x.requested_by_client]
+                conn.execute(
+                    sa.update(outbox).where(c.id.in_(sup), c.leased_by == token)
+                    .values(status="suppressed", last_error="recipient opted out", final_at=now, updated_at=now,
+                            leased_by=None, lease_until=None)
+                )
+                self.stats["suppressed"] += len(sup)
+                drop.update(sup)
+            if over:
+                conn.execute(
+                    sa.update(outbox).where(c.id.in_([x.message.id for x in over]), c.leased_by == token,
+                                            c.status == "sending")
+                    .values(status="failed", final_at=now, updated_at=now, leased_by=None, lease_until=None,
+                            last_error=sa.literal(f"gave up after {self.max_attempts} attempts; last: ")
+                            + sa.func.coalesce(c.last_error, ""))
+                )
+                self.stats["failed"] += len(over)
+        return [x for x in claimed if x.message.id not in drop]
+
+    # -- 2. send
+
+    def _send(self, claimed: Sequence[Claimed], deadline: float) -> list[SendResult]:
+        msgs = [x.message for x in claimed]
+        try:
+            if self._pass_deadline:
+                results = list(self.sender.send(msgs, deadline=deadline))
+            else:
+                results = list(self.sender.send(msgs))
+        except Exception as exc:  # a broken sender must not kill the worker
+            log.exception("sender %s raised; batch of %d will be retried", getattr(self.sender, "name", "?"), len(msgs))
+            return [SendResult.retry(f"sender error: {type(exc).__name__}: {exc}")] * len(msgs)
+        if len(results) != len(msgs):
+            log.error("sender returned %d results for %d messages", len(results), len(msgs))
+            results = (results + [SendResult.retry("no result from sender")] * len(msgs))[: len(msgs)]
+        return results
+
+    # -- 3. record
+
+    def record(self, claimed: Sequence[Claimed], results: Sequence[SendResult]) -> int:
+        """Write results for rows still leased under their token; returns how many were written."""
+        if not claimed:
+            return 0
+        now = self.clock()
+        c = outbox.c
+        gateway = getattr(self.sender, "name", None)
+        params = []
+        pending: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            token = claimed[0].token
+            held = set(
+                conn.execute(
+                    sa.select(c.id).where(c.id.in_([x.message.id for x in claimed]), c.leased_by == token,
+                                          c.status == "sending").with_for_update()
+                ).scalars()
+            )
+            for x, r in zip(claimed, results):
+                mid = x.message.id
+                if mid not in held:
+                    self.stats["lost_lease"] += 1
+                    log.warning("lease on outbox %s lost before recording %s (another worker took it over)", mid, r.status)
+                    continue
+                status, error, nxt, final_at, sent_at = r.status, r.error, now, None, None
+                if status == "sent":
+                    sent_at, error = now, None
+                    if r.provider_id:
+                        pending[r.provider_id] = mid
+                elif status == "retry":
+                    if x.attempts >= self.max_attempts:
+                        status, final_at = "failed", now
+                        error = f"gave up after {x.attempts} attempts; last: {r.error}"
+                    else:
+                        status = "queued"
+                        nxt = now + dt.timedelta(seconds=backoff_seconds(x.attempts, self.retry_base, self.retry_max))
+                else:
+                    status, final_at = "failed", now
+                self.stats["sent" if status == "sent" else "retry" if status == "queued" else "failed"] += 1
+                params.append(dict(
+                    _id=mid, _tok=token, _status=status, _pid=r.provider_id, _cost=r.cost, _parts=r.parts,
+                    _code=r.status_code, _pstatus=r.provider_status, _err=(error or None) and str(error)[:2000],
+                    _next=nxt, _sent=sent_at, _final=final_at, _gw=gateway, _now=now,
+                ))
+            if params:
+                bp = sa.bindparam
+                conn.execute(
+                    sa.update(outbox)
+                    .where(c.id == bp("_id"), c.leased_by == bp("_tok"), c.status == "sending")
+                    .values(
+                        status=bp("_status"), provider_id=bp("_pid"), cost=bp("_cost"), parts=bp("_parts"),
+                        status_code=bp("_code"), provider_status=bp("_pstatus"), last_error=bp("_err"),
+                        next_attempt_at=bp("_next", type_=c.next_attempt_at.type),
+                        sent_at=bp("_sent", type_=c.sent_at.type), final_at=bp("_final", type_=c.final_at.type),
+                        gateway=sa.func.coalesce(c.gateway, bp("_gw", type_=sa.String)),
+                        updated_at=bp("_now", type_=c.updated_at.type), leased_by=None, lease_until=None,
+                    ),
+                    params,
+                )
+            if pending:
+                apply_pending_reports(conn, pending)
+        return len(params)
+
+    # -- loop
+
+    def dispatch_once(self) -> int:
+        """Claim one batch, send it, record the results. Returns the number of rows claimed."""
+        claimed = self.claim()
+        if not claimed:
+            return 0
+        margin = min(5.0, self.lease.total_seconds() * 0.2)
+        deadline = time.monotonic() + self.lease.total_seconds() - margin
+        results = self._send(claimed, deadline)
+        self.record(claimed, results)
+        return len(claimed)
+
+    def run(self, *, once: bool = False, stop_event: threading.Event | None = None) -> int:
+        """Dispatch until ``stop_event`` is set (or, with ``once``, until nothing is due). Returns rows claimed."""
+        stop = stop_event or threading.Event()
+        total = 0
+        while not stop.is_set():
+            try:
+                n = self.dispatch_once()
+            except sa.exc.OperationalError:
+                if once:
+                    raise
+                log.exception("database error; retrying in %.1fs", max(self.poll_seconds, 1.0))
+                stop.wait(max(self.poll_seconds, 1.0))
+                continue
+            total += n
+            if n == 0:
+                if once:
+                    break
+                stop.wait(self.poll_seconds)
+        return total
+
+
+def run_worker(
+    settings,
+    *,
+    once: bool = False,
+    batch: int | None = None,
+    stop_event: threading.Event | None = None,
+    sender: SmsSender | None = None,
+    engine: Engine | None = None,
+    handle_signals: bool = True,
+    **overrides,
+) -> int:
+    """Run a :class:`Worker` for ``settings`` (``convo worker``; the demo runs it in a thread).
+
+    ``sender`` defaults to :func:`gateways.base.sender_from_settings`;
+    ``engine`` to one on ``settings.database_url``. SIGTERM/SIGINT (when
+    called from the main thread and ``handle_signals``) finish the current
+    batch and return. ``overrides`` go to :class:`Worker` (``lease_seconds``,
+    ``max_attempts``...). Returns the number of rows claimed.
+    """
+    own_engine = engine is None
+    engine = engine or make_engine(settings.database_url)
+    sender = sender or sender_from_settings(settings)
+    kw = dict(
+        batch=batch or getattr(settings, "worker_batch", 100),
+        lease_seconds=getattr(settings, "worker_lease_seconds", 60.0),
+        max_attempts=getattr(settings, "outbox_max_attempts", 8),
+        retry_base_seconds=getattr(settings, "outbox_retry_base_seconds", 30.0),
+        retry_max_seconds=getattr(settings, "outbox_retry_max_seconds", 3600.0),
+        poll_seconds=getattr(settings, "worker_poll_seconds", 1.0),
+    )
+    kw.update(overrides)
+    worker = Worker(engine, sender, **kw)
+    stop = stop_event or threading.Event()
+    old = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        def _stop(signum, _frame):
+            log.info("signal %s: finishing the current batch, then stopping", signum)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old[sig] = signal.signal(sig, _stop)
+    log.info("worker %s: gateway=%s batch=%d lease=%ss db=%s", worker.name, getattr(sender, "name", "?"),
+             worker.batch, worker.lease.total_seconds(), engine.url.render_as_string(hide_password=True))
+    try:
+        return worker.run(once=once, stop_event=stop)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        log.info("worker %s stopped: %s", worker.name, worker.stats)
+        close = getattr(sender, "close", None)
+        if callable(close):
+            close()
+        if own_engine:
+            engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m convo.worker [--once] [--batch N] [--lease-seconds S] [--database-url URL]``."""
+    from convo.config import Settings, load_dotenv_if_present
+
+    p = argparse.ArgumentParser(prog="convo.worker", description=__doc__.split("\n")[0])
+    p.add_argument("--once", action="store_true", help="send what is due now, then exit")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--lease-seconds", type=float, default=None)
+    p.add_argument("--database-url", default=None)
+    a = p.parse_args(argv)
+    load_dotenv_if_present()
+    settings = Settings.from_env()
+    if a.database_url:
+        settings = settings.replace(database_url=a.database_url)
+    logging.basicConfig(level=getattr(settings, "log_level", "INFO"), format="%(asctime)s %(name)s %(message)s")
+    extra = {"lease_seconds": a.lease_seconds} if a.lease_seconds else {}
+    run_worker(settings, once=a.once, batch=a.batch, **extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
