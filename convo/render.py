@@ -137,6 +137,16 @@ for _chars, _repl in [
     ("\u2044\u2215", "/"),
     ("\u0153", "oe"),
     ("\u0152", "OE"),
+    ("\u00fe", "th"),
+    ("\u00de", "Th"),
+    ("\u00f0\u0111", "d"),
+    ("\u00d0\u0110", "D"),
+    ("\u0142", "l"),
+    ("\u0141", "L"),
+    ("\u0131", "i"),
+    ("\u00aa", "a"),
+    ("\u00ba", "o"),
+    ("\u00b5", "u"),
 ]:
     for _c in _chars:
         _GSM_REPLACEMENTS[_c] = _repl
@@ -188,18 +198,25 @@ def to_gsm(text: str) -> str:
     ``...``, unicode spaces → space, bullets → ``-``, ``×`` → ``x``, primes,
     ``œ`` → ``oe``, accented letters GSM lacks → their base letter (``ê`` → ``e``,
     ``ç`` → ``c``) while GSM's own accented letters (``é è à ñ ü Ç Ø`` ...) stay.
-    Anything else (emoji, Amharic, ...) is left as is. Idempotent.
+    Anything else (emoji, Amharic, ...) is left as is. Idempotent; a GSM-7 text
+    is returned unchanged, and the result is never billed as more segments
+    than the input (if it would be, the input is returned as is).
     """
     if is_gsm(text):
         return text
     # Normalisation can in rare cases compose across a removed character; loop
     # to the fixed point so the function is idempotent by construction.
+    out = text
     for _ in range(4):
-        new = _to_gsm_once(text)
-        if new == text:
+        new = _to_gsm_once(out)
+        if new == out:
             break
-        text = new
-    return text
+        out = new
+    # "…" → "..." can cost more than it saves (e.g. when an emoji keeps the
+    # text UCS-2): never return something billed as more segments.
+    if sms_info(out).segments > sms_info(text).segments:
+        return text
+    return out
 
 
 def usable_screen(prefix: str = "CON ", limit: int = 160) -> int:
@@ -691,12 +708,13 @@ def _paginate(items: list[tuple[int, str]], budget: int, more_label: str, back_l
         if len("\n".join(line for _, line in queue)) <= cap_last:
             body = [line for _, line in queue]
             queue.clear()
-            nav = [] if first else [back_label]
+        elif len(queue) == 1 and queue[0][0] == _OPTION:
+            body = [_truncate(queue.popleft()[1], cap_last)]  # last item, alone
         else:
             body = _fill(queue, cap_last - more)
             while len(body) > 1 and not body[-1]:
                 body.pop()
-            nav = ([] if first else [back_label]) + [more_label]
+        nav = ([] if first else [back_label]) + ([more_label] if queue else [])
         pages.append("\n".join(body + nav))
     return pages
 
