@@ -126,12 +126,12 @@ for _chars, _repl in [
     ("\u2018\u2019\u201a\u201b\u2032\u2035\u0060\u00b4\u02bc\u02b9\u2039\u203a", _QUOTE1),
     ("\u201c\u201d\u201e\u201f\u2033\u2036\u00ab\u00bb\u02ba", _QUOTE2),
     ("\u2034", "'''"),
-    ("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043\u00ad", "-"),
+    ("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043", "-"),
     ("\u2022\u2023\u25e6\u2219\u00b7\u25aa\u25cf", "-"),
     ("\u2026", "..."),
     ("\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
      "\u202f\u205f\u3000\t", " "),
-    ("\u200b\u2060\ufeff", ""),
+    ("\u200b\u2060\ufeff\u00ad", ""),  # invisible: zero-width space, soft hyphen
     ("\u00d7", "x"),
     ("\u00f7", "/"),
     ("\u2044\u2215", "/"),
@@ -150,7 +150,6 @@ for _chars, _repl in [
 ]:
     for _c in _chars:
         _GSM_REPLACEMENTS[_c] = _repl
-_GSM_REPLACEMENTS["\u00ad"] = ""  # soft hyphen is invisible
 del _chars, _repl, _c
 
 
