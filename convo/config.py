@@ -7,7 +7,7 @@ one with ``Settings.from_env({...})`` and never touch ``os.environ``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,8 @@ class Settings:
     sms_session_timeout: int = 300
     #: seconds the phone -> client and account figures stay cached
     client_cache_ttl: int = 300
+    #: seconds balances and amounts due stay cached (a hop inside that window does not call Mifos X)
+    figures_cache_ttl: int = 60
     callback_token: str = ""
     at_username: str = ""
     at_api_key: str = ""

@@ -1,0 +1,202 @@
+"""The ``convo`` command line (click)."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from convo.config import REPO_ROOT, Settings, load_dotenv_if_present
+
+
+def _settings(**overrides) -> Settings:
+    load_dotenv_if_present()
+    return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def start_simulator(port: int = 0, host: str = "127.0.0.1"):
+    """Run the Fineract simulator in a background thread; returns the server (``.url``)."""
+    from convo.devserver import BackgroundServer
+    from convo.mifos.sim import create_sim_app
+
+    return BackgroundServer(create_sim_app(), host=host, port=port).start()
+
+
+def sim_settings(sim_url: str, **overrides) -> Settings:
+    """Settings for a gateway in front of the simulator, with embedded defaults (no Redis needed)."""
+    base = _settings()
+    values = dict(fineract_url=f"{sim_url}/fineract-provider/api/v1", fineract_user="mifos",
+                  fineract_password="password", fineract_tenant="default")
+    values.update(overrides)
+    return base.replace(**values)
+
+
+@click.group()
+def main() -> None:
+    """mifos-convo: SMS and USSD banking for Mifos X."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, help="gateway port")
+@click.option("--sim-port", default=8443, show_default=True, help="Fineract simulator port")
+def demo(host: str, port: int, sim_port: int) -> None:
+    """Simulated Mifos X + gateway in one process, embedded defaults."""
+    from convo.mifos.seed import DEMO_PHONES
+    from convo.web import create_app
+
+    sim = start_simulator(sim_port, host)
+    settings = sim_settings(sim.url, redis_url=_settings().redis_url if "CONVO_REDIS_URL" in __import__("os").environ
+                            else "memory://")
+    app = create_app(settings)
+    base = f"http://{host}:{port}"
+    click.echo(f"Fineract simulator: {sim.url}/fineract-provider/api/v1 (mifos / password)")
+    click.echo(f"Gateway:            {base}  (Africa's Talking USSD callback: {base}/gateways/africastalking/ussd)\n")
+    click.echo("Demo phones:")
+    for phone, what in DEMO_PHONES:
+        click.echo(f"  {phone}  {what}")
+    first = DEMO_PHONES[0][0]
+    click.echo("\nDial from a terminal phone (another shell):")
+    click.echo(f"  .venv/bin/convo simulate --phone {first} --url {base}")
+    click.echo("or as Africa's Talking would:")
+    click.echo(f"  curl -s {base}/gateways/africastalking/ussd -d sessionId=s1 -d serviceCode='*384*12#' "
+               f"-d phoneNumber={first} -d networkCode=63902 -d text=")
+    click.echo("")
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, app, threaded=True, use_reloader=False)
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="processes (granian)")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the gateway (granian, the WSGI server chosen by benchmark)."""
+    from granian import Granian
+
+    Granian("convo.web:create_app", factory=True, interface="wsgi", address=host, port=port,
+            workers=workers).serve()
+
+
+@main.command("fineract-sim")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8443, show_default=True)
+def fineract_sim(host: str, port: int) -> None:
+    """Run the Fineract simulator alone."""
+    from convo.mifos.sim import main as sim_main
+
+    sim_main(host=host, port=port)
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+def lint(path: Path | None) -> None:
+    """Validate flows (default: the configured flows directory)."""
+    from convo.compiler import load_flowset
+    from convo.flowspec import FlowValidationError
+
+    path = path or Path(_settings().flows_dir)
+    try:
+        fs = load_flowset(path)
+    except FlowValidationError as e:
+        for err in e.errors:
+            click.echo(str(err), err=True)
+        click.echo(f"{len(e.errors)} problem(s); nothing was changed in the running service.", err=True)
+        sys.exit(1)
+    click.echo(f"OK: {len(fs.flows)} flows, languages {', '.join(fs.languages)}, version {fs.version}")
+
+
+@main.command()
+@click.argument("flow")
+@click.option("--path", type=click.Path(exists=True, path_type=Path), default=None)
+def graph(flow: str, path: Path | None) -> None:
+    """Print a flow as a Mermaid state diagram (from its compiled machine)."""
+    from convo.compiler import load_flowset
+    from convo.graph import mermaid
+
+    fs = load_flowset(path or Path(_settings().flows_dir))
+    if flow not in fs.flows:
+        raise click.BadParameter(f"no flow {flow!r} (have: {', '.join(fs.flows)})")
+    click.echo(mermaid(fs.flows[flow]))
+
+
+@main.command("test")
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--flows", "flows_dir", type=click.Path(exists=True, path_type=Path), default=None)
+def test_cmd(path: Path | None, flows_dir: Path | None) -> None:
+    """Run conversation tests (flows/tests/*.yaml) against the simulator."""
+    from convo.convtest import flask_poster, load_tests, run_test
+    from convo.web import create_app
+
+    flows_dir = flows_dir or Path(_settings().flows_dir)
+    path = path or flows_dir / "tests"
+    sim = start_simulator()
+    try:
+        app = create_app(sim_settings(sim.url, redis_url="memory://", flows_dir=str(flows_dir)))
+        post = flask_poster(app.test_client())
+        failed = 0
+        tests = load_tests(path)
+        for file, t in tests:
+            r = run_test(post, file, t)
+            if r.failure:
+                failed += 1
+                click.echo(f"FAIL {Path(file).name}: {r.failure}")
+            else:
+                click.echo(f"ok   {Path(file).name}: {r.name}")
+        click.echo(f"{len(tests) - failed} passed, {failed} failed")
+    finally:
+        sim.stop()
+    sys.exit(1 if failed or not tests else 0)
+
+
+@main.command()
+@click.option("--phone", required=True, help="caller's number, e.g. +254700000101")
+@click.option("--url", default=None, help="a running gateway (default: in-process with the simulator)")
+@click.option("--code", default="*384*12#", show_default=True, help="USSD code to dial")
+def simulate(phone: str, url: str | None, code: str) -> None:
+    """A terminal phone: dial the USSD menu and answer it."""
+    from convo.convtest import UssdPhone, flask_poster
+
+    sim = None
+    if url:
+        import requests
+
+        def post(path: str, form: dict) -> tuple[int, str]:
+            r = requests.post(url.rstrip("/") + path, data=form, timeout=10)
+            return r.status_code, r.text
+    else:
+        from convo.web import create_app
+
+        logging.disable(logging.WARNING)
+        sim = start_simulator()
+        post = flask_poster(create_app(sim_settings(sim.url, redis_url="memory://")).test_client())
+    ph = UssdPhone(post, phone, "/gateways/africastalking/ussd")
+    try:
+        while True:
+            click.echo(f"\n[dialing {code} from {phone}]")
+            status, body = ph.dial(code)
+            while True:
+                if status != 200:
+                    click.echo(f"!! HTTP {status}: {body}")
+                    break
+                kind, _, text = body.partition(" ")
+                click.echo("+" + "-" * 30 + "+")
+                click.echo(text)
+                click.echo("+" + "-" * 30 + "+")
+                if kind == "END":
+                    break
+                answer = click.prompt(">", default="", show_default=False)
+                status, body = ph.send(answer)
+            if not click.confirm("Dial again?", default=True):
+                break
+    except (click.Abort, EOFError):
+        click.echo("")
+    finally:
+        if sim:
+            sim.stop()
+
+
+if __name__ == "__main__":
+    main()

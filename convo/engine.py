@@ -1,0 +1,312 @@
+"""One inbound message -> one reply.
+
+The engine is the only place that walks flows. Per hop it: takes the
+conversation's lock and state from Redis (one round trip), reduces the
+gateway's input to what is new, feeds it to the current ``menu``/``ask``
+state, runs automatic states (``do``, ``route``, ``flow``, ``return``) until
+the dialog waits for input or ends, renders the screen, and saves (one more
+round trip). Transitions fire on the flow version's shared ``transitions``
+machine with a plain :class:`Conversation` as the model.
+
+Answers to ``ask`` states marked ``secret`` (PINs) live only for the hop that
+received them: they are dropped from the variables before anything is saved.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import TemplateError as JinjaError
+
+from convo import render
+from convo.actions import Context
+from convo.compiler import NAV_BACK, NAV_MORE, CompiledFlow, FlowSet
+from convo.flowspec import State
+from convo.session import SessionBusy
+from convo.validators import validate
+
+log = logging.getLogger(__name__)
+
+MAX_AUTO_HOPS = 32
+USSD_LIMIT = 160
+
+
+@dataclass(frozen=True)
+class Inbound:
+    channel: str              # "ussd" | "sms"
+    gateway: str              # "africastalking", "sim", ...
+    session_id: str           # gateway session id (USSD); for SMS the engine keys by phone
+    phone: str                # E.164
+    text: str                 # USSD: the gateway's cumulative text; SMS: the message
+    service_code: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    end: bool
+
+
+class Conversation:
+    """The model the shared machines act on: plain data, rebuilt every hop."""
+
+    __slots__ = ("flow", "state", "vars", "lang", "page", "stack", "secrets")
+
+    def __init__(self, flow: str, state: str, vars: dict, lang: str, page: int = 0, stack=None):
+        self.flow, self.state, self.vars, self.lang, self.page = flow, state, vars, lang, page
+        self.stack: list[list[str]] = stack or []
+        self.secrets: set[str] = set()
+
+
+class FlowRuntimeError(Exception):
+    pass
+
+
+def reduce_ussd_text(text: str, consumed: int | None) -> list[str] | None:
+    """What is new in Africa's Talking's cumulative ``text`` (``1*2*1234``).
+
+    ``consumed`` is how many characters of it earlier hops used (None for a new
+    session). Returns the new inputs in order, ``[]`` for a fresh dial, or None
+    when the callback repeats one already answered.
+    """
+    if consumed is None:                       # first hop: "" or a shortcut dial like *384*12*1#
+        return [p for p in text.split("*")] if text else []
+    if len(text) == consumed:
+        return None
+    if len(text) > consumed:
+        rest = text[consumed:]
+        if consumed:
+            if not rest.startswith("*"):
+                return [text.rsplit("*", 1)[-1]]   # history rewritten by the gateway: take the newest part
+            rest = rest[1:]
+        return [rest]
+    return [text.rsplit("*", 1)[-1]]
+
+
+class Engine:
+    def __init__(self, services):
+        self.services = services
+        self.settings = services.settings
+
+    # ------------------------------------------------------------------ entry point
+    def handle(self, msg: Inbound) -> Reply:
+        lib = self.services.flows
+        lib.maybe_reload()
+        sid = self._session_key(msg)
+        prefetch = self.services.prefetch_keys(msg.phone)
+        store = self.services.sessions
+        try:
+            data, token, pre = store.acquire(sid, prefetch=prefetch)
+        except SessionBusy:
+            data = store.peek(sid)
+            if data and "r" in data:
+                return Reply(data["r"], data["e"])
+            return Reply(self._common(lib.current, "common.error", self.settings.default_language), True)
+        saved = False
+        try:
+            reply, data = self._hop(msg, data, pre)
+            if data is not None:
+                saved = store.save(sid, token, data, self._ttl(msg))
+                if not saved:
+                    log.warning("session %s: lock expired before save; reply not stored", sid)
+            return reply
+        finally:
+            if not saved:
+                store.release(sid, token)
+
+    def _session_key(self, msg: Inbound) -> str:
+        if msg.channel == "ussd":
+            return f"ussd:{msg.gateway}:{msg.session_id}"
+        return f"{msg.channel}:{msg.phone}"
+
+    def _ttl(self, msg: Inbound) -> int:
+        return self.settings.ussd_session_ttl if msg.channel == "ussd" else self.settings.sms_session_timeout
+
+    # ------------------------------------------------------------------ one hop
+    def _hop(self, msg: Inbound, data: dict | None, pre: list) -> tuple[Reply, dict | None]:
+        lib = self.services.flows
+        if data is not None and msg.channel == "ussd":
+            inputs = reduce_ussd_text(msg.text, data.get("n", 0))
+            if inputs is None or data.get("e"):
+                return Reply(data["r"], data["e"]), None          # repeated callback / ended: same answer
+        else:
+            inputs = reduce_ussd_text(msg.text, None) if msg.channel == "ussd" else [msg.text]
+        if data is None:
+            fs = lib.current
+            flow = fs.entry_flow(msg.channel, msg.service_code)
+            conv = Conversation(flow.name, flow.spec.start, {"phone": msg.phone},
+                                self.services.language_for(msg.phone))
+            fresh = True
+        else:
+            fs = lib.get(data["v"])
+            if fs is None:
+                text = self._common(lib.current, "common.expired", data.get("lang", "en"))
+                return Reply(text, True), {**data, "r": text, "e": True, "n": len(msg.text)}
+            conv = Conversation(data["f"], data["s"], data["vars"], data["lang"], data.get("pg", 0),
+                                data.get("stk"))
+            fresh = False
+        ctx = Context(vars=conv.vars, phone=msg.phone, channel=msg.channel, services=self.services,
+                      lang=conv.lang, prefetched=dict(zip(self.services.prefetch_keys(msg.phone), pre)))
+        try:
+            error = None
+            if fresh:
+                self._run_auto(fs, conv, ctx)
+            for raw in inputs:
+                if self._at_end(fs, conv):
+                    break
+                error = self._feed(fs, conv, ctx, raw)
+            body, end = self._screen(fs, conv, msg.channel, error)
+        except (FlowRuntimeError, JinjaError) as e:
+            log.error("session %s flow %s state %s: %s", msg.session_id, conv.flow, conv.state, e)
+            body, end = self._common(fs, "common.error", conv.lang), True
+        for name in conv.secrets:
+            conv.vars.pop(name, None)
+        state = {"v": fs.version, "f": conv.flow, "s": conv.state, "vars": conv.vars, "lang": conv.lang,
+                 "pg": conv.page, "stk": conv.stack, "n": len(msg.text) if msg.channel == "ussd" else 0,
+                 "r": body, "e": end, "t": int(time.time())}
+        return Reply(body, end), state
+
+    def _at_end(self, fs: FlowSet, conv: Conversation) -> bool:
+        return fs.flows[conv.flow].state(conv.state).kind == "end"
+
+    # ------------------------------------------------------------------ input
+    def _feed(self, fs: FlowSet, conv: Conversation, ctx: Context, raw: str) -> str | None:
+        """Apply one input; returns an error text key/override to show, or None."""
+        cf = fs.flows[conv.flow]
+        st = cf.state(conv.state)
+        raw = raw.strip()
+        pages = self._pages(fs, cf, st, conv, "ussd" if ctx.channel == "ussd" else ctx.channel, None)
+        if len(pages) > 1:                                          # paging through a long screen
+            if raw == NAV_MORE and conv.page < len(pages) - 1:
+                conv.page += 1
+                return None
+            if raw == NAV_BACK and conv.page > 0:
+                conv.page -= 1
+                return None
+        tctx = self._tctx(conv)
+        if st.kind == "menu":
+            if st.choose:
+                items = conv.vars.get(st.choose.source) or []
+                n = int(raw) if raw.isdigit() else 0
+                if not 1 <= n <= len(items):
+                    return self._error(cf, st)
+                self._fire(cf, conv, "choose", var=st.choose.save, value=items[n - 1], ctx=tctx)
+            else:
+                visible = self._visible_options(cf, st, tctx)
+                n = int(raw) if raw.isdigit() else 0
+                if not 1 <= n <= len(visible):
+                    return self._error(cf, st)
+                self._fire(cf, conv, f"opt{visible[n - 1]}", ctx=tctx)
+        elif st.kind == "ask":
+            ok, value = validate(st.validate, raw)
+            if not ok:
+                return self._error(cf, st)
+            if st.secret:
+                conv.secrets.add(st.save)
+            self._fire(cf, conv, "answer", var=st.save, value=value, ctx=tctx)
+        else:
+            return None
+        conv.page = 0
+        self._run_auto(fs, conv, ctx)
+        return None
+
+    def _error(self, cf: CompiledFlow, st: State) -> str:
+        if (st.name, "error") in cf.texts:
+            return f"state:{st.name}"
+        return "common.invalid_choice" if st.kind == "menu" else "common.invalid_input"
+
+    # ------------------------------------------------------------------ automatic states
+    def _run_auto(self, fs: FlowSet, conv: Conversation, ctx: Context) -> None:
+        for _ in range(MAX_AUTO_HOPS):
+            cf = fs.flows[conv.flow]
+            st = cf.state(conv.state)
+            if st.kind == "do":
+                a = cf.actions[st.name]
+                ctx.lang = conv.lang
+                outcome = a.fn(ctx, **cf.bind(st, self._tctx(conv)))
+                conv.lang = ctx.lang
+                if outcome not in st.on:
+                    raise FlowRuntimeError(f"action {a.name} returned unknown outcome {outcome!r}")
+                self._fire(cf, conv, outcome)
+            elif st.kind == "route":
+                self._fire(cf, conv, "route", ctx=self._tctx(conv))
+            elif st.kind == "flow":
+                conv.stack.append([conv.flow, conv.state])
+                conv.vars.update(cf.bind(st, self._tctx(conv)))
+                conv.flow = st.subflow
+                conv.state = fs.flows[st.subflow].spec.start
+            elif st.kind == "return":
+                if not conv.stack:
+                    raise FlowRuntimeError(f"flow {conv.flow} returned with no caller")
+                conv.flow, conv.state = conv.stack.pop()
+                self._fire(fs.flows[conv.flow], conv, st.outcome)
+            else:
+                conv.page = 0
+                return
+        raise FlowRuntimeError(f"more than {MAX_AUTO_HOPS} automatic steps without input (loop?)")
+
+    @staticmethod
+    def _fire(cf: CompiledFlow, conv: Conversation, trigger: str, **kwargs) -> None:
+        try:
+            event = cf.machine.events[trigger]
+        except KeyError:
+            raise FlowRuntimeError(f"flow {cf.name} has no event {trigger!r}") from None
+        if not event.trigger(conv, **kwargs):
+            raise FlowRuntimeError(f"flow {cf.name}: {trigger!r} did not move state {conv.state!r}")
+
+    # ------------------------------------------------------------------ rendering
+    @staticmethod
+    def _tctx(conv: Conversation) -> dict[str, Any]:
+        ctx = dict(conv.vars)
+        ctx["lang"] = conv.lang
+        return ctx
+
+    def _common(self, fs: FlowSet, key: str, lang: str) -> str:
+        return fs.common[key].render(lang, {"lang": lang})
+
+    def _visible_options(self, cf: CompiledFlow, st: State, tctx: dict) -> list[int]:
+        out = []
+        for i, _ in enumerate(st.options, 1):
+            cond = cf.conditions.get((st.name, i))
+            if cond is None or cond(**tctx):
+                out.append(i)
+        return out
+
+    def _pages(self, fs: FlowSet, cf: CompiledFlow, st: State, conv: Conversation, channel: str,
+               error: str | None) -> list[str]:
+        tctx = self._tctx(conv)
+        lang = conv.lang
+        prefix = ""
+        if error:
+            prefix = (cf.texts[(st.name, "error")].render(lang, tctx) if error.startswith("state:")
+                      else self._common(fs, error, lang)) + "\n"
+        more = f"{NAV_MORE}. {self._common(fs, 'common.more', lang)}"
+        back = f"{NAV_BACK}. {self._common(fs, 'common.back', lang)}"
+        text = cf.texts.get((st.name, "text"))
+        body = prefix + (text.render(lang, tctx) if text else "")
+        if st.kind == "menu":
+            if st.choose:
+                label = cf.texts[(st.name, "choose")]
+                items = conv.vars.get(st.choose.source) or []
+                lines = [f"{i}. {label.render(lang, {**tctx, 'item': it})}" for i, it in enumerate(items, 1)]
+            else:
+                lines = [f"{n}. {cf.texts[(st.name, f'opt{i}')].render(lang, tctx)}"
+                         for n, i in enumerate(self._visible_options(cf, st, tctx), 1)]
+            if channel != "ussd":
+                return ["\n".join([body] + lines)]
+            return render.paginate_menu(body, lines, limit=USSD_LIMIT, more_label=more, back_label=back)
+        if channel != "ussd":
+            return [body]
+        return render.paginate_text(body, limit=USSD_LIMIT, more_label=more, back_label=back)
+
+    def _screen(self, fs: FlowSet, conv: Conversation, channel: str, error: str | None) -> tuple[str, bool]:
+        cf = fs.flows[conv.flow]
+        st = cf.state(conv.state)
+        pages = self._pages(fs, cf, st, conv, channel, error)
+        if error:
+            conv.page = 0
+        conv.page = min(conv.page, len(pages) - 1)
+        end = st.kind == "end" and conv.page == len(pages) - 1
+        return pages[conv.page], end

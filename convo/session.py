@@ -1,0 +1,102 @@
+"""Conversation state in Redis: one small JSON value per conversation, with a TTL.
+
+A hop costs two round trips: :meth:`SessionStore.acquire` takes the
+conversation's lock *and* reads its value (plus any keys the hop wants
+prefetched) in one pipeline; :meth:`SessionStore.save` writes the new value and
+releases the lock in one Lua script that checks the lock is still ours, so two
+concurrent callbacks for one session can never both advance it. Keys carry a
+hash tag (``convo:{ussd:at:ATUid_1}:s``) so a value and its lock live in one
+Redis Cluster slot.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis as redis_lib
+
+_SAVE = """
+if redis.call('get', KEYS[2]) == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  redis.call('del', KEYS[2])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+_fake_server = None
+
+
+def make_redis(url: str) -> redis_lib.Redis:
+    """``memory://`` gives an in-process fakeredis shared by the whole process; else a real client."""
+    global _fake_server
+    if url.startswith("memory://"):
+        import fakeredis
+
+        if _fake_server is None:
+            _fake_server = fakeredis.FakeServer()
+        return fakeredis.FakeRedis(server=_fake_server)
+    return redis_lib.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                    health_check_interval=30)
+
+
+class SessionBusy(Exception):
+    """Another request holds this conversation's lock for longer than we can wait."""
+
+
+class SessionStore:
+    LOCK_MS = 8000
+
+    def __init__(self, redis: redis_lib.Redis, prefix: str = "convo:"):
+        self.redis = redis
+        self.prefix = prefix
+        self._save = redis.register_script(_SAVE)
+        self._release = redis.register_script(_RELEASE)
+
+    def _keys(self, sid: str) -> tuple[str, str]:
+        base = f"{self.prefix}{{{sid}}}"
+        return base + ":s", base + ":l"
+
+    def acquire(self, sid: str, prefetch: tuple[str, ...] = (), wait: float = 2.0
+                ) -> tuple[dict | None, str, list[Any]]:
+        """Lock the conversation and read it (and ``prefetch`` keys) in one round trip.
+
+        Returns (session or None, lock token, prefetched raw values). Raises
+        :class:`SessionBusy` after ``wait`` seconds of contention.
+        """
+        skey, lkey = self._keys(sid)
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(lkey, token, nx=True, px=self.LOCK_MS)
+            pipe.get(skey)
+            for k in prefetch:
+                pipe.get(k)
+            got, raw, *extra = pipe.execute()
+            if got:
+                return (json.loads(raw) if raw else None), token, extra
+            if time.monotonic() >= deadline:
+                raise SessionBusy(sid)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def peek(self, sid: str) -> dict | None:
+        raw = self.redis.get(self._keys(sid)[0])
+        return json.loads(raw) if raw else None
+
+    def save(self, sid: str, token: str, data: dict, ttl: int) -> bool:
+        """Write and unlock; False if our lock had expired (someone else may have written)."""
+        skey, lkey = self._keys(sid)
+        blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+        return bool(self._save(keys=[skey, lkey], args=[token, blob, int(ttl)]))
+
+    def release(self, sid: str, token: str) -> None:
+        self._release(keys=[self._keys(sid)[1]], args=[token])

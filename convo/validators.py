@@ -1,0 +1,67 @@
+"""Validators for ``ask:`` states: raw input -> (ok, value to save).
+
+Each returns the normalized value to store (``Decimal`` amounts are saved as
+strings so the session stays JSON). Parameters come from the state:
+``min``/``max`` (number bounds), ``min_length``/``max_length``, ``pattern``,
+``choices``.
+"""
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+_AMOUNT_RE = re.compile(r"^\d{1,12}([.,]\d{1,2})?$")
+
+
+def _bounds(value: Decimal, spec: dict) -> bool:
+    lo, hi = spec.get("min"), spec.get("max")
+    if lo is not None and value < Decimal(str(lo)):
+        return False
+    if hi is not None and value > Decimal(str(hi)):
+        return False
+    return True
+
+
+def _length(text: str, spec: dict, default_max: int = 160) -> bool:
+    return spec.get("min_length", 1) <= len(text) <= spec.get("max_length", default_max)
+
+
+def validate(spec: dict, raw: str) -> tuple[bool, str | None]:
+    """Check ``raw`` against an ask state's validator; returns (ok, value)."""
+    kind = spec.get("type", "text")
+    text = raw.strip()
+    if kind == "digits":
+        if not text.isascii() or not text.isdigit() or not _length(text, spec, 20):
+            return False, None
+        if not _bounds(Decimal(text), spec):
+            return False, None
+        return True, text
+    if kind == "amount":
+        compact = text.replace(" ", "")
+        if compact.count(",") and compact.count("."):
+            compact = compact.replace(",", "")          # 1,000.50
+        elif re.fullmatch(r"\d{1,3}(,\d{3})+", compact):
+            compact = compact.replace(",", "")          # 1,000
+        if not _AMOUNT_RE.match(compact):
+            return False, None
+        try:
+            value = Decimal(compact.replace(",", "."))
+        except InvalidOperation:
+            return False, None
+        if value <= 0 or not _bounds(value, spec):
+            return False, None
+        return True, str(value)
+    if kind == "pin":
+        lo, hi = spec.get("min_length", 4), spec.get("max_length", 6)
+        ok = text.isascii() and text.isdigit() and lo <= len(text) <= hi
+        return (True, text) if ok else (False, None)
+    if kind == "regex":
+        ok = re.fullmatch(spec["pattern"], text) is not None and _length(text, spec)
+        return (True, text) if ok else (False, None)
+    if kind == "choice":
+        for c in spec.get("choices", []):
+            if text.casefold() == str(c).casefold():
+                return True, str(c)
+        return False, None
+    ok = _length(text, spec)
+    return (True, text) if ok else (False, None)
