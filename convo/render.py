@@ -411,12 +411,12 @@ def _date_filter(ctx: jinja2.runtime.Context, value: Any, style: str = "medium")
 
 def make_env() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     """Sandboxed Jinja environment for flow and locale texts: StrictUndefined,
-    no autoescape, ``trim_blocks``, filters ``money``, ``date``, ``mask`` (the
+    no autoescape, no ``trim_blocks`` (a text reads as written), filters ``money``, ``date``, ``mask`` (the
     first two format for the context variable ``lang``, default ``"en"``)."""
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
-        trim_blocks=True,
+        trim_blocks=False,
         keep_trailing_newline=False,
     )
     env.filters["money"] = _money_filter

@@ -188,11 +188,13 @@ def test_env_is_immutable_sandbox_with_strict_undefined(env):
     assert render(env, "<b>{{ name }}</b>", name="A & B") == "<b>A & B</b>"  # no autoescape
 
 
-def test_trim_blocks_and_no_trailing_newline(env):
-    src = "Mini statement:\n{% for t in txns %}\n{{ t }}\n{% endfor %}\n"
-    # trim_blocks eats the newline after a block tag; the loop body keeps its own
-    assert render(env, src, txns=["Deposit 500", "Withdrawal 200"]) == (
-        "Mini statement:\nDeposit 500\nWithdrawal 200\n"
+def test_texts_read_as_written_and_no_trailing_newline(env):
+    # no trim_blocks: a newline after an inline {% endif %} stays, as a product manager expects
+    src = "Due: 500{% if overdue %} (late){% endif %}\nBy 5 May"
+    assert render(env, src, overdue=True) == "Due: 500 (late)\nBy 5 May"
+    loop = "Mini statement:{% for t in txns %}\n{{ t }}{% endfor %}"
+    assert render(env, loop, txns=["Deposit 500", "Withdrawal 200"]) == (
+        "Mini statement:\nDeposit 500\nWithdrawal 200"
     )
     assert render(env, "Hi {{ name }}\n", name="Amina") == "Hi Amina"
 
