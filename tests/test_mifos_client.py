@@ -372,6 +372,7 @@ def test_live_unknown_and_closed_phones(live):
 
     assert live.find_client_by_phone("+254799999999") is None
     assert live.find_client_by_phone(seed.CLOSED_CLIENT_PHONE) is None
+    assert live.find_client_by_phone(seed.SPACED_PHONE) is None  # like real Fineract's exact search
 
 
 def test_live_accounts_balances_and_dues(live):

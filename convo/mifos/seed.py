@@ -1,0 +1,810 @@
+"""The simulator's data set: 36 clients in Kenya, Tanzania, Senegal and Côte d'Ivoire.
+
+:func:`build` returns plain dicts already in Fineract's GET shapes (Python
+``date`` and ``Decimal`` values; the simulator writes dates as ``[y, m, d]``
+arrays). Everything is computed from the business date ``today``, so due
+dates are always sensible: Grace's loan 29 is always five days in arrears,
+Peter's next installment is always due in three days, and so on.
+
+Amounts follow Fineract: stored values carry 6 decimals (``7480.000000``),
+values computed as Money (the schedule-level totals) carry 2. Schedules are
+built by applying repayments to a flat-interest schedule in Fineract's
+"penalties, fees, interest, principal" order, so periods add up to the
+summary; savings running balances add up to ``accountBalance``.
+
+Currencies: KES 2 decimals; TZS 0 decimals in multiples of 50 and XOF 0
+decimals in multiples of 5 (how East/West African MFIs configure their
+products; Fineract takes decimals and multiples from the product).
+"""
+from __future__ import annotations
+
+import calendar
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+Z6 = Decimal("0.000000")
+
+# ------------------------------------------------------------------ reference data
+
+CURRENCIES = {
+    "KES": {"code": "KES", "name": "Kenyan Shilling", "decimalPlaces": 2, "displaySymbol": "KSh",
+            "nameCode": "currency.KES", "displayLabel": "Kenyan Shilling (KSh)"},
+    "TZS": {"code": "TZS", "name": "Tanzanian Shilling", "decimalPlaces": 0, "inMultiplesOf": 50,
+            "displaySymbol": "TSh", "nameCode": "currency.TZS", "displayLabel": "Tanzanian Shilling (TSh)"},
+    "XOF": {"code": "XOF", "name": "CFA Franc BCEAO", "decimalPlaces": 0, "inMultiplesOf": 5,
+            "displaySymbol": "CFA", "nameCode": "currency.XOF", "displayLabel": "CFA Franc BCEAO (CFA)"},
+}
+
+OFFICES = {
+    1: "Head Office", 2: "Nairobi Eastlands", 3: "Kisumu", 4: "Arusha", 5: "Dar es Salaam",
+    6: "Dakar Plateau", 7: "Abidjan Yopougon",
+}
+
+#: (id, name, short name) per product
+SAVINGS_PRODUCTS = {
+    "VS": (1, "Voluntary Savings"), "JS": (2, "Junior Savers"), "CH": (4, "Chama Group Savings"),
+    "AK": (6, "Akiba Bora"), "EP": (7, "Épargne Libre"), "TO": (8, "Tontine Plus"),
+}
+LOAN_PRODUCTS = {
+    "BF6": (3, "Biashara Flat 6M"), "SFL": (5, "School Fees Loan"), "KIL": (9, "Kilimo Loan"),
+    "EMG": (10, "Emergency Loan"), "CRD": (11, "Crédit Commerce"),
+}
+
+PAYMENT_TYPES = {"KES": (4, "M-Pesa"), "TZS": (5, "M-Pesa TZ"), "XOF": (6, "Orange Money")}
+CASH = (1, "Cash")
+
+_AUDIT = {"ByUsername": "mifos", "ByFirstname": "App", "ByLastname": "Administrator"}
+
+SAVINGS_STATUS = {
+    "pending": (100, "savingsAccountStatusType.submitted.and.pending.approval", "Submitted and pending approval"),
+    "approved": (200, "savingsAccountStatusType.approved", "Approved"),
+    "active": (300, "savingsAccountStatusType.active", "Active"),
+    "withdrawn": (400, "savingsAccountStatusType.withdrawn.by.applicant", "Withdrawn by applicant"),
+    "rejected": (500, "savingsAccountStatusType.rejected", "Rejected"),
+    "closed": (600, "savingsAccountStatusType.closed", "Closed"),
+}
+_SAVINGS_FLAGS = {
+    "submittedAndPendingApproval": "pending", "approved": "approved", "rejected": "rejected",
+    "withdrawnByApplicant": "withdrawn", "active": "active", "closed": "closed",
+    "prematureClosed": None, "transferInProgress": None, "transferOnHold": None, "matured": None,
+}
+LOAN_STATUS = {
+    "pending": (100, "loanStatusType.submitted.and.pending.approval", "Submitted and pending approval"),
+    "approved": (200, "loanStatusType.approved", "Approved"),
+    "active": (300, "loanStatusType.active", "Active"),
+    "withdrawn": (400, "loanStatusType.withdrawn.by.client", "Withdrawn by applicant"),
+    "rejected": (500, "loanStatusType.rejected", "Rejected"),
+    "closed": (600, "loanStatusType.closed.obligations.met", "Closed (obligations met)"),
+}
+CLIENT_STATUS = {
+    "pending": (100, "clientStatusType.pending", "Pending"),
+    "active": (300, "clientStatusType.active", "Active"),
+    "closed": (600, "clientStatusType.closed", "Closed"),
+    "rejected": (700, "clientStatusType.rejected", "Rejected"),
+    "withdraw": (800, "clientStatusType.withdraw", "Withdrawn"),
+}
+
+_SAVINGS_TX_TYPES = {
+    "deposit": (1, "savingsAccountTransactionType.deposit", "Deposit", "deposit", "CREDIT"),
+    "withdrawal": (2, "savingsAccountTransactionType.withdrawal", "Withdrawal", "withdrawal", "DEBIT"),
+    "interest": (3, "savingsAccountTransactionType.interestPosting", "Interest Posting", "interestPosting", "CREDIT"),
+    "charge": (7, "savingsAccountTransactionType.payCharge", "Pay Charge", "feeDeduction", "DEBIT"),
+}
+_SAVINGS_TX_FLAGS = ["deposit", "dividendPayout", "withdrawal", "interestPosting", "feeDeduction",
+                     "initiateTransfer", "approveTransfer", "withdrawTransfer", "rejectTransfer",
+                     "overdraftInterest", "writtenoff", "overdraftFee", "withholdTax", "escheat",
+                     "amountHold", "amountRelease", "accrual"]
+_LOAN_TX_TYPES = {
+    "disbursement": (1, "loanTransactionType.disbursement", "Disbursement", "disbursement"),
+    "repayment": (2, "loanTransactionType.repayment", "Repayment", "repayment"),
+    "accrual": (10, "loanTransactionType.accrual", "Accrual", "accrual"),
+}
+_LOAN_TX_FLAGS = ["disbursement", "repaymentAtDisbursement", "repayment", "merchantIssuedRefund",
+                  "payoutRefund", "goodwillCredit", "interestPaymentWaiver", "chargeRefund", "contra",
+                  "waiveInterest", "waiveCharges", "accrual", "writeOff", "recoveryRepayment",
+                  "initiateTransfer", "approveTransfer", "withdrawTransfer", "rejectTransfer",
+                  "chargePayment", "refund", "refundForActiveLoans", "creditBalanceRefund",
+                  "chargeAdjustment", "chargeback", "chargeoff", "downPayment", "reAge", "reAmortize",
+                  "accrualActivity", "interestRefund"]
+
+# ------------------------------------------------------------------ who is who
+# (id, first, middle, last, office, stored mobile, client status, accounts)
+# accounts: ("sav", product, currency, balance, status) or
+#           ("loan", product, currency, principal, months, situation, status)
+# loan situations: "ontime" (next installment due in 3 days), "arrears" (installment
+# 5 days late, partly paid), "deep" (3 installments missed), "today" (due today),
+# "fresh" (disbursed 10 days ago), "paid" (closed).
+
+_CLIENTS = [
+    (2, "Peter", "Otieno", "Ouma", 2, "+254700000102", "active",
+     [("sav", "VS", "KES", "5200", "active"), ("loan", "BF6", "KES", "30000", 6, "ontime", "active")]),
+    (3, "Mary", "Akinyi", "Odhiambo", 3, "0700000103", "active", [("sav", "VS", "KES", "1250.50", "active")]),
+    (4, "John", "Kipchoge", "Mutai", 3, "254 700 000 104", "active",
+     [("sav", "VS", "KES", "14300", "active"), ("sav", "CH", "KES", "62000", "active"),
+      ("sav", "JS", "KES", "3100", "active")]),
+    (5, "Faith", "Njeri", "Mwangi", 2, "+254700000105", "active",
+     [("loan", "BF6", "KES", "18000", 6, "ontime", "active"), ("loan", "SFL", "KES", "24000", 12, "arrears", "active"),
+      ("sav", "VS", "KES", "800", "active")]),
+    (6, "Samuel", "Kiprono", "Chebet", 3, "0700000106", "active", [("sav", "VS", "KES", "0", "active")]),
+    (7, "Esther", "Wambui", "Karanja", 1, "254700000107", "active", []),
+    (8, "Joseph", "Mwangi", "Kariuki", 1, "+254700000108", "closed",
+     [("sav", "VS", "KES", "0", "closed"), ("loan", "EMG", "KES", "5000", 3, "paid", "closed")]),
+    (9, "Lucy", "Atieno", "Onyango", 3, "0700000109", "active",
+     [("sav", "VS", "KES", "0", "closed"), ("loan", "SFL", "KES", "15000", 6, "fresh", "withdrawn"),
+      ("loan", "BF6", "KES", "20000", 6, "fresh", "approved"), ("sav", "AK", "KES", "0", "rejected")]),
+    (10, "David", "Kamau", "Njoroge", 2, "254700000110", "active",
+     [("sav", "AK", "KES", "9870.25", "active"), ("loan", "EMG", "KES", "6000", 3, "today", "active")]),
+    (11, "Agnes", "Chepkoech", "Kirui", 3, "0700000111", "active", [("sav", "VS", "KES", "22450", "active")]),
+    (12, "Daniel", "Omondi", "Ochieng", 3, "+254700000112", "active",
+     [("loan", "KIL", "KES", "40000", 12, "deep", "active")]),
+    (13, "Ruth", "Nyambura", "Gitau", 2, "254700000113", "pending", []),
+    (14, "Wanjiku", "Muthoni", "Ndungu", 2, "0700000114", "active",
+     [("sav", "CH", "KES", "18500", "active"), ("loan", "KIL", "KES", "50000", 12, "fresh", "active")]),
+    (15, "Kevin", "Mutua", "Musyoka", 1, "+254700000115", "active",
+     [("sav", "VS", "KES", "430", "active"), ("loan", "BF6", "KES", "9000", 6, "paid", "closed"),
+      ("loan", "BF6", "KES", "12000", 6, "ontime", "active")]),
+    (16, "Hellen", "Jerop", "Kosgei", 3, "254700000116", "active", [("sav", "JS", "KES", "75", "pending")]),
+    (17, "Neema", "Joseph", "Mushi", 4, "+255710000117", "active", [("sav", "AK", "TZS", "185000", "active")]),
+    (18, "Baraka", "Elia", "Massawe", 4, "255750000118", "active",
+     [("sav", "AK", "TZS", "42000", "active"), ("loan", "KIL", "TZS", "600000", 6, "ontime", "active")]),
+    (19, "Rehema", "Saidi", "Mwakyusa", 5, "0710000119", "active", [("loan", "BF6", "TZS", "450000", 6, "arrears", "active")]),
+    (20, "Juma", "Hamisi", "Kombo", 5, "+255750000120", "active",
+     [("loan", "EMG", "TZS", "150000", 3, "deep", "active"), ("sav", "AK", "TZS", "0", "active")]),
+    (21, "Zawadi", "Mrisho", "Kimaro", 5, "255710000121", "active",
+     [("sav", "AK", "TZS", "96000", "active"), ("sav", "CH", "TZS", "310000", "active")]),
+    (22, "Halima", "Abdallah", "Mbwana", 5, "0750000122", "active", [("sav", "AK", "TZS", "0", "active")]),
+    (23, "Emmanuel", "Lukumay", "Mollel", 4, "+255710000123", "active",
+     [("sav", "AK", "TZS", "27500", "active"), ("loan", "KIL", "TZS", "800000", 12, "today", "active")]),
+    (24, "Upendo", "Daudi", "Shirima", 4, "255750000124", "withdraw", []),
+    (25, "Awa", "", "Diop", 6, "+221771000125", "active", [("sav", "EP", "XOF", "125000", "active")]),
+    (26, "Mamadou", "Lamine", "Ndiaye", 6, "221771000126", "active",
+     [("sav", "EP", "XOF", "15000", "active"), ("loan", "CRD", "XOF", "300000", 6, "ontime", "active")]),
+    (27, "Fatou", "Bintou", "Sow", 6, "771000127", "active",
+     [("sav", "TO", "XOF", "48500", "active"), ("loan", "CRD", "XOF", "200000", 6, "arrears", "active")]),
+    (28, "Ibrahima", "", "Fall", 6, "+221771000128", "active",
+     [("sav", "EP", "XOF", "7500", "active"), ("sav", "TO", "XOF", "91000", "active"),
+      ("sav", "EP", "XOF", "0", "closed")]),
+    (29, "Aminata", "", "Traoré", 7, "+2250701000129", "active", [("sav", "EP", "XOF", "64000", "active")]),
+    (30, "Kouassi", "Yao", "Konan", 7, "2250701000130", "active",
+     [("loan", "CRD", "XOF", "500000", 12, "fresh", "active"), ("sav", "EP", "XOF", "20000", "active")]),
+    (31, "Adjoua", "Marie", "Kouamé", 7, "0701000131", "active",
+     [("sav", "TO", "XOF", "12500", "active"), ("loan", "CRD", "XOF", "150000", 6, "deep", "active")]),
+    (32, "Aïssatou", "", "Ba", 6, "+221771000132", "rejected", []),
+    (33, "Cheikh", "Tidiane", "Sarr", 6, "221771000133", "active",
+     [("loan", "CRD", "XOF", "250000", 6, "paid", "closed"), ("sav", "EP", "XOF", "33000", "active")]),
+    (34, "Seydou", "", "Coulibaly", 7, "+2250701000134", "active",
+     [("sav", "EP", "XOF", "0", "active"), ("loan", "CRD", "XOF", "100000", 6, "today", "active")]),
+    (35, "Mariam", "", "Konaté", 7, "2250701000135", "active", [("sav", "TO", "XOF", "5000", "pending")]),
+    (36, "Grace", "Achieng", "Owino", 2, "+254700000136", "active",
+     [("sav", "VS", "KES", "2800", "active"), ("loan", "EMG", "KES", "4000", 3, "arrears", "active")]),
+]
+
+#: ids the tests and the demo rely on
+ARREARS_LOAN_ID = 29
+ON_TIME_LOAN_ID = 200  # Peter Otieno Ouma's Biashara loan
+NO_ACCOUNTS_CLIENT_ID = 7
+CLOSED_CLIENT_PHONE = "+254700000108"
+#: John Kipchoge Mutai (3 savings) was typed in as "254 700 000 104": Fineract's
+#: exact search compares the stored text, so no spelling of his number finds him
+#: (a data-quality case the MFI must fix in Mifos X; the caller is "unknown").
+SPACED_PHONE = "+254700000104"
+
+DEMO_PHONES: list[tuple[str, str]] = [
+    ("+254700000101", "Grace Wanjiru Kamau (KES): savings 8,637.50 (7,637.50 available), loan 29 five days in arrears"),
+    ("+254700000102", "Peter Otieno Ouma (KES): 1 savings, 1 loan due in 3 days"),
+    ("+254700000103", "Mary Akinyi Odhiambo (KES): 1 savings, stored as 07…"),
+    ("+254700000111", "Agnes Chepkoech Kirui (KES): 1 savings, stored as 07…"),
+    ("+254700000105", "Faith Njeri Mwangi (KES): 2 loans (one on time, one in arrears), 1 savings"),
+    ("+254700000106", "Samuel Kiprono Chebet (KES): zero-balance savings"),
+    ("+254700000107", "Esther Wambui Karanja: client with no accounts"),
+    ("+254700000109", "Lucy Atieno Onyango: only closed, withdrawn, approved and rejected accounts"),
+    ("+254700000110", "David Kamau Njoroge (KES): savings, loan installment due today"),
+    ("+254700000112", "Daniel Omondi Ochieng (KES): loan three installments behind"),
+    ("+255750000118", "Baraka Elia Massawe (TZS): savings, loan due in 3 days"),
+    ("+255710000119", "Rehema Saidi Mwakyusa (TZS): loan in arrears, stored as 07…"),
+    ("+221771000126", "Mamadou Lamine Ndiaye (XOF): savings, loan due in 3 days"),
+    ("+221771000127", "Fatou Bintou Sow (XOF): tontine savings, loan in arrears, stored without country code"),
+    ("+2250701000130", "Kouassi Yao Konan (XOF): new loan, savings"),
+]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def d6(value) -> Decimal:
+    return Decimal(str(value)).quantize(Decimal("0.000001"))
+
+
+def d2(value) -> Decimal:
+    return Decimal(str(value)).quantize(Decimal("0.01"))
+
+
+def add_months(day: date, months: int) -> date:
+    m = day.month - 1 + months
+    year, month = day.year + m // 12, m % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def _round(amount: Decimal, currency: str) -> Decimal:
+    places = CURRENCIES[currency]["decimalPlaces"]
+    step = CURRENCIES[currency].get("inMultiplesOf") or 1
+    q = (amount / step).quantize(Decimal(1) / (10 ** places), rounding=ROUND_HALF_UP) * step
+    return q.quantize(Decimal(1) / (10 ** places)) if places else q.quantize(Decimal(1))
+
+
+def _status(table: dict, key: str, flags: dict | None = None) -> dict:
+    sid, code, value = table[key]
+    out = {"id": sid, "code": code, "value": value}
+    if flags is not None:
+        out.update(flags)
+    return out
+
+
+def _savings_status(key: str) -> dict:
+    return _status(SAVINGS_STATUS, key, {f: (k == key) for f, k in _SAVINGS_FLAGS.items()})
+
+
+def _loan_status(key: str) -> dict:
+    return _status(LOAN_STATUS, key, {
+        "pendingApproval": key == "pending", "waitingForDisbursal": key == "approved",
+        "active": key == "active", "closedObligationsMet": key == "closed", "closedWrittenOff": False,
+        "closedRescheduled": False, "closed": key == "closed", "overpaid": False,
+    })
+
+
+def _timeline(**dates) -> dict:
+    out = {}
+    for event, day in dates.items():
+        if day is None:
+            continue
+        out[f"{event}Date"] = day
+        if event in ("submittedOn", "approvedOn", "activatedOn"):
+            stem = event[:-2]
+            out.update({f"{stem}{k}": v for k, v in _AUDIT.items()})
+        if event == "actualDisbursement":
+            out.update({f"disbursed{k}": v for k, v in _AUDIT.items()})
+    return out
+
+
+def _receipt(prefix: str, n: int) -> str:
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+    x, out = n * 2654435761 % (34 ** 8), ""
+    for _ in range(8):
+        x, r = divmod(x, 34)
+        out += alphabet[r]
+    return prefix + out
+
+
+def _payment_detail(tx_id: int, currency: str, cash: bool = False) -> dict:
+    ptype = CASH if cash else PAYMENT_TYPES[currency]
+    out = {"id": tx_id, "paymentType": {"id": ptype[0], "name": ptype[1]}}
+    if not cash:
+        out["receiptNumber"] = _receipt("S", tx_id)
+    return out
+
+
+# ------------------------------------------------------------------ savings
+
+
+def savings_account(*, id, client, product, currency, status, txs, today, on_hold="0",
+                    external_id=None, opened=None) -> dict:
+    """A ``GET /savingsaccounts/{id}?associations=transactions`` body.
+
+    ``txs``: (date, kind, amount, reversed) oldest first; kinds: deposit,
+    withdrawal, interest, charge.
+    """
+    product_id, product_name = SAVINGS_PRODUCTS[product]
+    cur = CURRENCIES[currency]
+    opened = opened or (txs[0][0] if txs else today - timedelta(days=30))
+    balance = Decimal(0)
+    totals = {"deposit": Decimal(0), "withdrawal": Decimal(0), "interest": Decimal(0), "charge": Decimal(0)}
+    rows = []
+    for n, (day, kind, amount, reversed_) in enumerate(txs):
+        tx_id = id * 100 + n + 1
+        amount = Decimal(amount)
+        sign = 1 if _SAVINGS_TX_TYPES[kind][4] == "CREDIT" else -1
+        running = balance + sign * amount
+        if not reversed_:
+            balance, totals[kind] = running, totals[kind] + amount
+        type_id, code, value, flag, entry = _SAVINGS_TX_TYPES[kind]
+        row = {
+            "id": tx_id,
+            "transactionType": {"id": type_id, "code": code, "value": value,
+                                **{f: f == flag for f in _SAVINGS_TX_FLAGS}},
+            "entryType": entry, "accountId": id, "accountNo": f"{id:09d}", "date": day,
+            "currency": cur,
+        }
+        if kind in ("deposit", "withdrawal"):
+            row["paymentDetailData"] = _payment_detail(tx_id, currency, cash=n % 3 == 2)
+        row.update({
+            "amount": d6(amount), "runningBalance": d6(running), "reversed": bool(reversed_),
+            "submittedOnDate": day, "interestedPostedAsOn": False, "submittedByUsername": "mifos",
+        })
+        if reversed_:
+            row["note"] = "Duplicate mobile money callback, reversed"
+        row.update({"isManualTransaction": False, "isReversal": False, "originalTransactionId": 0,
+                    "lienTransaction": False, "releaseTransactionId": 0, "chargesPaidByData": []})
+        rows.append(row)
+    on_hold = Decimal(on_hold)
+    active = status == "active"
+    not_posted = _round(balance * Decimal("0.0013"), currency) if active and balance > 0 else Decimal(0)
+    body = {
+        "id": id, "accountNo": f"{id:09d}",
+        "depositType": {"id": 100, "code": "depositAccountType.savingsDeposit", "value": "Savings"},
+    }
+    if external_id:
+        body["externalId"] = external_id
+    body.update({
+        "clientId": client["id"], "clientName": client["displayName"],
+        "savingsProductId": product_id, "savingsProductName": product_name,
+        "fieldOfficerId": 2, "fieldOfficerName": "Otieno, Peter",
+        "status": _savings_status(status),
+        "subStatus": {"id": 0, "code": "SavingsAccountSubStatusEnum.none", "value": "None", "none": True,
+                      "inactive": False, "dormant": False, "escheat": False, "block": False,
+                      "blockCredit": False, "blockDebit": False},
+        "timeline": _timeline(submittedOn=opened,
+                              approvedOn=opened if status in ("approved", "active", "closed") else None,
+                              activatedOn=opened if status in ("active", "closed") else None),
+        "currency": cur,
+        "nominalAnnualInterestRate": d6("3"),
+        "interestCompoundingPeriodType": {"id": 4, "code": "savings.interest.period.savingsCompoundingInterestPeriodType.monthly", "value": "Monthly"},
+        "interestPostingPeriodType": {"id": 4, "code": "savings.interest.posting.period.savingsPostingInterestPeriodType.monthly", "value": "Monthly"},
+        "interestCalculationType": {"id": 1, "code": "savingsInterestCalculationType.dailybalance", "value": "Daily Balance"},
+        "interestCalculationDaysInYearType": {"id": 365, "code": "savingsInterestCalculationDaysInYearType.days365", "value": "365 Days"},
+        "minRequiredOpeningBalance": d6(_round(Decimal(500), currency)),
+        "withdrawalFeeForTransfers": False, "allowOverdraft": False, "enforceMinRequiredBalance": False,
+        "lienAllowed": False, "onHoldFunds": d6(on_hold), "withHoldTax": False,
+    })
+    if rows:
+        body["lastActiveTransactionDate"] = txs[-1][0]
+    body.update({"isDormancyTrackingActive": False, "savingsAmountOnHold": Z6})
+    if status in ("active", "closed"):
+        body["summary"] = {
+            "currency": cur,
+            "totalDeposits": d6(totals["deposit"]), "totalWithdrawals": d6(totals["withdrawal"]),
+            "totalInterestEarned": d6(totals["interest"] + not_posted),
+            "totalInterestPosted": d6(totals["interest"]), "accountBalance": d6(balance),
+            "totalFeeCharge": d6(totals["charge"]), "totalPenaltyCharge": Z6,
+            "totalOverdraftInterestDerived": Z6, "interestNotPosted": d6(not_posted),
+            "lastInterestCalculationDate": today - timedelta(days=1),
+            "availableBalance": d6(balance - on_hold),
+            "interestPostedTillDate": date(today.year, today.month, 1) - timedelta(days=1),
+        }
+    body["transactions"] = list(reversed(rows))  # Fineract sends savings transactions newest first
+    body["_short"] = product
+    return body
+
+
+def _savings_history(balance: Decimal, currency: str, today: date, salt: int) -> list[tuple]:
+    """A plausible history ending at ``balance``: deposits, a withdrawal, a fee, interest."""
+    if balance == 0:
+        first = _round(Decimal(1000 + 250 * salt), currency)
+        return [(today - timedelta(days=120 + salt), "deposit", first, False),
+                (today - timedelta(days=40 + salt), "withdrawal", first, False)]
+    interest = _round(balance * Decimal("0.004"), currency)
+    fee = _round(Decimal(20) if currency == "KES" else Decimal(500 if currency == "TZS" else 100), currency)
+    rest = balance - interest + fee
+    a = _round(rest * Decimal("0.5"), currency)
+    w = _round(rest * Decimal("0.2"), currency)
+    b = rest - a + w
+    return [
+        (today - timedelta(days=150 + salt), "deposit", a, False),
+        (today - timedelta(days=90 + salt % 7), "withdrawal", w, False),
+        (today - timedelta(days=35 + salt % 5), "charge", fee, False),
+        (today - timedelta(days=today.day), "interest", interest, False),
+        (today - timedelta(days=1 + salt % 6), "deposit", b, False),
+    ]
+
+
+# ------------------------------------------------------------------ loans
+
+
+def loan_account(*, id, client, product, currency, principal, months, rate, first_due, payments,
+                 status, today, external_id=None, loan_cycle=1, closed_on=None) -> dict:
+    """A ``GET /loans/{id}?associations=repaymentSchedule,transactions`` body.
+
+    Flat interest ``rate`` % per month, monthly installments from ``first_due``;
+    ``payments`` (date, amount) are applied oldest first, interest before principal.
+    """
+    product_id, product_name = LOAN_PRODUCTS[product]
+    cur = CURRENCIES[currency]
+    principal = Decimal(principal)
+    disbursed_on = add_months(first_due, -1)
+    dues = [add_months(first_due, i) for i in range(months)]
+    p_each = _round(principal / months, currency)
+    i_each = _round(principal * Decimal(rate) / 100, currency)
+    periods = []
+    for n, due in enumerate(dues, start=1):
+        p_due = p_each if n < months else principal - p_each * (months - 1)
+        periods.append({"n": n, "from": disbursed_on if n == 1 else dues[n - 2], "due": due,
+                        "p_due": p_due, "i_due": i_each, "p_paid": Decimal(0), "i_paid": Decimal(0),
+                        "met": None, "advance": Decimal(0), "late": Decimal(0)})
+    disbursed = status in ("active", "closed")
+    tx_rows = []
+    if disbursed:
+        tx_rows.append(("disbursement", disbursed_on, principal, Decimal(0), Decimal(0)))
+        for day, amount in payments:
+            left, p_part, i_part = Decimal(amount), Decimal(0), Decimal(0)
+            for p in periods:
+                if left <= 0:
+                    break
+                pay_i = min(left, p["i_due"] - p["i_paid"])
+                left -= pay_i
+                pay_p = min(left, p["p_due"] - p["p_paid"])
+                left -= pay_p
+                if pay_i or pay_p:
+                    p["i_paid"] += pay_i
+                    p["p_paid"] += pay_p
+                    p_part, i_part = p_part + pay_p, i_part + pay_i
+                    bucket = "advance" if day < p["due"] else "late" if day > p["due"] else None
+                    if bucket:
+                        p[bucket] += pay_i + pay_p
+                    if p["p_paid"] == p["p_due"] and p["i_paid"] == p["i_due"]:
+                        p["met"] = day
+            tx_rows.append(("repayment", day, Decimal(amount), p_part, i_part))
+        for p in periods:
+            if p["due"] <= today:
+                tx_rows.append(("accrual", p["due"], p["i_due"], Decimal(0), p["i_due"]))
+    tx_rows.sort(key=lambda r: (r[1], {"disbursement": 0, "repayment": 1, "accrual": 2}[r[0]]))
+
+    schedule = [_disbursement_row(disbursed_on, principal)]
+    balance = principal
+    for p in periods:
+        balance -= p["p_due"]
+        schedule.append(_period_row(p, balance, today))
+    owed = lambda p: p["p_due"] + p["i_due"] - p["p_paid"] - p["i_paid"]  # noqa: E731
+    late = [p for p in periods if p["due"] < today and owed(p) > 0]
+    paid_p = sum((p["p_paid"] for p in periods), Decimal(0))
+    paid_i = sum((p["i_paid"] for p in periods), Decimal(0))
+    interest = i_each * months
+    expected = principal + interest
+    repaid = paid_p + paid_i
+    outstanding = expected - repaid if disbursed else expected
+    overdue_p = sum((p["p_due"] - p["p_paid"] for p in late), Decimal(0))
+    overdue_i = sum((p["i_due"] - p["i_paid"] for p in late), Decimal(0))
+
+    body = {"id": id, "accountNo": f"{id:09d}"}
+    if external_id:
+        body["externalId"] = external_id
+    body.update({
+        "status": _loan_status(status),
+        "clientId": client["id"], "clientAccountNo": client["accountNo"], "clientName": client["displayName"],
+    })
+    if client.get("externalId"):
+        body["clientExternalId"] = client["externalId"]
+    body.update({
+        "clientOfficeId": client["officeId"], "loanProductId": product_id, "loanProductName": product_name,
+        "loanProductDescription": f"{product_name}, monthly repayments, flat interest",
+        "isLoanProductLinkedToFloatingRate": False,
+        "loanType": {"id": 1, "code": "accountType.individual", "value": "Individual"},
+        "currency": cur, "principal": d6(principal), "approvedPrincipal": d6(principal),
+        "proposedPrincipal": d6(principal), "netDisbursalAmount": d6(principal),
+        "termFrequency": months,
+        "termPeriodFrequencyType": {"id": 2, "code": "termFrequency.periodFrequencyType.months", "value": "Months"},
+        "numberOfRepayments": months, "repaymentEvery": 1,
+        "repaymentFrequencyType": {"id": 2, "code": "repaymentFrequency.periodFrequencyType.months", "value": "Months"},
+        "interestRatePerPeriod": d6(rate),
+        "interestRateFrequencyType": {"id": 2, "code": "interestRateFrequency.periodFrequencyType.months", "value": "Per month"},
+        "annualInterestRate": d6(Decimal(rate) * 12), "isFloatingInterestRate": False,
+        "amortizationType": {"id": 1, "code": "amortizationType.equal.installments", "value": "Equal installments"},
+        "interestType": {"id": 1, "code": "interestType.flat", "value": "Flat"},
+        "interestCalculationPeriodType": {"id": 1, "code": "interestCalculationPeriodType.same.as.repayment.period", "value": "Same as repayment period"},
+        "allowPartialPeriodInterestCalculation": False,
+        "transactionProcessingStrategyCode": "mifos-standard-strategy",
+        "transactionProcessingStrategyName": "Penalties, Fees, Interest, Principal order",
+        "syncDisbursementWithMeeting": False,
+        "timeline": _timeline(
+            submittedOn=disbursed_on - timedelta(days=3),
+            approvedOn=disbursed_on - timedelta(days=3) if status in ("approved", "active", "closed") else None,
+            expectedDisbursement=disbursed_on,
+            actualDisbursement=disbursed_on if disbursed else None,
+            closedOn=closed_on if status == "closed" else None,
+            expectedMaturity=dues[-1],
+        ),
+    })
+    if disbursed:
+        body["summary"] = _loan_summary(cur, principal, paid_p, paid_i, interest, expected, repaid,
+                                        outstanding, overdue_p, overdue_i, late, periods, today)
+    body.update({"disbursementDetails": [], "feeChargesAtDisbursementCharged": Z6,
+                 "loanProductCounter": loan_cycle, "multiDisburseLoan": False,
+                 "canDefineInstallmentAmount": False, "canDisburse": status == "approved",
+                 "emiAmountVariations": [], "canUseForTopup": False, "isTopup": False, "fraud": False,
+                 "closureLoanId": 0, "inArrears": bool(late), "isNPA": False, "overdueCharges": [],
+                 "daysInMonthType": {"id": 1, "code": "DaysInMonthType.actual", "value": "Actual"},
+                 "daysInYearType": {"id": 1, "code": "DaysInYearType.actual", "value": "Actual"},
+                 "isInterestRecalculationEnabled": False, "createStandingInstructionAtDisbursement": False,
+                 "paidInAdvance": {"paidInAdvance": 0}, "isVariableInstallmentsAllowed": False,
+                 "minimumGap": 0, "maximumGap": 0, "isEqualAmortization": False, "isRatesEnabled": False})
+    if disbursed:
+        body["delinquent"] = _delinquency(late, tx_rows, periods, today)
+    body.update({"enableInstallmentLevelDelinquency": False,
+                 "lastClosedBusinessDate": today - timedelta(days=1), "chargedOff": False,
+                 "enableDownPayment": False,
+                 "loanScheduleType": {"id": 0, "code": "CUMULATIVE", "value": "Cumulative"},
+                 "loanScheduleProcessingType": {"id": 0, "code": "HORIZONTAL", "value": "Horizontal"}})
+    body["repaymentSchedule"] = _schedule_totals(cur, principal, paid_p, interest, expected, repaid,
+                                                 outstanding, periods, dues, disbursed_on, schedule)
+    body["transactions"] = _loan_transactions(id, body, client, cur, tx_rows, principal, currency)
+    body["_short"] = product
+    body["_amount_paid"] = repaid
+    return body
+
+
+def _disbursement_row(day: date, principal: Decimal) -> dict:
+    return {"dueDate": day, "principalDisbursed": d6(principal), "principalLoanBalanceOutstanding": d6(principal),
+            "feeChargesDue": Z6, "feeChargesPaid": Z6, "totalOriginalDueForPeriod": Z6,
+            "totalDueForPeriod": Z6, "totalPaidForPeriod": Z6, "totalActualCostOfLoanForPeriod": Z6,
+            "downPaymentPeriod": False}
+
+
+def _period_row(p: dict, balance: Decimal, today: date) -> dict:
+    due = p["p_due"] + p["i_due"]
+    paid = p["p_paid"] + p["i_paid"]
+    row = {"period": p["n"], "fromDate": p["from"], "dueDate": p["due"]}
+    if p["met"]:
+        row["obligationsMetOnDate"] = p["met"]
+    row.update({
+        "complete": p["met"] is not None, "daysInPeriod": (p["due"] - p["from"]).days,
+        "principalOriginalDue": d6(p["p_due"]), "principalDue": d6(p["p_due"]),
+        "principalPaid": d6(p["p_paid"]), "principalWrittenOff": Z6,
+        "principalOutstanding": d6(p["p_due"] - p["p_paid"]), "principalLoanBalanceOutstanding": d6(balance),
+        "interestOriginalDue": d6(p["i_due"]), "interestDue": d6(p["i_due"]), "interestPaid": d6(p["i_paid"]),
+        "interestWaived": Z6, "interestWrittenOff": Z6, "interestOutstanding": d6(p["i_due"] - p["i_paid"]),
+        "feeChargesDue": Z6, "feeChargesPaid": Z6, "feeChargesWaived": Z6, "feeChargesWrittenOff": Z6,
+        "feeChargesOutstanding": Z6, "penaltyChargesDue": Z6, "penaltyChargesPaid": Z6,
+        "penaltyChargesWaived": Z6, "penaltyChargesWrittenOff": Z6, "penaltyChargesOutstanding": Z6,
+        "totalOriginalDueForPeriod": d6(due), "totalDueForPeriod": d6(due), "totalPaidForPeriod": d6(paid),
+        "totalPaidInAdvanceForPeriod": d6(p["advance"]), "totalPaidLateForPeriod": d6(p["late"]),
+        "totalWaivedForPeriod": Z6, "totalWrittenOffForPeriod": Z6,
+        "totalOutstandingForPeriod": d6(due - paid),
+        "totalOverdue": d6(due - paid if p["due"] < today else 0),
+        "totalActualCostOfLoanForPeriod": d6(p["i_due"]), "totalInstallmentAmountForPeriod": d2(due),
+        "totalCredits": Z6, "totalAccruedInterest": d6(p["i_due"] if p["due"] <= today else 0),
+        "downPaymentPeriod": False,
+    })
+    return row
+
+
+_SUMMARY_ZERO_KEYS = [
+    "principalAdjustments", "principalWrittenOff", "interestWaived", "interestWrittenOff",
+    "feeChargesCharged", "feeAdjustments", "feeChargesDueAtDisbursementCharged", "feeChargesPaid",
+    "feeChargesWaived", "feeChargesWrittenOff", "feeChargesOutstanding", "feeChargesOverdue",
+    "penaltyChargesCharged", "penaltyAdjustments", "penaltyChargesPaid", "penaltyChargesWaived",
+    "penaltyChargesWrittenOff", "penaltyChargesOutstanding", "penaltyChargesOverdue",
+]
+
+
+def _loan_summary(cur, principal, paid_p, paid_i, interest, expected, repaid, outstanding,
+                  overdue_p, overdue_i, late, periods, today) -> dict:
+    s = {k: Z6 for k in _SUMMARY_ZERO_KEYS}
+    not_due_interest = sum((p["i_due"] - p["i_paid"] for p in periods if p["due"] >= today), Decimal(0))
+    out = {
+        "currency": cur, "principalDisbursed": d6(principal), "principalAdjustments": Z6,
+        "principalPaid": d6(paid_p), "principalWrittenOff": Z6, "principalOutstanding": d6(principal - paid_p),
+        "principalOverdue": d6(overdue_p), "interestCharged": d6(interest), "interestPaid": d6(paid_i),
+        "interestWaived": Z6, "interestWrittenOff": Z6, "interestOutstanding": d6(interest - paid_i),
+        "interestOverdue": d6(overdue_i),
+    }
+    for k in _SUMMARY_ZERO_KEYS[4:]:
+        out[k] = s[k]
+    out.update({
+        "totalExpectedRepayment": d6(expected), "totalRepayment": d6(repaid),
+        "totalExpectedCostOfLoan": d6(interest), "totalCostOfLoan": d6(paid_i), "totalWaived": Z6,
+        "totalWrittenOff": Z6, "totalOutstanding": d6(outstanding), "totalOverdue": d6(overdue_p + overdue_i),
+        "totalRecovered": Z6,
+    })
+    if late:
+        out["overdueSinceDate"] = late[0]["due"]
+    for k in ["totalMerchantRefund", "totalMerchantRefundReversed", "totalPayoutRefund",
+              "totalPayoutRefundReversed", "totalGoodwillCredit", "totalGoodwillCreditReversed",
+              "totalChargeAdjustment", "totalChargeAdjustmentReversed", "totalChargeback",
+              "totalCreditBalanceRefund", "totalCreditBalanceRefundReversed"]:
+        out[k] = Z6
+    out.update({"totalRepaymentTransaction": d6(repaid), "totalRepaymentTransactionReversed": Z6,
+                "totalInterestPaymentWaiver": Z6, "totalInterestRefund": Z6,
+                "totalUnpaidPayableDueInterest": d6(overdue_i),
+                "totalUnpaidPayableNotDueInterest": d6(not_due_interest)})
+    return out
+
+
+def _delinquency(late, tx_rows, periods, today) -> dict:
+    repayments = [r for r in tx_rows if r[0] == "repayment"]
+    upcoming = next((p["due"] for p in periods if p["met"] is None), None)
+    out = {"availableDisbursementAmount": Z6}
+    if late:
+        days = (today - late[0]["due"]).days
+        amount = sum((p["p_due"] + p["i_due"] - p["p_paid"] - p["i_paid"] for p in late), Decimal(0))
+        out.update({"pastDueDays": days, "nextPaymentDueDate": late[0]["due"], "delinquentDays": days,
+                    "delinquentDate": late[0]["due"], "delinquentAmount": d6(amount)})
+    else:
+        out.update({"pastDueDays": 0, "delinquentDays": 0, "delinquentAmount": Z6})
+        if upcoming:
+            out["nextPaymentDueDate"] = upcoming
+    if repayments:
+        last = repayments[-1]
+        out.update({"lastPaymentDate": last[1], "lastPaymentAmount": d6(last[2]),
+                    "lastRepaymentDate": last[1], "lastRepaymentAmount": d6(last[2])})
+    out.update({"delinquentPrincipal": d6(sum((p["p_due"] - p["p_paid"] for p in late), Decimal(0))),
+                "delinquentInterest": d6(sum((p["i_due"] - p["i_paid"] for p in late), Decimal(0))),
+                "delinquentFee": Z6, "delinquentPenalty": Z6})
+    return out
+
+
+def _schedule_totals(cur, principal, paid_p, interest, expected, repaid, outstanding, periods, dues,
+                     disbursed_on, rows) -> dict:
+    return {
+        "currency": cur, "loanTermInDays": (dues[-1] - disbursed_on).days,
+        "totalPrincipalDisbursed": d2(principal), "totalPrincipalExpected": d2(principal),
+        "totalPrincipalPaid": d2(paid_p), "totalInterestCharged": d2(interest),
+        "totalFeeChargesCharged": d2(0), "totalPenaltyChargesCharged": d2(0), "totalWaived": d2(0),
+        "totalWrittenOff": d2(0), "totalRepaymentExpected": d2(expected), "totalRepayment": d2(repaid),
+        "totalPaidInAdvance": d2(sum((p["advance"] for p in periods), Decimal(0))),
+        "totalPaidLate": d2(sum((p["late"] for p in periods), Decimal(0))),
+        "totalOutstanding": d2(outstanding), "totalCredits": d2(0),
+        "periods": rows,
+    }
+
+
+def _loan_transactions(loan_id, body, client, cur, tx_rows, principal, currency) -> list[dict]:
+    out, balance = [], principal
+    for n, (kind, day, amount, p_part, i_part) in enumerate(tx_rows, start=1):
+        tx_id = loan_id * 100 + n
+        if kind == "repayment":
+            balance -= p_part
+        type_id, code, value, flag = _LOAN_TX_TYPES[kind]
+        row = {"id": tx_id, "loanId": loan_id}
+        if body.get("externalId"):
+            row["externalLoanId"] = body["externalId"]
+        row.update({"officeId": client["officeId"], "officeName": client["officeName"],
+                    "type": {"id": type_id, "code": code, "value": value,
+                             **{f: f == flag for f in _LOAN_TX_FLAGS}},
+                    "date": day, "currency": cur})
+        if kind != "accrual":
+            row["paymentDetailData"] = _payment_detail(tx_id, currency)
+        row["amount"] = d6(amount)
+        if kind == "disbursement":
+            row["netDisbursalAmount"] = d6(amount)
+        row.update({"principalPortion": d6(p_part), "interestPortion": d6(i_part), "feeChargesPortion": Z6,
+                    "penaltyChargesPortion": Z6, "overpaymentPortion": Z6, "unrecognizedIncomePortion": Z6,
+                    "externalId": f"{loan_id:08x}-{tx_id:04x}-4000-8000-{n:012x}",
+                    "outstandingLoanBalance": d6(balance if kind != "accrual" else 0),
+                    "submittedOnDate": day + timedelta(days=1 if kind == "accrual" else 0),
+                    "manuallyReversed": False, "loanChargePaidByList": [], "transactionRelations": []})
+        out.append(row)
+    return out
+
+
+def _situation(kind: str, months: int, today: date, installment: Decimal, currency: str) -> tuple[date, list]:
+    """First due date and payments giving each loan situation."""
+    if kind == "ontime":  # k installments paid a day early, next due in 3 days
+        k = max(1, months // 3)
+        first = add_months(today + timedelta(days=3), -k)
+        return first, [(add_months(first, i) - timedelta(days=1), installment) for i in range(k)]
+    if kind == "arrears":  # 2 paid, third 5 days late and partly paid
+        first = add_months(today - timedelta(days=5), -2)
+        pays = [(add_months(first, i), installment) for i in range(2)]
+        return first, pays + [(today - timedelta(days=4), _round(installment / 2, currency))]
+    if kind == "deep":  # 1 paid, then three missed
+        first = add_months(today - timedelta(days=12), -3)
+        return first, [(first, installment)]
+    if kind == "today":
+        first = add_months(today, -1)
+        return first, [(first, installment)]
+    if kind == "fresh":
+        return today + timedelta(days=20), []
+    if kind == "paid":
+        first = add_months(today, -months - 3)
+        return first, [(add_months(first, i) - timedelta(days=2), installment) for i in range(months)]
+    raise ValueError(kind)
+
+
+# ------------------------------------------------------------------ clients
+
+
+def client_record(*, id, first, middle, last, office, mobile, status, today, external_id=None,
+                  savings_id=None) -> dict:
+    """A ``GET /clients/{id}`` body."""
+    names = [n for n in (first, middle, last) if n]
+    activated = today - timedelta(days=200 + id * 3)
+    body = {"id": id, "accountNo": f"{id:09d}"}
+    if external_id:
+        body["externalId"] = external_id
+    body.update({
+        "status": _status(CLIENT_STATUS, status),
+        "subStatus": {"active": False, "mandatory": False},
+        "active": status == "active",
+    })
+    if status in ("active", "closed"):
+        body["activationDate"] = activated
+    body["firstname"] = first
+    if middle:
+        body["middlename"] = middle
+    body.update({"lastname": last, "displayName": " ".join(names)})
+    if mobile:
+        body["mobileNo"] = mobile
+    body.update({
+        "dateOfBirth": date(1970 + id % 30, 1 + id % 12, 1 + id % 28),
+        "gender": {"id": 22 if id % 2 else 23, "name": "Female" if id % 2 else "Male", "active": False, "mandatory": False},
+        "clientType": {"id": 31, "name": "Individual", "active": False, "mandatory": False},
+        "clientClassification": {"active": False, "mandatory": False},
+        "isStaff": False, "officeId": office, "officeName": OFFICES[office],
+        "staffId": 2, "staffName": "Otieno, Peter",
+        "timeline": _timeline(submittedOn=activated - timedelta(days=2),
+                              activatedOn=activated if status in ("active", "closed") else None),
+    })
+    if status == "closed":
+        body["timeline"]["closedOnDate"] = today - timedelta(days=30)
+    if savings_id:
+        body["savingsAccountId"] = savings_id
+    body.update({"legalForm": {"id": 1, "code": "legalFormType.person", "value": "PERSON"},
+                 "clientNonPersonDetails": {"constitution": {"active": False, "mandatory": False},
+                                            "mainBusinessLine": {"active": False, "mandatory": False}}})
+    return body
+
+
+def _grace(today: date, data: dict) -> None:
+    """Client 1 mirrors the shared samples (loan 29, savings 42) at any business date."""
+    client = client_record(id=1, first="Grace", middle="Wanjiru", last="Kamau", office=1,
+                           mobile="254700000101", status="active", today=today,
+                           external_id="NID-28791034", savings_id=42)
+    data["clients"][1] = client
+    t = lambda days: today - timedelta(days=days)  # noqa: E731
+    txs = [(t(171), "deposit", "5000", False), (t(96), "deposit", "2500", False),
+           (t(75), "withdrawal", "400", False), (t(31), "charge", "20", False),
+           (t(20), "interest", "57.5", False), (t(10), "deposit", "3000", False),
+           (t(3), "deposit", "2000", True), (t(2), "withdrawal", "1500", False)]
+    data["savings"][42] = savings_account(id=42, client=client, product="VS", currency="KES", status="active",
+                                          txs=txs, today=today, on_hold="1000", external_id="SV-2023-0042")
+    data["savings"][43] = savings_account(id=43, client=client, product="JS", currency="KES", status="pending",
+                                          txs=[], today=today, opened=t(1))
+    first = add_months(today - timedelta(days=5), -2)
+    data["loans"][29] = loan_account(
+        id=29, client=client, product="BF6", currency="KES", principal="12000", months=6, rate="1",
+        first_due=first, status="active", today=today, external_id="LN-2024-0029", loan_cycle=2,
+        payments=[(first - timedelta(days=1), Decimal("2120")), (add_months(first, 1), Decimal("2120")),
+                  (today - timedelta(days=4), Decimal("1000"))])
+    data["loans"][17] = loan_account(
+        id=17, client=client, product="BF6", currency="KES", principal="5000", months=6, rate="1",
+        first_due=add_months(today, -8), status="closed", today=today,
+        payments=[(add_months(today, -8 + i), Decimal("883.33") if i < 5 else Decimal("883.35"))
+                  for i in range(6)], closed_on=add_months(today, -3))
+    data["loans"][31] = loan_account(
+        id=31, client=client, product="SFL", currency="KES", principal="20000", months=10, rate="1.5",
+        first_due=today + timedelta(days=42), payments=[], status="pending", today=today)
+
+
+def build(today: date | None = None) -> dict:
+    """The whole data set: ``{"clients", "savings", "loans", "offices"}``, keyed by id."""
+    today = today or date.today()
+    data = {"clients": {}, "savings": {}, "loans": {}, "offices": dict(OFFICES), "today": today}
+    _grace(today, data)
+    next_savings, next_loan = 100, 200
+    for cid, first, middle, last, office, mobile, status, accounts in _CLIENTS:
+        client = client_record(id=cid, first=first, middle=middle, last=last, office=office, mobile=mobile,
+                               status=status, today=today, external_id=f"NID-{31000000 + cid * 7919}")
+        data["clients"][cid] = client
+        for spec in accounts:
+            if spec[0] == "sav":
+                _, product, currency, balance, acc_status = spec
+                history = [] if acc_status in ("pending", "rejected") else \
+                    _savings_history(Decimal(balance), currency, today, salt=next_savings % 11)
+                data["savings"][next_savings] = savings_account(
+                    id=next_savings, client=client, product=product, currency=currency, status=acc_status,
+                    txs=history, today=today, opened=None if history else today - timedelta(days=4))
+                client.setdefault("savingsAccountId", next_savings)
+                next_savings += 1
+            else:
+                _, product, currency, principal, months, situation, acc_status = spec
+                rate = Decimal("1.5") if currency == "KES" else Decimal("2")
+                installment = _round(Decimal(principal) / months, currency) + \
+                    _round(Decimal(principal) * rate / 100, currency)
+                first_due, payments = _situation(situation, months, today, installment, currency)
+                if situation == "paid":  # settle exactly, last payment takes the rounding
+                    total = Decimal(principal) + _round(Decimal(principal) * rate / 100, currency) * months
+                    payments[-1] = (payments[-1][0], total - installment * (months - 1))
+                data["loans"][next_loan] = loan_account(
+                    id=next_loan, client=client, product=product, currency=currency, principal=principal,
+                    months=months, rate=rate, first_due=first_due, payments=payments, status=acc_status,
+                    today=today, closed_on=payments[-1][0] if payments and acc_status == "closed" else None)
+                next_loan += 1
+    return data
