@@ -44,6 +44,7 @@ __all__ = [
     "apply_delivery_report",
     "apply_opt_out",
     "apply_pending_reports",
+    "attach_unmatched_reports",
     "enqueue",
     "is_opted_out",
     "opted_out_among",
@@ -290,20 +291,25 @@ def apply_delivery_report(db, update: DeliveryUpdate) -> DeliveryResult:
         raise TypeError("apply_delivery_report takes a gateways.base.DeliveryUpdate (parse the callback first)")
     now = utcnow()
     with _Tx(db) as s:
-        msg = s.execute(
-            sa.select(outbox.c.id).where(outbox.c.provider_id == update.provider_id).order_by(outbox.c.id).limit(1)
-        ).first()
-        mid = msg.id if msg else None
-        s.execute(
+        # Insert first: on SQLite this takes the write lock, so the lookup below
+        # sees any provider id the worker committed. On PostgreSQL a report and
+        # the worker's commit can still pass each other; the worker's periodic
+        # attach_unmatched_reports() picks such a report up.
+        rid = s.execute(
             sa.insert(reports).values(
                 gateway=update.gateway, provider_id=update.provider_id, provider_status=update.provider_status,
                 status=update.status, phone=update.phone, network_code=update.network_code,
-                failure_reason=update.failure_reason, retry_count=update.retry_count, outbox_id=mid,
+                failure_reason=update.failure_reason, retry_count=update.retry_count, outbox_id=None,
                 raw=dict(update.raw), received_at=now,
-            )
-        )
-        if mid is None:
+            ).returning(reports.c.id)
+        ).scalar_one()
+        msg = s.execute(
+            sa.select(outbox.c.id).where(outbox.c.provider_id == update.provider_id).order_by(outbox.c.id).limit(1)
+        ).first()
+        if msg is None:
             return DeliveryResult("unknown", None, None)
+        mid = msg.id
+        s.execute(sa.update(reports).where(reports.c.id == rid).values(outbox_id=mid))
         moved = _advance(s, mid, update, now)
         status = s.execute(sa.select(outbox.c.status).where(outbox.c.id == mid)).scalar()
         return DeliveryResult("applied" if moved else "ignored", mid, status)
@@ -325,6 +331,41 @@ def apply_pending_reports(conn, ids_by_provider: dict[str, int]) -> int:
     now = utcnow()
     for r in rows:
         mid = ids_by_provider[r.provider_id]
-        conn.execute(sa.update(reports).where(reports.c.id == r.id).values(outbox_id=mid))
-        _advance(conn, mid, _update_from_row(r), now)
+        res = conn.execute(
+            sa.update(reports).where(reports.c.id == r.id, reports.c.outbox_id.is_(None)).values(outbox_id=mid)
+        )
+        if res.rowcount == 1:
+            _advance(conn, mid, _update_from_row(r), now)
     return len(rows)
+
+
+def attach_unmatched_reports(conn, *, max_age: dt.timedelta = dt.timedelta(days=2)) -> int:
+    """Attach stored reports with no message to messages that now have their provider id; apply them.
+
+    Run periodically by the worker: it closes the window where a report and
+    the worker's own commit of the provider id pass each other. Reports older
+    than ``max_age`` with no message are left alone (genuinely unknown ids).
+    Returns how many reports were attached.
+    """
+    since = utcnow() - max_age
+    found = conn.execute(
+        sa.select(reports.c.id, outbox.c.id.label("mid"))
+        .join(outbox, outbox.c.provider_id == reports.c.provider_id)
+        .where(reports.c.outbox_id.is_(None), reports.c.received_at >= since)
+        .order_by(reports.c.id)
+    ).all()
+    if not found:
+        return 0
+    by_provider: dict[str, int] = {}
+    rows = conn.execute(sa.select(reports).where(reports.c.id.in_([f.id for f in found])).order_by(reports.c.id)).all()
+    mids = {f.id: f.mid for f in found}
+    now = utcnow()
+    n = 0
+    for r in rows:
+        res = conn.execute(
+            sa.update(reports).where(reports.c.id == r.id, reports.c.outbox_id.is_(None)).values(outbox_id=mids[r.id])
+        )
+        if res.rowcount == 1:
+            _advance(conn, mids[r.id], _update_from_row(r), now)
+            n += 1
+    return n

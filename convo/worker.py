@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from convo.db import OutboxMessage, make_engine, utcnow
-from convo.outbox import apply_pending_reports, opted_out_among
+from convo.outbox import apply_pending_reports, attach_unmatched_reports, opted_out_among
 from gateways.base import OutgoingSms, SendResult, SmsSender, sender_from_settings
 
 __all__ = ["Claimed", "Worker", "backoff_seconds", "main", "run_worker"]
@@ -91,6 +91,7 @@ class Worker:
         retry_base_seconds: float = 30.0,
         retry_max_seconds: float = 3600.0,
         poll_seconds: float = 1.0,
+        sweep_seconds: float = 10.0,
         clock: Callable[[], dt.datetime] = utcnow,
     ):
         self.engine = engine
@@ -102,6 +103,7 @@ class Worker:
         self.retry_base = float(retry_base_seconds)
         self.retry_max = float(retry_max_seconds)
         self.poll_seconds = float(poll_seconds)
+        self.sweep_seconds = float(sweep_seconds)
         self.clock = clock
         self.is_pg = engine.dialect.name == "postgresql"
         try:
@@ -273,11 +275,26 @@ class Worker:
         self.record(claimed, results)
         return len(claimed)
 
+    def sweep(self) -> int:
+        """Attach delivery reports that arrived before their provider id was committed (see outbox)."""
+        with self.engine.begin() as conn:
+            return attach_unmatched_reports(conn)
+
     def run(self, *, once: bool = False, stop_event: threading.Event | None = None) -> int:
-        """Dispatch until ``stop_event`` is set (or, with ``once``, until nothing is due). Returns rows claimed."""
+        """Dispatch until ``stop_event`` is set (or, with ``once``, until nothing is due). Returns rows claimed.
+
+        Every ``sweep_seconds`` (and at the end of a ``once`` run) it also runs :meth:`sweep`.
+        """
         stop = stop_event or threading.Event()
         total = 0
+        last_sweep = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - last_sweep >= self.sweep_seconds:
+                last_sweep = time.monotonic()
+                try:
+                    self.sweep()
+                except sa.exc.SQLAlchemyError:
+                    log.exception("delivery report sweep failed")
             try:
                 n = self.dispatch_once()
             except sa.exc.OperationalError:
@@ -289,6 +306,7 @@ class Worker:
             total += n
             if n == 0:
                 if once:
+                    self.sweep()
                     break
                 stop.wait(self.poll_seconds)
         return total
