@@ -296,6 +296,7 @@ def savings_account(*, id, client, product, currency, status, txs, today, on_hol
     product_id, product_name = SAVINGS_PRODUCTS[product]
     cur = CURRENCIES[currency]
     opened = opened or (txs[0][0] if txs else today - timedelta(days=30))
+    txs = sorted(txs, key=lambda t: t[0])
     balance = Decimal(0)
     totals = {"deposit": Decimal(0), "withdrawal": Decimal(0), "interest": Decimal(0), "charge": Decimal(0)}
     rows = []

@@ -112,7 +112,9 @@ def savings_overview(acc: dict) -> dict:
 
 def loan_overview(loan: dict) -> dict:
     summary = loan.get("summary") or {}
-    timeline = {k: v for k, v in loan["timeline"].items()}
+    timeline = dict(loan["timeline"])
+    if not summary:  # not disbursed: no maturity date in the overview yet
+        timeline.pop("expectedMaturityDate", None)
     return {
         "id": loan["id"], "accountNo": loan["accountNo"], "externalId": loan.get("externalId"),
         "productId": loan["loanProductId"], "productName": loan["loanProductName"],
