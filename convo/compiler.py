@@ -29,6 +29,8 @@ from convo.flowspec import (FlowError, FlowSpec, FlowValidationError, State, Whe
                             parse_flow)
 
 log = logging.getLogger(__name__)
+# transitions logs every state change at INFO: far too chatty (and slow) for the hop path
+logging.getLogger("transitions").setLevel(logging.WARNING)
 
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 CHANNELS_FILE = "channels.yaml"

@@ -1,0 +1,34 @@
+"""The product managers' conversation tests (flows/tests/*.yaml), run against the simulator."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convo.cli import sim_settings, start_simulator
+from convo.convtest import flask_poster, load_tests, run_test
+from convo.web import create_app
+
+TESTS = load_tests(Path(__file__).resolve().parent.parent / "flows" / "tests")
+
+
+@pytest.fixture(scope="module")
+def post():
+    sim = start_simulator()
+    try:
+        app = create_app(sim_settings(sim.url, redis_url="memory://", flows_reload_seconds=0))
+        yield flask_poster(app.test_client())
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("file, test", TESTS, ids=[t.get("name", "?") for _, t in TESTS])
+def test_conversation(post, file, test):
+    result = run_test(post, file, test)
+    assert result.failure is None, str(result.failure)
+
+
+def test_a_failing_expectation_is_reported_with_the_screen(post):
+    bad = {"name": "wrong", "phone": "+254700000101", "steps": [{"dial": "*384*12#", "expect": "Goodbye"}]}
+    result = run_test(post, "inline", bad)
+    assert result.failure and result.failure.step == 1 and "Welcome Grace" in result.failure.screen
