@@ -55,7 +55,7 @@ def _reply(body, status: int = 200) -> Response:
 
 
 def _spring_error(status: int, error: str) -> Response:
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "+00:00")
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     return _reply({"timestamp": now, "status": status, "error": error, "path": request.path}, status)
 
 
