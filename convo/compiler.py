@@ -25,6 +25,7 @@ from transitions import Machine
 
 from convo import render
 from convo.actions import REGISTRY, Action, load_builtin_actions
+from convo.keywords import KeywordTable, build_table
 from convo.flowspec import (FlowError, FlowSpec, FlowValidationError, State, Where, line_of, load_yaml,
                             parse_flow)
 
@@ -104,6 +105,7 @@ class FlowSet:
     channels: dict
     locales: Any                                     # render.Locales
     common: dict[str, Text]                          # shared texts (navigation, errors)
+    keywords: KeywordTable = field(default_factory=KeywordTable)
     files: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -119,6 +121,7 @@ class FlowSet:
 # texts every flow set must define (used by the engine itself)
 COMMON_KEYS = ("common.more", "common.back", "common.invalid_choice", "common.invalid_input",
                "common.expired", "common.error")
+OPTIONAL_COMMON_KEYS = ("sms.reply_number",)
 
 
 def _digest(directory: Path) -> tuple[str, dict[str, float], list[Path]]:
@@ -220,6 +223,11 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
         return Text({l: tpl for l in (langs or ("en",))}, src, None)
 
     common = {}
+    for key in OPTIONAL_COMMON_KEYS:
+        if locales.has("en", key):
+            t = compile_text(key, Where(rel(directory / "locales"), 1))
+            if t:
+                common[key] = t
     for key in COMMON_KEYS:
         if not locales.has("en", key):
             errors.append(FlowError(Where(rel(directory / "locales" / "en.yaml"), 1),
@@ -230,6 +238,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
                 common[key] = t
 
     channels = _check_channels(channels_doc, specs, rel(channels_file), errors)
+    keywords = build_table(channels.get("sms"), specs, langs, rel(channels_file), errors)
     _check_subflow_cycles(specs, errors)
 
     flows: dict[str, CompiledFlow] = {}
@@ -239,7 +248,8 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             flows[spec.name] = cf
     if errors:
         raise FlowValidationError(errors)
-    return FlowSet(version=version, flows=flows, channels=channels, locales=locales, common=common, files=stamps)
+    return FlowSet(version=version, flows=flows, channels=channels, locales=locales, common=common, keywords=keywords,
+                  files=stamps)
 
 
 def _check_channels(doc: Any, specs: dict[str, FlowSpec], file: str, errors: list[FlowError]) -> dict:
@@ -371,8 +381,6 @@ def _compile_flow(spec: FlowSpec, specs: dict[str, FlowSpec], actions: dict[str,
                 err(st, f"unknown flow '{st.subflow}'")
             else:
                 outs = sub.outcomes
-                if not outs:
-                    err(st, f"flow '{st.subflow}' has no 'return:' state, so it cannot be used as a sub-flow")
                 for o in outs - set(st.on):
                     err(st, f"outcome '{o}' of flow '{st.subflow}' has no next state in 'on:'")
                 for o in set(st.on) - outs:
@@ -391,7 +399,7 @@ def _compile_flow(spec: FlowSpec, specs: dict[str, FlowSpec], actions: dict[str,
                         t["conditions"] = name
                 transitions.append(t)
 
-    _check_graph(spec, errors)
+    _check_graph(spec, specs, errors)
     if len(errors) > n_errors:
         return None
     machine = FlowMachine(model=None, states=list(states), initial=spec.start, transitions=transitions,
@@ -405,7 +413,7 @@ def _route_condition(expr: Callable) -> Callable:
     return check
 
 
-def _check_graph(spec: FlowSpec, errors: list[FlowError]) -> None:
+def _check_graph(spec: FlowSpec, specs: dict[str, FlowSpec], errors: list[FlowError]) -> None:
     states = spec.states
     edges = {n: [t for t, _ in s.targets() if t in states] for n, s in states.items()}
     # reachable from start
@@ -424,7 +432,13 @@ def _check_graph(spec: FlowSpec, errors: list[FlowError]) -> None:
     for n, ts in edges.items():
         for t in ts:
             rev[t].append(n)
-    good, todo = set(), [n for n, s in states.items() if s.kind in ("end", "return")]
+    def exits(s: State) -> bool:
+        if s.kind in ("end", "return"):
+            return True
+        sub = specs.get(s.subflow) if s.kind == "flow" else None
+        return bool(sub) and any(x.kind == "end" for x in sub.states.values())
+
+    good, todo = set(), [n for n, s in states.items() if exits(s)]
     while todo:
         n = todo.pop()
         if n in good:

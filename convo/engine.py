@@ -127,26 +127,25 @@ class Engine:
     # ------------------------------------------------------------------ one hop
     def _hop(self, msg: Inbound, data: dict | None, pre: list) -> tuple[Reply, dict | None]:
         lib = self.services.flows
-        if data is not None and msg.channel == "ussd":
-            inputs = reduce_ussd_text(msg.text, data.get("n", 0))
-            if inputs is None or data.get("e"):
+        if msg.channel == "ussd":
+            inputs = reduce_ussd_text(msg.text, None if data is None else data.get("n", 0))
+            if data is not None and (inputs is None or data.get("e")):
                 return Reply(data["r"], data["e"]), None          # repeated callback / ended: same answer
+            if data is None:
+                fs = lib.current
+                conv = self._new(fs, fs.entry_flow("ussd", msg.service_code).name, msg.phone, None)
+            else:
+                fs = lib.get(data["v"])
+                if fs is None:                                   # its flows version is long gone
+                    text = self._common(lib.current, "common.expired", data.get("lang", "en"))
+                    return Reply(text, True), {**data, "r": text, "e": True, "n": len(msg.text)}
+                conv = self._resume(data)
+            fresh = data is None
         else:
-            inputs = reduce_ussd_text(msg.text, None) if msg.channel == "ussd" else [msg.text]
-        if data is None:
-            fs = lib.current
-            flow = fs.entry_flow(msg.channel, msg.service_code)
-            conv = Conversation(flow.name, flow.spec.start, {"phone": msg.phone},
-                                self.services.language_for(msg.phone))
-            fresh = True
-        else:
-            fs = lib.get(data["v"])
-            if fs is None:
-                text = self._common(lib.current, "common.expired", data.get("lang", "en"))
-                return Reply(text, True), {**data, "r": text, "e": True, "n": len(msg.text)}
-            conv = Conversation(data["f"], data["s"], data["vars"], data["lang"], data.get("pg", 0),
-                                data.get("stk"))
-            fresh = False
+            fs, conv, fresh = self._sms_start(msg, data)
+            if conv is None:
+                return Reply("", True), None                      # nothing to say (auto-reply limit)
+            inputs = [] if fresh else [msg.text]
         ctx = Context(vars=conv.vars, phone=msg.phone, channel=msg.channel, services=self.services,
                       lang=conv.lang, prefetched=dict(zip(self.services.prefetch_keys(msg.phone), pre)))
         try:
@@ -167,6 +166,37 @@ class Engine:
                  "pg": conv.page, "stk": conv.stack, "n": len(msg.text) if msg.channel == "ussd" else 0,
                  "r": body, "e": end, "t": int(time.time())}
         return Reply(body, end), state
+
+    def _new(self, fs: FlowSet, flow: str, phone: str, lang: str | None) -> Conversation:
+        return Conversation(flow, fs.flows[flow].spec.start, {"phone": phone},
+                            lang or self.services.language_for(phone))
+
+    @staticmethod
+    def _resume(data: dict) -> Conversation:
+        return Conversation(data["f"], data["s"], data["vars"], data["lang"], data.get("pg", 0), data.get("stk"))
+
+    def _sms_start(self, msg: Inbound, data: dict | None) -> tuple[FlowSet, Conversation | None, bool]:
+        """An SMS either starts a keyword's flow, answers the open dialog, or gets the fallback flow."""
+        lib = self.services.flows
+        fs = lib.current
+        kw = fs.keywords.match(msg.text)
+        if kw:                                                   # a keyword always starts over
+            lang = kw.lang or (data or {}).get("lang")
+            return fs, self._new(fs, kw.flow, msg.phone, lang), True
+        if data and not data.get("e") and lib.get(data["v"]):
+            return lib.get(data["v"]), self._resume(data), False
+        table = fs.keywords
+        if not table.otherwise or not self._allow_auto_reply(msg.phone, table.auto_replies_per_hour):
+            return fs, None, True
+        return fs, self._new(fs, table.otherwise, msg.phone, (data or {}).get("lang")), True
+
+    def _allow_auto_reply(self, phone: str, per_hour: int) -> bool:
+        key = f"convo:auto-reply:{{{phone}}}:{int(time.time() // 3600)}"
+        pipe = self.services.redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 3700)
+        count, _ = pipe.execute()
+        return count <= per_hour
 
     def _at_end(self, fs: FlowSet, conv: Conversation) -> bool:
         return fs.flows[conv.flow].state(conv.state).kind == "end"
@@ -295,7 +325,9 @@ class Engine:
                 lines = [f"{n}. {cf.texts[(st.name, f'opt{i}')].render(lang, tctx)}"
                          for n, i in enumerate(self._visible_options(cf, st, tctx), 1)]
             if channel != "ussd":
-                return ["\n".join([body] + lines)]
+                hint = fs.common.get("sms.reply_number")
+                tail = [hint.render(lang, tctx)] if hint else []
+                return ["\n".join([body] + lines + tail)]
             return render.paginate_menu(body, lines, limit=USSD_LIMIT, more_label=more, back_label=back)
         if channel != "ussd":
             return [body]

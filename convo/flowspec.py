@@ -311,8 +311,10 @@ def _parse_state(name: str, d: Any, line: int, errs: _Errors) -> State | None:
             return None
         return v
 
-    def on_map() -> None:
+    def on_map(optional: bool = False) -> None:
         on = d.get("on")
+        if optional and on is None:
+            return
         if not isinstance(on, dict) or not on:
             errs.add(line_of(d, "on", line), name, "'on:' must map each outcome to a state")
             return
@@ -397,7 +399,8 @@ def _parse_state(name: str, d: Any, line: int, errs: _Errors) -> State | None:
         if st.subflow is None:
             errs.add(line_of(d, "flow"), name, "'flow:' must name a flow")
         params()
-        on_map()
+        on_map(optional=True)       # a sub-flow that only ends (never returns) needs no 'on:'
+
     elif kind == "route":
         clauses = d["route"]
         if not isinstance(clauses, list) or not clauses:

@@ -29,6 +29,13 @@ class Services:
         return MifosClient.from_settings(self.settings)
 
     @cached_property
+    def db(self):
+        """SQLAlchemy engine of the outbox database (``CONVO_DATABASE_URL``)."""
+        from convo.db import make_engine
+
+        return make_engine(self.settings.database_url)
+
+    @cached_property
     def engine(self):
         from convo.engine import Engine
 

@@ -71,8 +71,8 @@ def test_missing_locale_key_in_one_language(flows):
 
 
 def test_unknown_text_key(flows):
-    text = (flows / "main.yaml").read_text().replace("end: balance.none", "end: balance.nothing")
-    (flows / "main.yaml").write_text(text)
+    text = (flows / "balance.yaml").read_text().replace("end: balance.none", "end: balance.nothing")
+    (flows / "balance.yaml").write_text(text)
     assert any("state 'no_savings': unknown text key 'balance.nothing'" in e for e in errors_of(flows))
 
 
@@ -119,11 +119,12 @@ def test_shape_errors_name_the_key():
 
 
 def test_sub_flow_outcomes_must_match(flows):
-    text = (flows / "main.yaml").read_text().replace("      none: no_savings\n", "      nada: no_savings\n", 1)
-    (flows / "main.yaml").write_text(text)
+    text = (flows / "balance.yaml").read_text().replace("      none: no_savings\n", "      nada: no_savings\n", 1)
+    (flows / "balance.yaml").write_text(text)
     errs = errors_of(flows)
-    assert any("state 'balance': outcome 'none' of flow 'pick_account' has no next state" in e for e in errs)
-    assert any("state 'balance': flow 'pick_account' never returns 'nada'" in e for e in errs)
+    assert any("balance.yaml:7: state 'pick': outcome 'none' of flow 'pick_account' has no next state" in e
+               for e in errs)
+    assert any("state 'pick': flow 'pick_account' never returns 'nada'" in e for e in errs)
 
 
 def test_no_dotted_imports_from_yaml(flows):

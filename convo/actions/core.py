@@ -19,3 +19,35 @@ def set_language(ctx: Context, lang: str) -> str:
     if lang in langs:
         ctx.lang = lang
     return "ok"
+
+
+@action("opt_out", outcomes=("ok",))
+def opt_out(ctx: Context) -> str:
+    """STOP: the caller's number gets no more reminders or notices (answers it asks for still come).
+
+    ```yaml
+    opt_out:
+      do: opt_out
+      on: {ok: done}
+    ```
+    """
+    from convo.outbox import set_opt_out
+
+    set_opt_out(ctx.services.db, ctx.phone, True, source=ctx.channel)
+    return "ok"
+
+
+@action("opt_in", outcomes=("ok",))
+def opt_in(ctx: Context) -> str:
+    """START: the caller's number gets reminders and notices again.
+
+    ```yaml
+    opt_in:
+      do: opt_in
+      on: {ok: done}
+    ```
+    """
+    from convo.outbox import set_opt_out
+
+    set_opt_out(ctx.services.db, ctx.phone, False, source=ctx.channel)
+    return "ok"

@@ -39,6 +39,8 @@ def identify_caller(ctx: Context) -> str:
     """
     from convo.mifos.client import MifosError
 
+    if ctx.vars.get("client"):
+        return "found"                              # already identified earlier in this dialog
     s = ctx.services
     key = client_key(ctx.phone)
     hit = s.cache.get(key, ctx.prefetched.get(key, MISSING))
