@@ -272,7 +272,16 @@ class Worker:
         margin = min(5.0, self.lease.total_seconds() * 0.2)
         deadline = time.monotonic() + self.lease.total_seconds() - margin
         results = self._send(claimed, deadline)
-        self.record(claimed, results)
+        # The gateway has these now: try hard to record that (a lost result means a resend after the lease).
+        for attempt in range(5):
+            try:
+                self.record(claimed, results)
+                break
+            except sa.exc.OperationalError:
+                if attempt == 4 or time.monotonic() > deadline:
+                    raise
+                log.warning("recording results failed (database); retrying", exc_info=True)
+                time.sleep(0.2 * 2 ** attempt)
         return len(claimed)
 
     def sweep(self) -> int:
