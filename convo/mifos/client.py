@@ -11,27 +11,43 @@ one of three exceptions a flow can act on:
 * :class:`MifosRejected`: Fineract refused the request (validation 400,
   domain rule 403, loan locked by COB 409...), with ``.errors``.
 
+Every error also has a ``.reason`` (``insufficient_funds``, ``loan_locked``,
+``invalid``, ``rule``, ``not_found``, ``in_progress``, ``circuit_open``,
+``timeout``, ``unavailable``) so callers pick a text without parsing codes.
+
 Every amount is a :class:`~decimal.Decimal` parsed from the JSON number's own
 digits; v1 date arrays ``[2024, 4, 5]`` (and ISO strings) become
 :class:`datetime.date`. The time budget is hard: one call never takes much
 longer than ``timeout`` (a single quick retry, GETs only, on connection errors
-only, inside ``timeout * 1.2``).
+only, inside ``timeout * 1.2``). Writes (``POST /accounttransfers``) are never
+retried here, carry an ``Idempotency-Key`` and have their own, longer
+``write_timeout``: they run in the worker, after the USSD session.
+
+Each client guards its server with a :class:`~convo.mifos.breaker.CircuitBreaker`
+(shared by every client of one base URL with the same thresholds in this
+process) and reports ``convo_mifos_*`` Prometheus metrics: latency by endpoint
+template (``/loans/{id}``, never an id or a phone number), errors by kind, and
+the breaker state.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Iterable, Literal
 
 import phonenumbers
 import requests
+from prometheus_client import Counter, Gauge, Histogram
 from requests.adapters import HTTPAdapter
 
 from convo import phone
+from convo.mifos.breaker import STATE_VALUES, CircuitBreaker, CircuitOpen
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +76,43 @@ class MifosError(Exception):
         where = f"HTTP {self.status}" if self.status else "no response"
         return f"{self.message} ({where}{', ' + self.code if self.code else ''})"
 
+    @property
+    def codes(self) -> list[str]:
+        """The global code and every parameter error's code."""
+        return [c for c in [self.code, *(e.get("code") for e in self.errors)] if c]
+
+    @property
+    def reason(self) -> str:
+        """What happened, for choosing a text: ``insufficient_funds``, ``loan_locked``,
+        ``invalid`` (400), ``rule`` (another 403 domain rule), ``not_found``,
+        ``in_progress`` (425, same Idempotency-Key still running), ``circuit_open``,
+        ``timeout``, ``unavailable``."""
+        if isinstance(self, MifosInProgress):
+            return "in_progress"
+        if isinstance(self, MifosUnavailable):
+            if self.code == "circuit.open":
+                return "circuit_open"
+            return "timeout" if self.code == "timeout" else "unavailable"
+        if isinstance(self, MifosNotFound):
+            return "not_found"
+        if any(c.endswith("insufficient.account.balance") for c in self.codes):
+            return "insufficient_funds"
+        if self.status == 409 or "error.msg.loan.locked" in self.codes:
+            return "loan_locked"
+        return "invalid" if self.status == 400 else "rule"
+
 
 class MifosUnavailable(MifosError):
-    """Mifos X cannot answer now: timeout, refused, 5xx, auth or tenant misconfiguration."""
+    """Mifos X cannot answer now: timeout, refused, 5xx, auth or tenant misconfiguration.
+
+    After a write (:meth:`MifosClient.transfer_savings_to_loan`) this means the
+    outcome is unknown: send it again later with the same Idempotency-Key.
+    """
+
+
+class MifosInProgress(MifosUnavailable):
+    """425 Too Early: a request with the same Idempotency-Key is still being processed
+    (Fineract 1.9+). Ask again later with the same key to get its result."""
 
 
 class MifosNotFound(MifosError):
@@ -76,8 +126,21 @@ class MifosRejected(MifosError):
     """
 
 
+def is_insufficient_funds(err: BaseException) -> bool:
+    """Fineract's 403 ``...insufficient.account.balance`` (savings cannot cover the amount)."""
+    return isinstance(err, MifosError) and err.reason == "insufficient_funds"
+
+
+def is_loan_locked(err: BaseException) -> bool:
+    """Fineract's 409 ``error.msg.loan.locked``: the close-of-business job holds the loan."""
+    return isinstance(err, MifosError) and err.reason == "loan_locked"
+
+
 def error_from_response(status: int, body: Any) -> MifosError:
     """Map an HTTP error status and its (parsed JSON or raw text) body to an exception."""
+    if status == 425:
+        return MifosInProgress("a request with this Idempotency-Key is still being processed",
+                               status=425, code="idempotency.in.progress")
     fineract = isinstance(body, dict) and (
         "userMessageGlobalisationCode" in body or "developerMessage" in body or "errors" in body
     )
@@ -312,6 +375,39 @@ class Transaction(_Plain):
                    running_balance=None if rb is None else Decimal(rb))
 
 
+@dataclass(frozen=True)
+class Meeting(_Plain):
+    """The next collection meeting of a client's group (or of the group's center)."""
+
+    date: date
+    group_id: int
+    group_name: str
+    location: str | None
+    #: ``center`` when the group sits in a center and meets on the center's calendar
+    kind: Literal["group", "center"]
+    center_name: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Meeting":
+        return cls(date=parse_date(d["date"]), group_id=int(d["group_id"]), group_name=d["group_name"],
+                   location=d.get("location"), kind=d["kind"], center_name=d.get("center_name"))
+
+
+@dataclass(frozen=True)
+class TransferResult(_Plain):
+    """``POST /accounttransfers`` went through (now or, ``served_from_cache``, before)."""
+
+    #: the account transfer's id (Fineract's ``resourceId``)
+    resource_id: int
+    served_from_cache: bool = False
+    savings_id: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransferResult":
+        return cls(resource_id=int(d["resource_id"]), served_from_cache=bool(d.get("served_from_cache")),
+                   savings_id=d.get("savings_id"))
+
+
 # --------------------------------------------------------------------------- shape → data
 
 
@@ -456,18 +552,157 @@ def loan_transactions_from(rows: Iterable[dict], limit: int) -> list[Transaction
     return out[:limit]
 
 
+def meeting_dates(calendar: dict) -> list[date]:
+    """The dates the server listed (``nextTenRecurringDates`` and ``recurringDates``), sorted."""
+    found = set()
+    for key in ("nextTenRecurringDates", "recurringDates"):
+        for raw in calendar.get(key) or []:
+            found.add(parse_date(raw))
+    return sorted(found)
+
+
+def next_meeting_date(calendar: dict, today: date) -> date | None:
+    """First meeting on or after ``today`` of a Fineract ``CalendarData``.
+
+    The server's own lists win (they honour holidays and the skip-first-day
+    setting); when they hold nothing from ``today`` on (server business date
+    behind ours, or a server that sends only the rule) the RFC 5545
+    ``recurrence`` is expanded from ``startDate`` with dateutil. A calendar
+    past its ``endDate`` has no next meeting.
+    """
+    start = parse_date(calendar.get("startDate"))
+    end = parse_date(calendar.get("endDate"))
+    listed = [d for d in meeting_dates(calendar) if d >= today]
+    if listed:
+        found = listed[0]
+    elif calendar.get("repeating") and calendar.get("recurrence") and start:
+        from dateutil.rrule import rrulestr
+
+        try:
+            rule = rrulestr(calendar["recurrence"], dtstart=datetime(start.year, start.month, start.day))
+        except (ValueError, TypeError):
+            log.warning("calendar %s: cannot read recurrence %r", calendar.get("id"), calendar.get("recurrence"))
+            return None
+        hit = rule.after(datetime(today.year, today.month, today.day), inc=True)
+        found = hit.date() if hit else None
+    else:
+        found = start if start and start >= today else None
+    if found is None or (end is not None and found > end):
+        return None
+    return found
+
+
+def meeting_from_group(group: dict, today: date) -> Meeting | None:
+    """``GET /groups/{id}?associations=collectionMeetingCalendar`` → the next meeting.
+
+    A group inside a center gets the center's calendar from Fineract (the
+    group has ``centerId``; the calendar's ``entityType`` is CENTERS).
+    Inactive (closed, pending) groups have no meetings for the client.
+    """
+    status = group.get("status") or {}
+    if status and status.get("code") not in (None, "groupingStatusType.active"):
+        return None
+    calendar = group.get("collectionMeetingCalendar")
+    if not calendar:
+        return None
+    when = next_meeting_date(calendar, today)
+    if when is None:
+        return None
+    entity = ((calendar.get("entityType") or {}).get("code") or "")
+    center = entity.endswith("centers") or (not entity and group.get("centerId") is not None)
+    return Meeting(date=when, group_id=int(group["id"]), group_name=group.get("name") or "",
+                   location=(calendar.get("location") or None), kind="center" if center else "group",
+                   center_name=group.get("centerName") if center else None)
+
+
+#: Fineract's ``dd MMMM yyyy`` with locale ``en`` (not strftime: it follows the process locale)
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December")
+TRANSFER_DATE_FORMAT = "dd MMMM yyyy"
+
+
+def fineract_date(day: date) -> str:
+    return f"{day.day:02d} {_MONTHS[day.month - 1]} {day.year}"
+
+
+# --------------------------------------------------------------------------- metrics
+
+REQUEST_SECONDS = Histogram(
+    "convo_mifos_request_seconds", "Mifos X call latency by endpoint template", ["method", "endpoint"],
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30))
+ERRORS = Counter("convo_mifos_errors_total", "Failed Mifos X calls by kind", ["endpoint", "kind"])
+BREAKER_STATE = Gauge("convo_mifos_breaker_state",
+                      "Circuit breaker per Mifos X server: 0 closed, 1 half-open, 2 open", ["server"])
+BREAKER_OPENED = Counter("convo_mifos_breaker_opened_total", "Times the breaker opened", ["server"])
+
+_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def endpoint_template(path: str) -> str:
+    """``/loans/29`` → ``/loans/{id}``; query strings never reach a label."""
+    return _ID_SEGMENT.sub("/{id}", path.split("?", 1)[0])
+
+
+def _breaker_changed(breaker: CircuitBreaker, old: str, new: str) -> None:
+    BREAKER_STATE.labels(breaker.name).set(STATE_VALUES[new])
+    if new == "open":
+        BREAKER_OPENED.labels(breaker.name).inc()
+    log.warning("Mifos X circuit breaker for %s: %s → %s", breaker.name, old, new)
+
+
+_BREAKERS: dict[tuple, CircuitBreaker] = {}
+_BREAKERS_LOCK = threading.Lock()
+
+
+def breaker_for(base_url: str, failures: int = 5, reset_timeout: float = 30.0) -> CircuitBreaker:
+    """The process-wide breaker of one Mifos X server (base URL and thresholds)."""
+    key = (base_url.rstrip("/"), int(failures), float(reset_timeout))
+    with _BREAKERS_LOCK:
+        found = _BREAKERS.get(key)
+        if found is None:
+            found = _BREAKERS[key] = CircuitBreaker(_server_label(base_url), failures=failures,
+                                                    reset_timeout=reset_timeout, on_change=_breaker_changed)
+            BREAKER_STATE.labels(found.name).set(0)
+        return found
+
+
+def reset_breakers() -> None:
+    """Close every breaker (tests, or an operator after fixing the server)."""
+    with _BREAKERS_LOCK:
+        for breaker in _BREAKERS.values():
+            breaker.reset()
+
+
+def _server_label(base_url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    return (parts.hostname or "unknown") + (f":{parts.port}" if parts.port else "")
+
+
 # --------------------------------------------------------------------------- the client
 
 
 class MifosClient:
-    """Fineract REST over one pooled ``requests.Session`` (safe to share between threads
-    for these read calls)."""
+    """Fineract REST over one pooled ``requests.Session`` (safe to share between threads).
+
+    ``timeout`` bounds every read (a USSD hop's budget); ``write_timeout`` bounds
+    a write, which runs in the worker. ``breaker_failures`` consecutive
+    unavailable answers open the circuit for ``breaker_reset`` seconds; pass
+    ``breaker`` to use your own.
+    """
 
     def __init__(self, base_url: str, user: str, password: str, tenant: str = "default",
-                 verify_tls: bool = True, timeout: float = 2.5):
+                 verify_tls: bool = True, timeout: float = 2.5, *, write_timeout: float = 30.0,
+                 breaker_failures: int = 5, breaker_reset: float = 30.0,
+                 breaker: CircuitBreaker | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
+        self.write_timeout = float(write_timeout)
         self.connect_timeout = min(1.0, self.timeout / 2)
+        self.breaker = breaker or breaker_for(self.base_url, breaker_failures, breaker_reset)
+        #: None until known: does the server have /savingsaccounts/{id}/transactions/search (1.9+)?
+        self.has_transactions_search: bool | None = None
         self.session = requests.Session()
         self.session.auth = (user, password)
         self.session.verify = verify_tls
@@ -481,10 +716,10 @@ class MifosClient:
         self.session.mount("https://", adapter)
 
     @classmethod
-    def from_settings(cls, settings) -> "MifosClient":
+    def from_settings(cls, settings, **kw) -> "MifosClient":
         return cls(settings.fineract_url, settings.fineract_user, settings.fineract_password,
                    tenant=settings.fineract_tenant, verify_tls=settings.fineract_verify_tls,
-                   timeout=settings.fineract_timeout)
+                   timeout=settings.fineract_timeout, **kw)
 
     def close(self) -> None:
         self.session.close()
@@ -526,26 +761,117 @@ class MifosClient:
     def savings_transactions(self, savings_id: int, limit: int = 5) -> list[Transaction]:
         """Latest ``limit`` non-reversed savings transactions, newest first.
 
-        Uses the paged search (Fineract 1.9+), falling back to
-        ``?associations=transactions`` on older servers (404/405).
+        Fineract 1.9+: ``GET /savingsaccounts/{id}/transactions/search?offset=0&limit=N``
+        (sorted newest first by the server), asking for more pages while
+        reversed rows leave fewer than ``limit``. Fineract 1.8 has no search:
+        the path falls on ``{transactionId}`` and Jersey answers a 404 that is
+        not Fineract's JSON (the segment ``search`` is not a number), which
+        this client reads as :class:`MifosUnavailable` with status 404 (405
+        from some proxies). Then it falls back to
+        ``GET /savingsaccounts/{id}?associations=transactions`` and remembers
+        that, so later calls go straight to the fallback.
         """
         sid = int(savings_id)
-        try:
-            # ask for a few extra: reversed rows are dropped after paging
-            body = self.get(f"/savingsaccounts/{sid}/transactions/search",
-                            {"offset": 0, "limit": limit + 5})
-            rows = body.get("content") or []
-        except MifosError as exc:
-            if exc.status not in (404, 405):
-                raise
-            body = self.get(f"/savingsaccounts/{sid}", {"associations": "transactions"})
-            rows = body.get("transactions") or []
-        return savings_transactions_from(rows, limit)
+        if self.has_transactions_search is not False:
+            try:
+                rows = self._search_savings_transactions(sid, limit)
+            except MifosError as exc:
+                if exc.status not in (404, 405) or isinstance(exc, MifosNotFound):
+                    raise  # a Fineract 404 names the missing account: the search exists
+                log.info("no savings transactions search on %s (HTTP %s): using associations=transactions",
+                         self.base_url, exc.status)
+                self.has_transactions_search = False
+            else:
+                self.has_transactions_search = True
+                return savings_transactions_from(rows, limit)
+        body = self.get(f"/savingsaccounts/{sid}", {"associations": "transactions"})
+        return savings_transactions_from(body.get("transactions") or [], limit)
+
+    def _search_savings_transactions(self, sid: int, limit: int, max_pages: int = 3) -> list[dict]:
+        rows: dict[Any, dict] = {}
+        page = max(limit * 2, limit + 5)  # reversed rows and their reversals are dropped after paging
+        offset = 0
+        for _ in range(max_pages):
+            body = self.get(f"/savingsaccounts/{sid}/transactions/search", {"offset": offset, "limit": page})
+            content = (body or {}).get("content") or []
+            fresh = [r for r in content if r.get("id") not in rows]
+            rows.update((r.get("id"), r) for r in fresh)
+            offset += len(content)
+            kept = sum(1 for r in rows.values() if not (r.get("reversed") or r.get("isReversal")))
+            total = (body or {}).get("total")
+            if kept >= limit or not fresh or len(content) < page or (total is not None and offset >= int(total)):
+                break
+        return list(rows.values())
 
     def loan_transactions(self, loan_id: int, limit: int = 5) -> list[Transaction]:
         """Latest ``limit`` loan transactions (no accruals, no reversed), newest first."""
         body = self.get(f"/loans/{int(loan_id)}", {"associations": "transactions"})
         return loan_transactions_from(body.get("transactions") or [], limit)
+
+    def next_meeting(self, client_id: int, today: date) -> Meeting | None:
+        """The client's next group or center collection meeting on or after ``today``.
+
+        ``GET /clients/{id}`` lists the client's groups (``groups``: id,
+        accountNo, name); for each, ``GET /groups/{id}?associations=collectionMeetingCalendar``
+        gives the group's calendar, or its center's when the group is in a
+        center. The earliest meeting wins. None for a client in no group, or
+        whose groups have no (future) meetings.
+        """
+        client = self.get(f"/clients/{int(client_id)}") or {}
+        best: Meeting | None = None
+        for ref in client.get("groups") or []:
+            if ref.get("id") is None:
+                continue
+            group = self.get(f"/groups/{int(ref['id'])}", {"associations": "collectionMeetingCalendar"})
+            found = meeting_from_group(group or {}, today)
+            if found and (best is None or found.date < best.date):
+                best = found
+        return best
+
+    # ---- writes
+
+    def transfer_savings_to_loan(self, *, client_id: int, office_id: int, savings_id: int, loan_id: int,
+                                 amount: Decimal, on: date, idempotency_key: str, note: str = "",
+                                 timeout: float | None = None) -> TransferResult:
+        """Repay loan ``loan_id`` from the same client's savings ``savings_id``.
+
+        ``POST /accounttransfers`` (fromAccountType 2 = savings, toAccountType
+        1 = loan) with ``Idempotency-Key``. Never retried here: on
+        :class:`MifosUnavailable` (timeout, 5xx, circuit open) or
+        :class:`MifosInProgress` (425) the outcome is unknown or pending, so
+        send it again later **with the same key**: Fineract 1.9+ answers a key
+        it has seen with the stored result (``served_from_cache``) and moves no
+        money twice. Fineract 1.8 ignores the key; the transfer description
+        carries it (``ref …``) so staff can reconcile.
+
+        Raises :class:`MifosRejected`: ``reason`` ``insufficient_funds`` (403),
+        ``loan_locked`` (409, close of business running; retry later, same
+        key), ``invalid`` (400), ``rule`` (another 403); Fineract stores 400s
+        and 403s under the key, so a retry with it gets the same error.
+        """
+        if not idempotency_key:
+            raise ValueError("idempotency_key is required for a money transfer")
+        amount = to_decimal(amount)
+        description = (note.strip() or "Loan repayment from savings")
+        suffix = f" (ref {idempotency_key})"
+        description = description[:max(0, 200 - len(suffix))] + suffix if len(suffix) < 200 else description[:200]
+        body = {
+            "fromOfficeId": int(office_id), "fromClientId": int(client_id), "fromAccountType": 2,
+            "fromAccountId": int(savings_id),
+            "toOfficeId": int(office_id), "toClientId": int(client_id), "toAccountType": 1,
+            "toAccountId": int(loan_id),
+            "dateFormat": TRANSFER_DATE_FORMAT, "locale": "en", "transferDate": fineract_date(on),
+            "transferAmount": format(amount, "f"), "transferDescription": description,
+        }
+        result, headers = self._call("POST", "/accounttransfers", body=body,
+                                     headers={"Idempotency-Key": idempotency_key}, timeout=timeout)
+        cached = str(headers.get("x-served-from-cache", "")).lower() == "true"
+        if not isinstance(result, dict) or result.get("resourceId") is None:
+            raise MifosUnavailable(f"unexpected transfer answer: {str(result)[:120]}", status=200,
+                                   code="bad.response")
+        savings = result.get("savingsId")
+        return TransferResult(resource_id=int(result["resourceId"]), served_from_cache=cached,
+                              savings_id=None if savings is None else int(savings))
 
     # ---- transport
 
@@ -556,31 +882,101 @@ class MifosClient:
         least half of ``timeout`` is left of the ``timeout * 1.2`` budget; read
         timeouts are never retried (the server is busy; asking again adds load).
         """
-        url = self.base_url + path
+        return self._call("GET", path, params=params)[0]
+
+    def _call(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
+              headers: dict | None = None, timeout: float | None = None) -> tuple[Any, Any]:
+        """One call through the breaker, with metrics: ``(json, response headers)``."""
+        endpoint = endpoint_template(path)
+        try:
+            self.breaker.acquire()
+        except CircuitOpen:
+            ERRORS.labels(endpoint, "circuit_open").inc()
+            raise MifosUnavailable(f"circuit open: Mifos X at {self.breaker.name} failed "
+                                   f"{self.breaker.failures} times in a row; retry in "
+                                   f"{self.breaker.retry_after():.0f} s", code="circuit.open") from None
         start = time.monotonic()
-        deadline = start + self.timeout * BUDGET_FACTOR
+        settled = False
+        try:
+            if method == "GET":
+                response = self._send_get(path, params)
+            else:
+                response = self._send_once(method, path, params, body, headers, timeout)
+            result = _decode(response), response.headers
+        except MifosError as exc:
+            kind = _error_kind(exc)
+            ERRORS.labels(endpoint, kind).inc()
+            if kind in ("timeout", "connection", "server_error", "bad_response"):
+                self.breaker.failure()
+            else:
+                self.breaker.success()  # the server answered: a business error is an answer
+            settled = True
+            raise
+        else:
+            self.breaker.success()
+            settled = True
+            return result
+        finally:
+            REQUEST_SECONDS.labels(method, endpoint).observe(time.monotonic() - start)
+            if not settled:
+                self.breaker.release()
+
+    def _send_get(self, path: str, params: dict | None) -> requests.Response:
+        url = self.base_url + path
+        deadline = time.monotonic() + self.timeout * BUDGET_FACTOR
         for attempt in (1, 2):
             remaining = min(self.timeout, deadline - time.monotonic())
             try:
-                response = self.session.get(
+                return self.session.get(
                     url, params=params,
                     timeout=(min(self.connect_timeout, remaining), max(remaining, 0.05)))
             except requests.Timeout as exc:
                 if isinstance(exc, requests.ConnectTimeout) and self._may_retry(attempt, deadline):
                     continue
-                raise MifosUnavailable(f"Mifos X did not answer in time: {_short(exc)}") from None
+                raise MifosUnavailable(f"Mifos X did not answer in time: {_short(exc)}",
+                                       code="timeout") from None
             except requests.ConnectionError as exc:
                 if self._may_retry(attempt, deadline):
-                    log.info("retrying GET %s after connection error: %s", path, _short(exc))
+                    log.info("retrying GET %s after connection error: %s", endpoint_template(path), _short(exc))
                     continue
-                raise MifosUnavailable(f"cannot reach Mifos X: {_short(exc)}") from None
+                raise MifosUnavailable(f"cannot reach Mifos X: {_short(exc)}", code="connection") from None
             except requests.RequestException as exc:
-                raise MifosUnavailable(f"request to Mifos X failed: {_short(exc)}") from None
-            return _decode(response)
+                raise MifosUnavailable(f"request to Mifos X failed: {_short(exc)}", code="connection") from None
         raise AssertionError("unreachable")
+
+    def _send_once(self, method: str, path: str, params: dict | None, body: Any, headers: dict | None,
+                   timeout: float | None) -> requests.Response:
+        """A write: sent once, never retried (only Fineract may say whether it happened)."""
+        read = float(timeout) if timeout is not None else self.write_timeout
+        try:
+            return self.session.request(method, self.base_url + path, params=params, json=body,
+                                        headers=headers, timeout=(min(self.connect_timeout * 3, read), read))
+        except requests.Timeout as exc:
+            raise MifosUnavailable(f"Mifos X did not answer the {method} in time (outcome unknown): "
+                                   f"{_short(exc)}", code="timeout") from None
+        except requests.RequestException as exc:
+            raise MifosUnavailable(f"cannot reach Mifos X for the {method}: {_short(exc)}",
+                                   code="connection") from None
 
     def _may_retry(self, attempt: int, deadline: float) -> bool:
         return attempt == 1 and deadline - time.monotonic() >= self.timeout / 2
+
+
+def _error_kind(exc: MifosError) -> str:
+    """The ``kind`` label of ``convo_mifos_errors_total``; decides what the breaker counts."""
+    if isinstance(exc, MifosInProgress):
+        return "in_progress"
+    if isinstance(exc, MifosUnavailable):
+        if exc.code in ("timeout", "connection"):
+            return exc.code
+        if exc.status is None or exc.status >= 500:
+            return "server_error"
+        if exc.status < 300:
+            return "bad_response"
+        return "auth" if exc.status in (401, 403) else "misconfigured"
+    if isinstance(exc, MifosNotFound):
+        return "not_found"
+    return {"insufficient_funds": "insufficient_funds", "loan_locked": "locked"}.get(exc.reason, "rejected")
 
 
 def _decode(response: requests.Response) -> Any:
