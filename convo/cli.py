@@ -46,13 +46,28 @@ def demo(host: str, port: int, sim_port: int) -> None:
     from convo.mifos.seed import DEMO_PHONES
     from convo.web import create_app
 
-    sim = start_simulator(sim_port, host)
-    settings = sim_settings(sim.url, redis_url=_settings().redis_url if "CONVO_REDIS_URL" in __import__("os").environ
-                            else "memory://")
-    app = create_app(settings)
+    import os
+    import threading
+
+    from convo.db import upgrade as db_upgrade
+    from convo.fake_at import start_fake_at
+    from convo.worker import run_worker
+
     base = f"http://{host}:{port}"
+    sim = start_simulator(sim_port, host)
+    fake = start_fake_at(f"{base}/gateways/africastalking/delivery", host=host)
+    overrides = {} if "CONVO_REDIS_URL" in os.environ else {"redis_url": "memory://"}
+    if "CONVO_AT_USERNAME" not in os.environ:
+        overrides.update(at_username="sandbox", at_api_key="demo", at_base_url=fake.url)
+    settings = sim_settings(sim.url, **overrides)
+    db_upgrade(settings.database_url)
+    app = create_app(settings)
+    threading.Thread(target=run_worker, args=(settings,), kwargs={"handle_signals": False, "poll_seconds": 0.5},
+                     daemon=True, name="outbox-worker").start()
     click.echo(f"Fineract simulator: {sim.url}/fineract-provider/api/v1 (mifos / password)")
-    click.echo(f"Gateway:            {base}  (Africa's Talking USSD callback: {base}/gateways/africastalking/ussd)\n")
+    click.echo(f"Gateway:            {base}  (Africa's Talking USSD callback: {base}/gateways/africastalking/ussd)")
+    click.echo(f"SMS:                {base}/gateways/africastalking/sms -> outbox ({settings.database_url}) "
+               f"-> worker -> fake Africa's Talking {fake.url} (sent: {fake.url}/__fake/messages)\n")
     click.echo("Demo phones:")
     for phone, what in DEMO_PHONES:
         click.echo(f"  {phone}  {what}")
@@ -62,10 +77,50 @@ def demo(host: str, port: int, sim_port: int) -> None:
     click.echo("or as Africa's Talking would:")
     click.echo(f"  curl -s {base}/gateways/africastalking/ussd -d sessionId=s1 -d serviceCode='*384*12#' "
                f"-d phoneNumber={first} -d networkCode=63902 -d text=")
+    click.echo("Text BAL to the short code as Africa's Talking would, then see the reply the worker sent:")
+    click.echo(f"  curl -s {base}/gateways/africastalking/sms -d from={first} -d to=22384 -d text=BAL -d id=demo1 "
+               f"-d date=2026-01-01 -d networkCode=63902 && sleep 2 && curl -s {fake.url}/__fake/messages")
     click.echo("")
     from werkzeug.serving import run_simple
 
     run_simple(host, port, app, threaded=True, use_reloader=False)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="dispatch what is due now, then exit")
+def worker(once: bool) -> None:
+    """Send queued SMS from the outbox (run as many as you like against PostgreSQL)."""
+    from convo.worker import run_worker
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(settings, once=once)
+
+
+@main.group()
+def db() -> None:
+    """The outbox database."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply database migrations (Alembic) to CONVO_DATABASE_URL."""
+    from convo.db import upgrade as do_upgrade
+
+    settings = _settings()
+    do_upgrade(settings.database_url)
+    click.echo(f"database at {settings.database_url.split('@')[-1]} is up to date")
+
+
+@main.command("fake-at")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8089, show_default=True)
+@click.option("--delivery-url", default=None, help="where to POST delivery reports")
+def fake_at(host: str, port: int, delivery_url: str | None) -> None:
+    """A local fake of Africa's Talking's SMS API (set CONVO_AT_BASE_URL to it)."""
+    from convo.fake_at import main as fake_main
+
+    fake_main(host=host, port=port, delivery_url=delivery_url)
 
 
 @main.command()

@@ -53,6 +53,14 @@ class Settings:
     at_api_key: str = ""
     at_sender_id: str = ""
     at_base_url: str = ""
+    #: outbox worker: rows claimed per batch, seconds a claim (lease) holds, idle poll interval
+    worker_batch: int = 100
+    worker_lease_seconds: float = 60.0
+    worker_poll_seconds: float = 1.0
+    #: retries: attempts before a message is failed for good, and the backoff between them
+    outbox_max_attempts: int = 8
+    outbox_retry_base_seconds: float = 30.0
+    outbox_retry_max_seconds: float = 3600.0
     log_level: str = "INFO"
 
     @classmethod

@@ -36,12 +36,11 @@ class KeywordTable:
 
 def first_word(text: str) -> str | None:
     """The keyword candidate: first word, accents folded, upper case, edge punctuation dropped."""
-    parts = text.split(None, 1)
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    parts = folded.split(None, 1)
     if not parts:
         return None
-    word = unicodedata.normalize("NFKD", parts[0])
-    word = "".join(c for c in word if not unicodedata.combining(c))
-    word = _EDGE_PUNCT.sub("", word).upper()
+    word = _EDGE_PUNCT.sub("", parts[0]).upper()
     return word or None
 
 

@@ -1,4 +1,6 @@
-"""Africa's Talking USSD: parse the session callback, render the reply, parse end-of-session events.
+"""Africa's Talking inbound callbacks: USSD sessions and their end-of-session events, incoming SMS.
+
+(Outbound SMS, delivery reports and opt-outs are in :mod:`gateways.africastalking`.)
 
 AT POSTs form fields ``sessionId``, ``serviceCode``, ``phoneNumber``,
 ``networkCode`` and ``text`` (every input of the session so far, joined with
@@ -117,3 +119,44 @@ def parse_ussd_event(form: Mapping, region: str = "KE") -> UssdEvent:
                      _get(form, "networkCode", required=False), _int(form, "hopsCount"),
                      _int(form, "durationInMillis"), (_get(form, "cost", required=False) or None),
                      error[:200] if error else None)
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    id: str               # AT's message id: the same id twice is one message delivered twice
+    phone: str            # E.164 of the sender
+    to: str               # the short code or number it was sent to
+    text: str
+    link_id: str | None   # premium (on-demand) services: reply with this linkId
+    network_code: str
+    date: str | None
+
+
+MAX_SMS_TEXT = 1600       # 10 concatenated segments; longer is not a real SMS
+
+
+def parse_inbound_sms(form: Mapping, region: str = "KE") -> InboundSms:
+    """Validate an incoming SMS callback (from, to, text, date, id, linkId, networkCode)."""
+    from convo.phone import InvalidPhone, normalize
+
+    mid = _get(form, "id").strip()
+    if not _SESSION_RE.match(mid):
+        raise BadCallback("field 'id' is empty or malformed")
+    try:
+        phone = normalize(_get(form, "from"), region)
+    except InvalidPhone as e:
+        raise BadCallback(f"field 'from' is not a phone number: {e}") from None
+    to = (_get(form, "to", required=False) or "").strip()
+    if len(to) > 32:
+        raise BadCallback("field 'to' is too long")
+    text = _get(form, "text")
+    if len(text) > MAX_SMS_TEXT:
+        raise BadCallback(f"field 'text' is longer than {MAX_SMS_TEXT} characters")
+    link = (_get(form, "linkId", required=False) or "").strip() or None
+    if link and len(link) > 128:
+        raise BadCallback("field 'linkId' is too long")
+    network = (_get(form, "networkCode", required=False) or "").strip()
+    if not _NETWORK_RE.match(network):
+        raise BadCallback("field 'networkCode' must be digits")
+    date = _get(form, "date", required=False)
+    return InboundSms(mid, phone, to, text, link, network, date[:40] if date else None)

@@ -27,6 +27,42 @@ def running_gateway(redis_url: str, **overrides):
         sim.stop()
 
 
+@contextmanager
+def running_sms_stack(redis_url: str, database_url: str, **overrides):
+    """Gateway + simulator + outbox database + fake Africa's Talking (delivery reports come back over HTTP).
+
+    Yields (gateway_url, fake_at_server, services); run the worker with ``services``' settings.
+    """
+    from convo.db import upgrade
+    from convo.fake_at import start_fake_at
+
+    upgrade(database_url)
+    fake = start_fake_at()
+    try:
+        with running_gateway(redis_url, database_url=database_url, at_username="sandbox", at_api_key="test",
+                             at_base_url=fake.url, **overrides) as (gw, _sim, services):
+            fake.fake.configure(delivery_url=f"{gw}/gateways/africastalking/delivery")
+            yield gw, fake, services
+    finally:
+        fake.stop()
+
+
+class Handset:
+    """A phone texting the short code through Africa's Talking (inbound SMS callbacks)."""
+
+    def __init__(self, gateway: str, number: str, short_code: str = "22384"):
+        self.gateway, self.number, self.short_code = gateway, number, short_code
+
+    def text(self, body: str, message_id: str | None = None, link_id: str | None = None) -> requests.Response:
+        form = {"from": self.number, "to": self.short_code, "text": body, "date": "2026-11-27 10:00:00",
+                "id": message_id or f"ATXid_in_{next(_sessions):06d}", "networkCode": "63902"}
+        if link_id:
+            form["linkId"] = link_id
+        r = requests.post(f"{self.gateway}/gateways/africastalking/sms", data=form, timeout=10)
+        assert r.status_code == 200, r.text
+        return r
+
+
 class Phone:
     """A handset dialing through Africa's Talking: every hop carries the cumulative ``text``."""
 

@@ -10,7 +10,7 @@ from flask import Blueprint, request
 from convo import metrics
 from convo.engine import Inbound
 from convo.web import check_callback_token, plain, services
-from gateways import africastalking_ussd as at_ussd
+from gateways import africastalking_inbound as at_in
 from gateways.base import BadCallback
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,18 @@ def _bad_callback(e: BadCallback):
 def at_ussd_session():
     started = time.perf_counter()
     s = services()
-    req = at_ussd.parse_ussd(request.form, s.settings.default_region)
+    req = at_in.parse_ussd(request.form, s.settings.default_region)
     reply = s.engine.handle(Inbound("ussd", "africastalking", req.session_id, req.phone, req.text,
                                     req.service_code))
     metrics.HOPS.labels("ussd", "africastalking", "end" if reply.end else "continue").inc()
     metrics.HOP_SECONDS.labels("ussd").observe(time.perf_counter() - started)
-    return plain(at_ussd.render_ussd(reply.text, reply.end))
+    return plain(at_in.render_ussd(reply.text, reply.end))
 
 
 @bp.post("/africastalking/ussd/events")
 def at_ussd_event():
     s = services()
-    ev = at_ussd.parse_ussd_event(request.form, s.settings.default_region)
+    ev = at_in.parse_ussd_event(request.form, s.settings.default_region)
     metrics.USSD_EVENTS.labels(ev.status).inc()
     record = {k: v for k, v in ev.__dict__.items()}
     record["at"] = int(time.time())
@@ -52,4 +52,47 @@ def at_ussd_event():
     pipe.ltrim("convo:ussd-events", 0, 9999)
     pipe.execute()
     log.info("ussd session %s ended: %s after %s hops", ev.session_id, ev.status, ev.hops)
+    return plain("OK")
+
+
+@bp.post("/africastalking/sms")
+def at_sms_inbound():
+    """An incoming SMS: one reply per message id, written to the outbox (never sent inline)."""
+    from convo.outbox import enqueue
+
+    s = services()
+    sms = at_in.parse_inbound_sms(request.form, s.settings.default_region)
+    seen = f"convo:sms-in:{{{sms.id}}}"
+    if not s.redis.set(seen, 1, nx=True, ex=2 * 86400):
+        return plain("OK (duplicate)")                      # AT delivered this message before
+    try:
+        reply = s.engine.handle(Inbound("sms", "africastalking", sms.id, sms.phone, sms.text))
+        if reply.text:
+            enqueue(s.db, idempotency_key=f"reply:at-sms:{sms.id}", to=sms.phone, body=reply.text,
+                    kind="reply", link_id=sms.link_id, sender_id=(sms.to or None) if sms.link_id else None,
+                    requested_by_client=True,
+                    region=s.settings.default_region)
+    except BaseException:
+        s.redis.delete(seen)                                # let AT's retry try again
+        raise
+    metrics.HOPS.labels("sms", "africastalking", "reply" if reply.text else "silent").inc()
+    return plain("OK")
+
+
+@bp.post("/africastalking/delivery")
+def at_delivery_report():
+    from convo.outbox import apply_delivery_report
+    from gateways.africastalking import parse_delivery_report
+
+    result = apply_delivery_report(services().db, parse_delivery_report(request.form))
+    return plain("OK (unknown id, recorded)" if result.outcome == "unknown" else "OK")
+
+
+@bp.post("/africastalking/optout")
+def at_optout():
+    from convo.outbox import apply_opt_out
+    from gateways.africastalking import parse_optout
+
+    s = services()
+    apply_opt_out(s.db, parse_optout(request.form, region=s.settings.default_region))
     return plain("OK")
