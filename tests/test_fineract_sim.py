@@ -20,8 +20,9 @@ TODAY = date(2024, 4, 20)
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"mifos:password").decode(),
         "Fineract-Platform-TenantId": "default"}
 #: Fineract fields the simulator may send that the samples happen not to show
-#: (CurrencyData.inMultiplesOf; ClientTimelineData.closedOnDate for closed clients)
-ALLOWED_EXTRA = {"inMultiplesOf", "closedOnDate"}
+#: (CurrencyData.inMultiplesOf; ClientTimelineData.closedOnDate for closed clients;
+#: ClientData.groups, which GET /clients/{id} fills and the list sample lacks)
+ALLOWED_EXTRA = {"inMultiplesOf", "closedOnDate", "groups"}
 
 
 def sample(name):

@@ -12,6 +12,10 @@ built by applying repayments to a flat-interest schedule in Fineract's
 "penalties, fees, interest, principal" order, so periods add up to the
 summary; savings running balances add up to ``accountBalance``.
 
+Groups and centers (``data["groups"]``, ``data["centers"]``) carry collection
+meeting calendars in Fineract's ``CalendarData`` shape (weekly, fortnightly,
+monthly on a day, monthly on the first Thursday); see :data:`GROUPS`.
+
 Currencies: KES 2 decimals; TZS 0 decimals in multiples of 50 and XOF 0
 decimals in multiples of 5 (how East/West African MFIs configure their
 products; Fineract takes decimals and multiples from the product).
@@ -19,7 +23,7 @@ products; Fineract takes decimals and multiples from the product).
 from __future__ import annotations
 
 import calendar
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 Z6 = Decimal("0.000000")
@@ -208,6 +212,224 @@ DEMO_PHONES: list[tuple[str, str]] = [
 ]
 
 
+# ------------------------------------------------------------------ groups, centers, meetings
+# Fineract: clients belong to groups; a group either stands alone (its own
+# collection meeting calendar) or sits in a center (it meets on the center's
+# calendar). Calendars start about a year before the business date, on the
+# right weekday, so each scenario holds at any date.
+
+#: center id → (name, office, recurrence, location)
+CENTERS = {
+    1: ("Umoja Center", 1, "FREQ=WEEKLY;BYDAY=TU", "Kariobangi Social Hall"),
+    2: ("Kilimo Center", 3, "FREQ=MONTHLY;BYSETPOS=1;BYDAY=TH", "Kondele Chief's Camp"),
+}
+#: group id → (name, office, center id or None, recurrence (own calendar) or None, location, member client ids, status)
+GROUPS = {
+    10: ("Umoja Women Group", 1, 1, None, None, [1, 5, 36], "active"),
+    11: ("Tumaini Self-Help Group", 2, None, "FREQ=WEEKLY;INTERVAL=2;BYDAY=WE", "Eastlands Market Shed", [2, 10, 14], "active"),
+    12: ("Jamii Traders", 3, 2, None, None, [3, 11, 12], "active"),
+    13: ("Neema Group", 4, None, "FREQ=MONTHLY;BYMONTHDAY=28", None, [17, 18], "active"),
+    14: ("GIE Jappoo", 6, None, None, None, [27], "active"),           # a group without a meeting calendar
+    15: ("Wazee Savers (closed)", 2, None, "FREQ=WEEKLY;BYDAY=FR", "Mathare", [15], "closed"),
+}
+#: demo phones of clients who have a next meeting (group or center) and of some who have none
+MEETING_PHONES: dict[str, str] = {
+    "+254700000101": "Grace Wanjiru Kamau: Umoja Women Group in Umoja Center, weekly on Tuesday",
+    "+254700000105": "Faith Njeri Mwangi: Umoja Women Group in Umoja Center, weekly on Tuesday",
+    "+254700000102": "Peter Otieno Ouma: Tumaini Self-Help Group, every other Wednesday",
+    "+254700000110": "David Kamau Njoroge: Tumaini Self-Help Group, every other Wednesday",
+    "+254700000103": "Mary Akinyi Odhiambo: Jamii Traders in Kilimo Center, first Thursday of the month",
+    "+254700000111": "Agnes Chepkoech Kirui: Jamii Traders in Kilimo Center, first Thursday of the month",
+    "+255750000118": "Baraka Elia Massawe: Neema Group, monthly on the 28th",
+}
+NO_MEETING_PHONES = ("+254700000106", "+221771000126", "+221771000127", "+254700000115")
+
+_WEEKDAYS = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
+_WEEKDAY_TYPES = {"MO": (1, "monday"), "TU": (2, "tuesday"), "WE": (3, "wednesday"), "TH": (4, "thursday"),
+                  "FR": (5, "friday"), "SA": (6, "saturday"), "SU": (7, "sunday")}
+_DAY_NAMES = {"MO": "Monday", "TU": "Tuesday", "WE": "Wednesday", "TH": "Thursday", "FR": "Friday",
+              "SA": "Saturday", "SU": "Sunday"}
+_GROUP_STATUS = {"active": (300, "groupingStatusType.active", "Active"),
+                 "closed": (600, "groupingStatusType.closed", "Closed")}
+
+
+def _rule_parts(recurrence: str) -> dict:
+    return dict(part.split("=", 1) for part in recurrence.split(";"))
+
+
+def _calendar_start(recurrence: str, today: date) -> date:
+    """About a year back, on a day the rule meets (52 weeks keeps the fortnight's phase)."""
+    rule = _rule_parts(recurrence)
+    if rule["FREQ"] == "WEEKLY":
+        back = today - timedelta(days=364)
+        return back - timedelta(days=(back.weekday() - _WEEKDAYS[rule["BYDAY"]]) % 7)
+    return date(today.year - 1, today.month, 1)
+
+
+def _human(recurrence: str) -> str:
+    """CalendarUtils.getRRuleReadable's wording, for the rules used here."""
+    rule = _rule_parts(recurrence)
+    every = int(rule.get("INTERVAL", 1))
+    if rule["FREQ"] == "WEEKLY":
+        head = "Weekly" if every == 1 else f"Every {every} weeks"
+        return f"{head} on {_DAY_NAMES[rule['BYDAY']]}"
+    head = "Monthly" if every == 1 else f"Every {every} months"
+    if "BYMONTHDAY" in rule:
+        return f"{head} on day {rule['BYMONTHDAY']}"
+    nth = {"1": "first", "2": "second", "3": "third", "4": "fourth", "-1": "last"}[rule["BYSETPOS"]]
+    return f"{head} on {nth} {_DAY_NAMES[rule['BYDAY']]}"
+
+
+def calendar_record(*, id, entity_id, entity: str, recurrence: str, location, today: date) -> dict:
+    """A ``CalendarData`` (collection meeting) without its generated dates (see :func:`calendar_dates`)."""
+    rule = _rule_parts(recurrence)
+    weekly = rule["FREQ"] == "WEEKLY"
+    entity_type = {"groups": (2, "calendarEntityType.groups", "GROUPS"),
+                   "centers": (4, "calendarEntityType.centers", "CENTERS")}[entity]
+    body = {
+        "id": id, "calendarInstanceId": id, "entityId": entity_id,
+        "entityType": dict(zip(("id", "code", "value"), entity_type)),
+        "title": f"{entity}_{entity_id}_CollectionMeeting", "location": location,
+        "startDate": _calendar_start(recurrence, today),
+        "type": {"id": 1, "code": "calendarType.collection", "value": "COLLECTION"},
+        "repeating": True, "recurrence": recurrence,
+        "frequency": {"id": 2, "code": "calendarFrequencyType.weekly", "value": "WEEKLY"} if weekly
+        else {"id": 3, "code": "calendarFrequencyType.monthly", "value": "MONTHLY"},
+        "interval": int(rule.get("INTERVAL", 1)),
+    }
+    if "BYDAY" in rule:
+        day_id, day_word = _WEEKDAY_TYPES[rule["BYDAY"]]
+        body["repeatsOnDay"] = {"id": day_id, "code": f"calendarWeekDaysType.{day_word}", "value": rule["BYDAY"]}
+    body.update({"firstReminder": 0, "secondReminder": 0, "humanReadable": _human(recurrence),
+                 "createdByUserId": 1, "createdByUsername": "mifos", "lastUpdatedByUserId": 1,
+                 "lastUpdatedByUsername": "mifos"})
+    return body
+
+
+def calendar_dates(calendar: dict, today: date) -> dict:
+    """The calendar with what Fineract generates per request: ``recurringDates`` (start to
+    a year ahead), ``nextTenRecurringDates`` (from the business date) and
+    ``recentEligibleMeetingDate``."""
+    from dateutil.rrule import rrulestr
+
+    start = calendar["startDate"]
+    rule = rrulestr(calendar["recurrence"], dtstart=datetime(start.year, start.month, start.day))
+    until = datetime(today.year + 1, today.month, min(today.day, 28))
+    every = [d.date() for d in rule.between(datetime(start.year, start.month, start.day), until, inc=True)]
+    upcoming = [d for d in every if d >= today][:10]
+    out = dict(calendar)
+    out.update({"recurringDates": every, "nextTenRecurringDates": upcoming})
+    if upcoming:
+        out["recentEligibleMeetingDate"] = upcoming[0]
+    return out
+
+
+def _grouping(*, id, name, office, status, today, hierarchy, level=None, center=None, staff=True) -> dict:
+    activated = today - timedelta(days=400 + id)
+    body = {"id": id, "accountNo": f"{id:09d}", "name": name,
+            "status": dict(zip(("id", "code", "value"), _GROUP_STATUS[status])),
+            "active": status == "active", "activationDate": activated,
+            "officeId": office, "officeName": OFFICES[office]}
+    if center:
+        body.update({"centerId": center["id"], "centerName": center["name"]})
+    if staff:
+        body.update({"staffId": 2, "staffName": "Otieno, Peter"})
+    body["hierarchy"] = hierarchy
+    if level:
+        body["groupLevel"] = level
+    body["timeline"] = _timeline(submittedOn=activated - timedelta(days=3), activatedOn=activated)
+    if status == "closed":
+        body["timeline"]["closedOnDate"] = today - timedelta(days=60)
+    return body
+
+
+def member_record(client: dict) -> dict:
+    """A client as listed in a group's ``clientMembers``."""
+    keep = ("id", "accountNo", "externalId", "status", "active", "activationDate", "firstname", "middlename",
+            "lastname", "displayName", "mobileNo", "officeId", "officeName", "staffId", "staffName")
+    return {k: client[k] for k in keep if k in client}
+
+
+def _groups_and_centers(today: date, data: dict) -> None:
+    centers, groups = {}, {}
+    for cid, (name, office, recurrence, location) in CENTERS.items():
+        center = _grouping(id=cid, name=name, office=office, status="active", today=today, hierarchy=f".{cid}.")
+        center["_calendar"] = calendar_record(id=100 + cid, entity_id=cid, entity="centers",
+                                              recurrence=recurrence, location=location, today=today)
+        centers[cid] = center
+    for gid, (name, office, center_id, recurrence, location, members, status) in GROUPS.items():
+        center = centers.get(center_id)
+        group = _grouping(id=gid, name=name, office=office, status=status, today=today, center=center,
+                          hierarchy=f".{center_id}.{gid}." if center else f".{gid}.", level="2")
+        if recurrence:
+            group["_calendar"] = calendar_record(id=200 + gid, entity_id=gid, entity="groups",
+                                                 recurrence=recurrence, location=location, today=today)
+        group["_members"] = list(members)
+        groups[gid] = group
+        for client_id in members:
+            data["clients"][client_id]["groups"].append({"id": gid, "accountNo": group["accountNo"], "name": name})
+    data["centers"], data["groups"] = centers, groups
+
+
+def group_body(data: dict, group_id: int, associations: set[str], today: date) -> dict | None:
+    """``GET /groups/{id}`` with ``associations`` (clientMembers, activeClientMembers,
+    collectionMeetingCalendar; ``all`` adds them all): a group in a center gets the center's calendar."""
+    group = data["groups"].get(group_id)
+    if group is None:
+        return None
+    body = dict(group)
+    if "all" in associations:
+        associations = associations | {"clientMembers", "activeClientMembers", "collectionMeetingCalendar"}
+    members = [data["clients"][c] for c in group["_members"]]
+    if "clientMembers" in associations and members:
+        body["clientMembers"] = [member_record(c) for c in members]
+    active = [c for c in members if c.get("active")]
+    if "activeClientMembers" in associations and active:
+        body["activeClientMembers"] = [member_record(c) for c in active]
+    if "collectionMeetingCalendar" in associations:
+        owner = data["centers"].get(group.get("centerId")) if group.get("centerId") else group
+        calendar = (owner or {}).get("_calendar")
+        if calendar:
+            body["collectionMeetingCalendar"] = calendar_dates(calendar, today)
+    return body
+
+
+def center_body(data: dict, center_id: int, associations: set[str], today: date) -> dict | None:
+    """``GET /centers/{id}`` with ``groupMembers`` and/or ``collectionMeetingCalendar``."""
+    center = data["centers"].get(center_id)
+    if center is None:
+        return None
+    body = dict(center)
+    if "groupMembers" in associations:
+        body["groupMembers"] = [{k: v for k, v in g.items() if not k.startswith("_")}
+                                for g in data["groups"].values() if g.get("centerId") == center_id]
+    if "collectionMeetingCalendar" in associations and center.get("_calendar"):
+        body["collectionMeetingCalendar"] = calendar_dates(center["_calendar"], today)
+    return body
+
+
+# ------------------------------------------------------------------ writes (the simulator's transfers)
+
+
+def with_savings_withdrawal(acc: dict, day: date, amount: Decimal, today: date) -> dict:
+    """The savings account rebuilt with one more (transfer) withdrawal."""
+    args = dict(acc["_args"])
+    args["txs"] = list(args["txs"]) + [(day, "withdrawal", amount, False)]
+    return savings_account(today=today, **args)
+
+
+def with_loan_repayment(loan: dict, day: date, amount: Decimal, today: date) -> dict:
+    """The loan rebuilt with one more repayment (installments paid oldest first,
+    interest before principal); closed when nothing is left to pay."""
+    args = dict(loan["_args"])
+    args["payments"] = list(args["payments"]) + [(day, Decimal(amount))]
+    rebuilt = loan_account(today=today, **args)
+    if rebuilt["summary"]["totalOutstanding"] == 0 and args["status"] == "active":
+        args.update(status="closed", closed_on=day)
+        rebuilt = loan_account(today=today, **args)
+    return rebuilt
+
+
 # ------------------------------------------------------------------ helpers
 
 
@@ -373,6 +595,9 @@ def savings_account(*, id, client, product, currency, status, txs, today, on_hol
         }
     body["transactions"] = list(reversed(rows))  # Fineract sends savings transactions newest first
     body["_short"] = product
+    #: what built it, so the simulator can rebuild it after a write (see :func:`with_savings_withdrawal`)
+    body["_args"] = dict(id=id, client=client, product=product, currency=currency, status=status, txs=list(txs),
+                         on_hold=on_hold, external_id=external_id, opened=opened)
     return body
 
 
@@ -528,6 +753,9 @@ def loan_account(*, id, client, product, currency, principal, months, rate, firs
     body["transactions"] = _loan_transactions(id, body, client, cur, tx_rows, principal, currency)
     body["_short"] = product
     body["_amount_paid"] = repaid
+    body["_args"] = dict(id=id, client=client, product=product, currency=currency, principal=principal,
+                         months=months, rate=rate, first_due=first_due, payments=list(payments), status=status,
+                         external_id=external_id, loan_cycle=loan_cycle, closed_on=closed_on)
     return body
 
 
@@ -737,6 +965,7 @@ def client_record(*, id, first, middle, last, office, mobile, status, today, ext
         body["timeline"]["closedOnDate"] = today - timedelta(days=30)
     if savings_id:
         body["savingsAccountId"] = savings_id
+    body["groups"] = []  # ClientData.groups: retrieveOne fills it (ParentGroupsMapper), empty list if none
     body.update({"legalForm": {"id": 1, "code": "legalFormType.person", "value": "PERSON"},
                  "clientNonPersonDetails": {"constitution": {"active": False, "mandatory": False},
                                             "mainBusinessLine": {"active": False, "mandatory": False}}})
@@ -775,7 +1004,7 @@ def _grace(today: date, data: dict) -> None:
 
 
 def build(today: date | None = None) -> dict:
-    """The whole data set: ``{"clients", "savings", "loans", "offices"}``, keyed by id."""
+    """The whole data set: ``{"clients", "savings", "loans", "groups", "centers", "offices"}``, keyed by id."""
     today = today or date.today()
     data = {"clients": {}, "savings": {}, "loans": {}, "offices": dict(OFFICES), "today": today}
     _grace(today, data)
@@ -808,4 +1037,5 @@ def build(today: date | None = None) -> dict:
                     months=months, rate=rate, first_due=first_due, payments=payments, status=acc_status,
                     today=today, closed_on=payments[-1][0] if payments and acc_status == "closed" else None)
                 next_loan += 1
+    _groups_and_centers(today, data)
     return data

@@ -12,16 +12,38 @@ the digits Fineract writes, null fields and (in the overview) zero amounts
 left out. Basic auth and the tenant header are checked like Fineract's
 filters do (Spring-style 400/401 bodies).
 
+Groups and centers: ``GET /groups/{id}`` and ``/centers/{id}`` with
+``associations=collectionMeetingCalendar`` (and ``clientMembers``,
+``activeClientMembers``, ``groupMembers``, ``all``); ``GET /clients/{id}``
+lists the client's ``groups`` like Fineract's ``retrieveOne``.
+
+Writes: ``POST /accounttransfers`` (savings → loan only) moves the money in
+the in-memory data set: the savings balance and available balance drop, the
+loan's installments are paid oldest first, both accounts get a transaction.
+Fineract's checks and error shapes: 400 validation (amount, date and its
+``dateFormat``, description), 403 insufficient balance, 404 unknown account.
+Like Fineract 1.9+, an ``Idempotency-Key`` seen before gets the stored answer
+again (the same status and body, header ``x-served-from-cache: true``, no
+second move; 400 and 403 answers are stored too); while the first request
+with a key is still running, another gets 425. ``fineract_version="1.8"``
+ignores the key (1.8 has no idempotency) and answers the savings transactions
+search with a Spring 404 (1.8 has no such endpoint).
+
 Fault injection: ``POST /__sim/faults {"delay": 3, "down": true}`` (down
-answers 503), ``DELETE /__sim/faults``; or ``app.config["SIM_FAULTS"]``.
+answers 503), ``{"locked_loans": [29]}`` (writes to loan 29 answer 409 "locked
+by the COB job"), ``{"transfer_delay": 0.5}`` (a transfer takes that long
+inside, for duplicate races); ``DELETE /__sim/faults``; or
+``app.config["SIM_FAULTS"]``. ``app.config["SIM_HITS"]`` (and ``GET
+/__sim/stats``) counts the API requests that reached the simulator.
 """
 from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from datetime import date, datetime, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from flask import Flask, Response, request
 
@@ -60,14 +82,7 @@ def _spring_error(status: int, error: str) -> Response:
 
 
 def _not_found(kind: str, code: str, ident) -> Response:
-    msg = f"{kind} with identifier {ident} does not exist"
-    return _reply({
-        "developerMessage": "The requested resource is not available.", "httpStatusCode": "404",
-        "defaultUserMessage": "The requested resource is not available.",
-        "userMessageGlobalisationCode": "error.msg.resource.not.found",
-        "errors": [{"developerMessage": msg, "defaultUserMessage": msg, "userMessageGlobalisationCode": code,
-                    "parameterName": "id", "args": [{"value": ident}]}],
-    }, 404)
+    return _reply(_not_found_body(kind, code, ident), 404)
 
 
 # ------------------------------------------------------------------ shapes derived from the data set
@@ -138,24 +153,48 @@ def _associations() -> set[str]:
 # ------------------------------------------------------------------ the app
 
 
+#: the newest Fineract the simulator imitates (``fineract_version`` default)
+NEWEST_VERSION = "1.10"
+_FAULT_KEYS = ("delay", "down", "locked_loans", "transfer_delay")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in str(text).split(".")[:2])
+
+
 def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
-                   username: str = "mifos", password: str = "password") -> Flask:
-    """The simulator as a Flask app; ``dataset`` defaults to :func:`seed.build(today)`."""
+                   username: str = "mifos", password: str = "password",
+                   fineract_version: str = NEWEST_VERSION) -> Flask:
+    """The simulator as a Flask app; ``dataset`` defaults to :func:`seed.build(today)`.
+
+    ``fineract_version`` ("1.8", "1.9", "1.10"...) switches what differs
+    between versions: the savings transactions search and Idempotency-Key.
+    """
     app = Flask(__name__)
     app.config.update(
         SIM_DATA=dataset if dataset is not None else seed.build(today),
         SIM_FAULTS={},
         SIM_TENANTS={"default"},
         SIM_CREDENTIALS=(username, password),
+        SIM_VERSION=str(fineract_version),
+        SIM_HITS=0,
+        SIM_IDEMPOTENCY={},
     )
+    lock = threading.RLock()  # the data set and the idempotency store are written by request threads
+    hits_lock = threading.Lock()
 
     def data() -> dict:
         return app.config["SIM_DATA"]
+
+    def business_date() -> date:
+        return data().get("today") or date.today()
 
     @app.before_request
     def faults_and_security():
         if request.path.startswith("/__sim/"):
             return None
+        with hits_lock:
+            app.config["SIM_HITS"] += 1
         faults = app.config.get("SIM_FAULTS") or {}
         if faults.get("delay"):
             time.sleep(float(faults["delay"]))
@@ -175,8 +214,12 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
     @app.post("/__sim/faults")
     def set_faults():
         body = request.get_json(silent=True) or {}
-        app.config["SIM_FAULTS"] = {k: body[k] for k in ("delay", "down") if k in body}
+        app.config["SIM_FAULTS"] = {k: body[k] for k in _FAULT_KEYS if k in body}
         return _reply(app.config["SIM_FAULTS"])
+
+    @app.get("/__sim/stats")
+    def stats():
+        return _reply({"hits": app.config["SIM_HITS"], "version": app.config["SIM_VERSION"]})
 
     @app.delete("/__sim/faults")
     def clear_faults():
@@ -242,6 +285,9 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
 
     @app.get(API + "/savingsaccounts/<int:savings_id>/transactions/search")
     def savings_transactions(savings_id: int):
+        if _version(app.config["SIM_VERSION"]) < (1, 9):
+            # 1.8: ".../transactions/{transactionId}" with "search" for a Long: Jersey's 404, Spring's body
+            return _spring_error(404, "Not Found")
         acc = data()["savings"].get(savings_id)
         if acc is None:
             return _not_found("Savings account", "error.msg.saving.account.id.invalid", savings_id)
@@ -261,7 +307,224 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
                 and not (k == "transactions" and (k not in wanted or not v))}
         return _reply(body)
 
+    @app.get(API + "/groups/<int:group_id>")
+    def group(group_id: int):
+        body = seed.group_body(data(), group_id, _associations(), business_date())
+        if body is None:
+            return _not_found("Group", "error.msg.group.id.invalid", group_id)
+        return _reply(body)
+
+    @app.get(API + "/centers/<int:center_id>")
+    def center(center_id: int):
+        body = seed.center_body(data(), center_id, _associations(), business_date())
+        if body is None:
+            return _not_found("Center", "error.msg.center.id.invalid", center_id)
+        return _reply(body)
+
+    @app.post(API + "/accounttransfers")
+    def account_transfers():
+        raw = request.get_data(as_text=True)
+        faults = app.config.get("SIM_FAULTS") or {}
+        try:
+            body = json.loads(raw, parse_float=Decimal) if raw else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return _reply(_validation_error([("body", "error.msg.invalid.request.body",
+                                              "The JSON body of the request is invalid.", [])]), 400)
+        loan_id = body.get("toAccountId")
+        if loan_id is not None and str(loan_id) in {str(x) for x in faults.get("locked_loans") or []}:
+            # Fineract's loan COB filter answers before any command runs: nothing stored under the key
+            return _reply(_loan_locked(loan_id), 409)
+        key = request.headers.get("Idempotency-Key")
+        if _version(app.config["SIM_VERSION"]) < (1, 9):
+            key = None  # no idempotency before 1.9
+        store = app.config["SIM_IDEMPOTENCY"]
+        if key:
+            with lock:
+                seen = store.get(("accounttransfer", key))
+                if seen == "running":
+                    return Response(raw, status=425, mimetype="application/json",
+                                    headers={"x-served-from-cache": "true"})
+                if seen is not None:
+                    status, text = seen
+                    return Response(text, status=status, mimetype="application/json",
+                                    headers={"x-served-from-cache": "true"})
+                store[("accounttransfer", key)] = "running"
+        try:
+            if faults.get("transfer_delay"):
+                time.sleep(float(faults["transfer_delay"]))
+            with lock:
+                status, answer = _transfer(app, body, business_date())
+            text = to_json(answer)
+        except BaseException:
+            if key:
+                with lock:
+                    store.pop(("accounttransfer", key), None)
+            raise
+        if key:
+            with lock:
+                if status < 500:
+                    store[("accounttransfer", key)] = (status, text)
+                else:
+                    store.pop(("accounttransfer", key), None)
+        return Response(text, status=status, mimetype="application/json")
+
     return app
+
+
+# ------------------------------------------------------------------ account transfers (savings → loan)
+
+_TRANSFER_PARAMS = {"fromOfficeId", "fromClientId", "fromAccountType", "fromAccountId", "toOfficeId", "toClientId",
+                    "toAccountType", "toAccountId", "dateFormat", "locale", "transferDate", "transferAmount",
+                    "transferDescription"}
+_MONTHS = {m: i for i, m in enumerate(("january", "february", "march", "april", "may", "june", "july", "august",
+                                       "september", "october", "november", "december"), start=1)}
+
+
+def _param_error(param: str, code: str, message: str, args: list) -> dict:
+    return {"developerMessage": message, "defaultUserMessage": message, "userMessageGlobalisationCode": code,
+            "parameterName": param, "args": [{"value": a} if a is not None else {} for a in args]}
+
+
+def _validation_error(errors: list[tuple]) -> dict:
+    return {"developerMessage": "The request was invalid. This typically will happen due to validation errors "
+                                "which are provided.",
+            "httpStatusCode": "400", "defaultUserMessage": "Validation errors exist.",
+            "userMessageGlobalisationCode": "validation.msg.validation.errors.exist",
+            "errors": [_param_error(*e) for e in errors]}
+
+
+def _domain_error(code: str, message: str, args: list) -> dict:
+    return {"developerMessage": "Request was understood but caused a domain rule violation.",
+            "httpStatusCode": "403", "defaultUserMessage": "Errors contain reason for domain rule violation.",
+            "userMessageGlobalisationCode": "validation.msg.domain.rule.violation",
+            "errors": [_param_error("id", code, message, args)]}
+
+
+def _loan_locked(loan_id) -> dict:
+    msg = f"Loan is locked by the COB job. Loan ID: {loan_id}"
+    return {"developerMessage": msg, "httpStatusCode": "409", "defaultUserMessage": msg,
+            "userMessageGlobalisationCode": "error.msg.loan.locked", "errors": []}
+
+
+def _parse_fineract_date(text: str, pattern: str) -> date | None:
+    """The two patterns clients send: ``dd MMMM yyyy`` (locale en) and ``yyyy-MM-dd``."""
+    try:
+        if pattern == "dd MMMM yyyy":
+            day, month, year = str(text).split()
+            return date(int(year), _MONTHS[month.lower()], int(day))
+        if pattern == "yyyy-MM-dd":
+            return date.fromisoformat(str(text))
+    except (ValueError, KeyError):
+        return None
+    return None
+
+
+def _transfer(app: Flask, body: dict, today: date) -> tuple[int, dict]:
+    """AccountTransfersWritePlatformServiceImpl.create for savings → loan, on the data set."""
+    data = app.config["SIM_DATA"]
+    unknown = sorted(set(body) - _TRANSFER_PARAMS)
+    if unknown:
+        return 400, _validation_error([(p, "error.msg.parameter.unsupported",
+                                        f"The parameter {p} is not supported.", [p]) for p in unknown])
+    errors = []
+    day = None
+    if body.get("transferDate") not in (None, ""):
+        if not body.get("dateFormat"):
+            errors.append(("transferDate", "validation.msg.missing.dateFormat.parameter",
+                           "The parameter `transferDate` requires a `dateFormat` parameter to be passed with it.", []))
+        elif not body.get("locale"):
+            errors.append(("transferDate", "validation.msg.missing.locale.parameter",
+                           "The parameter `transferDate` requires a `locale` parameter to be passed with it.", []))
+        else:
+            day = _parse_fineract_date(body["transferDate"], body["dateFormat"])
+            if day is None:
+                errors.append(("transferDate", "validation.msg.invalid.date.format",
+                               f"The parameter `transferDate` is invalid based on the dateFormat: "
+                               f"`{body['dateFormat']}` and locale: `{body['locale']}` provided:", []))
+    else:
+        errors.append(("transferDate", "validation.msg.accounttransfer.transferDate.cannot.be.blank",
+                       "The parameter `transferDate` is mandatory.", [None]))
+    amount = None
+    raw_amount = body.get("transferAmount")
+    if raw_amount in (None, ""):
+        errors.append(("transferAmount", "validation.msg.accounttransfer.transferAmount.cannot.be.blank",
+                       "The parameter `transferAmount` is mandatory.", [None]))
+    else:
+        try:
+            amount = Decimal(str(raw_amount))
+        except InvalidOperation:
+            errors.append(("transferAmount", "validation.msg.invalid.decimal.format",
+                           f"The parameter `transferAmount` has value: {raw_amount} which is invalid decimal value "
+                           f"for provided locale of [{body.get('locale')}].", [raw_amount]))
+        else:
+            if amount <= 0:
+                errors.append(("transferAmount", "validation.msg.accounttransfer.transferAmount.not.greater.than.zero",
+                               "The parameter `transferAmount` must be greater than 0.", [amount, 0]))
+    if not str(body.get("transferDescription") or "").strip():
+        errors.append(("transferDescription", "validation.msg.accounttransfer.transferDescription.cannot.be.blank",
+                       "The parameter `transferDescription` is mandatory.", [None]))
+    elif len(str(body["transferDescription"])) > 200:
+        errors.append(("transferDescription",
+                       "validation.msg.accounttransfer.transferDescription.exceeds.max.length",
+                       "The parameter `transferDescription` exceeds max length of 200.", [200]))
+    for param in ("fromOfficeId", "fromClientId", "fromAccountId", "toOfficeId", "toClientId", "toAccountId",
+                  "fromAccountType", "toAccountType"):
+        if body.get(param) in (None, ""):
+            errors.append((param, f"validation.msg.accounttransfer.{param}.cannot.be.blank",
+                           f"The parameter `{param}` is mandatory.", [None]))
+    if errors:
+        return 400, _validation_error(errors)
+    if (int(body["fromAccountType"]), int(body["toAccountType"])) != (2, 1):
+        return 400, _validation_error([("toAccountType", "validation.msg.accounttransfer.toAccountType.is.not.supported",
+                                        "The simulator transfers only from savings (2) to a loan (1).",
+                                        [body["toAccountType"]])])
+    sid, lid = int(body["fromAccountId"]), int(body["toAccountId"])
+    acc, loan = data["savings"].get(sid), data["loans"].get(lid)
+    if acc is None:
+        return 404, _not_found_body("Savings account", "error.msg.saving.account.id.invalid", sid)
+    if loan is None:
+        return 404, _not_found_body("Loan", "error.msg.loan.id.invalid", lid)
+    if acc["clientId"] != int(body["fromClientId"]) or loan["clientId"] != int(body["toClientId"]):
+        return 400, _validation_error([("fromClientId", "validation.msg.accounttransfer.account.does.not.belong.to.client",
+                                        "The account does not belong to the client given.", [])])
+    if not acc["status"].get("active"):
+        return 403, _domain_error("error.msg.savingsaccount.transaction.account.is.not.active",
+                                  "Transaction is not allowed. Account is not active.", [sid])
+    if not loan["status"].get("active"):
+        return 403, _domain_error("error.msg.loan.transaction.account.is.not.active",
+                                  "Loan transaction is not allowed. Loan is not active.", [lid])
+    if day > today:
+        return 403, _domain_error("error.msg.savingsaccount.transaction.in.the.future",
+                                  "The transaction date cannot be in the future.", [day])
+    summary = acc["summary"]
+    if amount > summary["availableBalance"]:
+        return 403, _domain_error("error.msg.savingsaccount.transaction.insufficient.account.balance",
+                                  "Insufficient account balance.",
+                                  ["transactionAmount", summary["accountBalance"], None, seed.d6(amount)])
+    if amount > loan["summary"]["totalOutstanding"]:
+        # simulator simplification: Fineract would take the overpayment and mark the loan overpaid
+        return 403, _domain_error("error.msg.loan.transaction.amount.exceeds.outstanding",
+                                  "The repayment is more than the loan's outstanding balance.",
+                                  [seed.d6(amount), loan["summary"]["totalOutstanding"]])
+    data["savings"][sid] = seed.with_savings_withdrawal(acc, day, amount, today)
+    data["loans"][lid] = seed.with_loan_repayment(loan, day, amount, today)
+    data["transfer_seq"] = data.get("transfer_seq", 0) + 1
+    transfer_id = data["transfer_seq"]
+    data.setdefault("transfers", {})[transfer_id] = {
+        "id": transfer_id, "fromAccountId": sid, "toAccountId": lid, "amount": amount, "date": day,
+        "description": body["transferDescription"]}
+    return 200, {"savingsId": sid, "resourceId": transfer_id}
+
+
+def _not_found_body(kind: str, code: str, ident) -> dict:
+    msg = f"{kind} with identifier {ident} does not exist"
+    return {"developerMessage": "The requested resource is not available.", "httpStatusCode": "404",
+            "defaultUserMessage": "The requested resource is not available.",
+            "userMessageGlobalisationCode": "error.msg.resource.not.found",
+            "errors": [{"developerMessage": msg, "defaultUserMessage": msg, "userMessageGlobalisationCode": code,
+                        "parameterName": "id", "args": [{"value": ident}]}]}
 
 
 def _basic_auth() -> tuple[str, str] | None:
@@ -271,14 +534,15 @@ def _basic_auth() -> tuple[str, str] | None:
     return auth.username, auth.password
 
 
-def main(host: str = "127.0.0.1", port: int = 8443, today: date | None = None) -> None:
+def main(host: str = "127.0.0.1", port: int = 8443, today: date | None = None,
+         fineract_version: str = NEWEST_VERSION) -> None:
     """Run the simulator with werkzeug (threaded) and print the demo phones."""
     from werkzeug.serving import run_simple
 
     print(f"Fineract simulator on http://{host}:{port}{API}  (user mifos / password password, tenant default)")
     for phone, what in seed.DEMO_PHONES:
         print(f"  {phone:<16} {what}")
-    run_simple(host, port, create_sim_app(today=today), threaded=True)
+    run_simple(host, port, create_sim_app(today=today, fineract_version=fineract_version), threaded=True)
 
 
 if __name__ == "__main__":
