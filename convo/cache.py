@@ -51,6 +51,23 @@ class Cache:
         self.redis.set(key, json.dumps(value, separators=(",", ":"), default=str), ex=int(ttl))
         self._local_put(key, value)
 
+    def remember(self, key: str, value: Any, ttl: int, last_ttl: int, stamp: str) -> None:
+        """Cache ``value`` for ``ttl`` and keep it as the last good answer (with its time) for ``last_ttl``."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(key, json.dumps(value, separators=(",", ":"), default=str), ex=int(ttl))
+        pipe.set("convo:last:" + key, json.dumps({"v": value, "t": stamp}, separators=(",", ":"), default=str),
+                 ex=int(last_ttl))
+        pipe.execute()
+        self._local_put(key, value)
+
+    def last_good(self, key: str) -> tuple[Any, str] | None:
+        """The last good answer stored by :meth:`remember` and when it was fetched, or None."""
+        raw = self.redis.get("convo:last:" + key)
+        if raw is None:
+            return None
+        hit = json.loads(raw)
+        return hit["v"], hit["t"]
+
     def drop(self, key: str) -> None:
         self.redis.delete(key)
         with self._lock:

@@ -48,6 +48,10 @@ class Settings:
     client_cache_ttl: int = 300
     #: seconds balances and amounts due stay cached (a hop inside that window does not call Mifos X)
     figures_cache_ttl: int = 60
+    #: seconds the last good answers are kept for when Mifos X is down ("as of <time>")
+    last_good_ttl: int = 7 * 86400
+    #: the MFI's time zone, for "as of" times and quiet hours
+    timezone: str = "Africa/Nairobi"
     callback_token: str = ""
     at_username: str = ""
     at_api_key: str = ""

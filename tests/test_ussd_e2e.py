@@ -157,3 +157,20 @@ def test_malformed_callbacks_get_400_with_a_reason(gateway, form, reason):
 def test_health(gateway):
     body = requests.get(f"{gateway}/healthz", timeout=5).json()
     assert body["ok"] and body["flows_version"]
+
+
+def test_when_mifos_goes_down_the_last_known_balance_is_shown_with_its_time(stack):
+    gateway, sim, services = stack
+    phone = Phone(gateway, GRACE)
+    phone.dial()
+    assert "(as of" not in phone.answer("1")                       # fresh figures carry no label
+    for key in services.redis.scan_iter("convo:savings:*"):
+        services.redis.delete(key)                                 # the short cache has expired...
+    services.cache._local.clear()
+    requests.post(f"{sim}/__sim/faults", json={"down": True}, timeout=5)   # ...and Mifos X is down
+    try:
+        phone.dial()
+        screen = phone.answer("1")
+    finally:
+        requests.delete(f"{sim}/__sim/faults", timeout=5)
+    assert screen.startswith("END ") and "Balance: KES 8,637.50" in screen and "\n(as of " in screen

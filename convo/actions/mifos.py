@@ -1,14 +1,19 @@
 """Actions that read the caller's accounts from Mifos X.
 
 Every answer is cached (see :mod:`convo.cache`): the phone -> client mapping
-for ``client_cache_ttl`` seconds, figures for ``figures_cache_ttl``. When
-Mifos X cannot answer, an action returns ``unavailable`` and the flow decides
-what to say.
+for ``client_cache_ttl`` seconds, figures for ``figures_cache_ttl``. Each
+good answer is also kept for ``last_good_ttl`` so that when Mifos X is slow or
+down the dialog can still answer with the last known figures, marked
+``as_of`` (a display time); only when there are none does an action return
+``unavailable`` and the flow says "try again later".
 """
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from decimal import Decimal
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 from convo.actions import Context, action
 from convo.cache import MISSING
@@ -17,6 +22,41 @@ from convo.services import client_key
 log = logging.getLogger(__name__)
 
 _NOBODY = {"id": None}
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _as_of(ctx: Context, stamp: str) -> str:
+    """'27 Nov 2026 14:05' in the MFI's time zone and the conversation's language."""
+    from convo.render import format_date
+
+    when = datetime.fromisoformat(stamp).astimezone(ZoneInfo(ctx.services.settings.timezone))
+    return f"{format_date(when.date(), 'medium', ctx.lang)} {when:%H:%M}"
+
+
+def _fetch(ctx: Context, key: str, load: Callable[[], Any], ttl: int, raw: Any = MISSING) -> Any:
+    """Cached answer, else a fresh one from Mifos X, else the last good one (with ``as_of``)."""
+    from convo.mifos.client import MifosError
+
+    s = ctx.services
+    hit = s.cache.get(key, raw)
+    if hit is not None:
+        return {**hit, "as_of": None} if isinstance(hit, dict) else hit
+    try:
+        value = load()
+    except MifosError as e:
+        log.warning("Mifos X lookup %s failed: %s", key.split(":")[1], type(e).__name__)
+        last = s.cache.last_good(key)
+        if last is None:
+            raise _Unavailable from None
+        value, stamp = last
+        if isinstance(value, dict):
+            value = {**value, "as_of": _as_of(ctx, stamp)}
+        return value
+    s.cache.remember(key, value, ttl, s.settings.last_good_ttl, ctx.now.isoformat())
+    return {**value, "as_of": None} if isinstance(value, dict) else value
 
 
 def _slim_account(a) -> dict:
@@ -37,25 +77,24 @@ def identify_caller(ctx: Context) -> str:
       on: {found: menu, unknown: unknown_caller, unavailable: mifos_down}
     ```
     """
-    from convo.mifos.client import MifosError
-
     if ctx.vars.get("client"):
         return "found"                              # already identified earlier in this dialog
     s = ctx.services
     key = client_key(ctx.phone)
-    hit = s.cache.get(key, ctx.prefetched.get(key, MISSING))
-    if hit is None:
-        try:
-            ref = s.mifos.find_client_by_phone(ctx.phone)
-        except MifosError as e:
-            log.warning("client lookup failed: %s", type(e).__name__)
-            return "unavailable"
-        hit = ({"id": ref.id, "name": ref.display_name, "first_name": ref.display_name.split()[0]}
-               if ref else _NOBODY)
-        s.cache.put(key, hit, s.settings.client_cache_ttl if ref else 60)
+
+    def load() -> dict:
+        ref = s.mifos.find_client_by_phone(ctx.phone)
+        if ref is None:
+            return _NOBODY
+        return {"id": ref.id, "name": ref.display_name, "first_name": ref.display_name.split()[0]}
+
+    try:
+        hit = _fetch(ctx, key, load, s.settings.client_cache_ttl, ctx.prefetched.get(key, MISSING))
+    except _Unavailable:
+        return "unavailable"
     if hit.get("id") is None:
         return "unknown"
-    ctx.vars["client"] = hit
+    ctx.vars["client"] = {k: v for k, v in hit.items() if k != "as_of"}
     return "found"
 
 
@@ -73,19 +112,14 @@ def load_accounts(ctx: Context, kind: str) -> str:
       on: {none: no_savings, one: show_balance, many: pick_savings, unavailable: mifos_down}
     ```
     """
-    from convo.mifos.client import MifosError
-
     s = ctx.services
     cid = ctx.vars["client"]["id"]
-    key = f"convo:accounts:{cid}"
-    accounts = s.cache.get(key)
-    if accounts is None:
-        try:
-            accounts = [_slim_account(a) for a in s.mifos.client_accounts(cid)]
-        except MifosError as e:
-            log.warning("accounts lookup failed: %s", type(e).__name__)
-            return "unavailable"
-        s.cache.put(key, accounts, s.settings.client_cache_ttl)
+    try:
+        accounts = _fetch(ctx, f"convo:accounts:{cid}",
+                          lambda: [_slim_account(a) for a in s.mifos.client_accounts(cid)],
+                          s.settings.client_cache_ttl)
+    except _Unavailable:
+        return "unavailable"
     mine = [a for a in accounts if a["kind"] == kind]
     ctx.vars["accounts"] = mine
     if not mine:
@@ -100,7 +134,8 @@ def load_accounts(ctx: Context, kind: str) -> str:
 def savings_balance(ctx: Context) -> str:
     """Fetch the balance of the chosen savings ``account``.
 
-    Sets ``balance`` (``total``, ``available``).
+    Sets ``balance`` (``total``, ``available``, and ``as_of`` when Mifos X
+    could not answer and these are the last known figures).
 
     ```yaml
     show_balance:
@@ -108,21 +143,17 @@ def savings_balance(ctx: Context) -> str:
       on: {ok: balance_text, unavailable: mifos_down}
     ```
     """
-    from convo.mifos.client import MifosError
-
     s = ctx.services
     acc = ctx.vars["account"]
-    key = f"convo:savings:{acc['id']}"
-    bal = s.cache.get(key)
-    if bal is None:
-        try:
-            b = s.mifos.savings_balance(acc["id"])
-        except MifosError as e:
-            log.warning("savings lookup failed: %s", type(e).__name__)
-            return "unavailable"
-        bal = {"total": str(b.account_balance), "available": str(b.available_balance)}
-        s.cache.put(key, bal, s.settings.figures_cache_ttl)
-    ctx.vars["balance"] = bal
+
+    def load() -> dict:
+        b = s.mifos.savings_balance(acc["id"])
+        return {"total": str(b.account_balance), "available": str(b.available_balance)}
+
+    try:
+        ctx.vars["balance"] = _fetch(ctx, f"convo:savings:{acc['id']}", load, s.settings.figures_cache_ttl)
+    except _Unavailable:
+        return "unavailable"
     return "ok"
 
 
@@ -130,7 +161,8 @@ def savings_balance(ctx: Context) -> str:
 def loan_due(ctx: Context) -> str:
     """Fetch what is due on the chosen loan ``account``: overdue plus the next installment.
 
-    Sets ``due`` (``amount``, ``overdue``, ``date`` (ISO or null), ``outstanding``).
+    Sets ``due`` (``amount``, ``overdue``, ``date`` (ISO or null),
+    ``outstanding``, and ``as_of`` for last known figures).
 
     ```yaml
     show_due:
@@ -138,20 +170,17 @@ def loan_due(ctx: Context) -> str:
       on: {due: due_text, paid_up: nothing_due, unavailable: mifos_down}
     ```
     """
-    from convo.mifos.client import MifosError
-
     s = ctx.services
     acc = ctx.vars["account"]
-    key = f"convo:loan:{acc['id']}:{ctx.today.isoformat()}"
-    due = s.cache.get(key)
-    if due is None:
-        try:
-            d = s.mifos.loan_due(acc["id"], ctx.today)
-        except MifosError as e:
-            log.warning("loan lookup failed: %s", type(e).__name__)
-            return "unavailable"
-        due = {"amount": str(d.amount_due), "overdue": str(d.overdue), "outstanding": str(d.outstanding),
-               "date": d.next_due_date.isoformat() if d.next_due_date else None}
-        s.cache.put(key, due, s.settings.figures_cache_ttl)
+
+    def load() -> dict:
+        d = s.mifos.loan_due(acc["id"], ctx.today)
+        return {"amount": str(d.amount_due), "overdue": str(d.overdue), "outstanding": str(d.outstanding),
+                "date": d.next_due_date.isoformat() if d.next_due_date else None}
+
+    try:
+        due = _fetch(ctx, f"convo:loan:{acc['id']}:{ctx.today.isoformat()}", load, s.settings.figures_cache_ttl)
+    except _Unavailable:
+        return "unavailable"
     ctx.vars["due"] = due
     return "due" if Decimal(due["amount"]) > 0 else "paid_up"
