@@ -1,0 +1,731 @@
+#!/usr/bin/env python3
+"""USSD hop benchmark: the full engine vs a bare Flask+Redis endpoint, same server, same run.
+
+Run on demand (not part of pytest), from the repository root:
+
+    .venv/bin/python bench/ussd_bench.py                 # granian, gunicorn sync, gunicorn gthread
+    .venv/bin/python bench/ussd_bench.py --servers granian --duration 5
+    .venv/bin/python bench/ussd_bench.py --profile       # also profile one hop in-process
+
+What it does (see bench/README.md):
+
+* starts the Fineract simulator (``convo fineract-sim``) on its own port and uses
+  real Redis on a dedicated DB number (14 by default; flushed before and after);
+* for each WSGI server (same worker count each), serves ``convo.web:create_app``
+  and ``bench/bare_app.py`` (one Redis GET + one SET) in subprocesses, warms the
+  Fineract cache, and drives Africa's Talking USSD callbacks with ``wrk`` at 16
+  concurrent callers (``bench/ussd.lua``: unique session ids, the dial -> menu ->
+  choice sequence of several demo clients, each reply checked for CON/END);
+* prints hops/s, p50/p99 for baseline and hop, the ratio hop/baseline against the
+  targets (>= 0.7, p99 <= 20 ms), Redis memory per live session (target <= 1 KB)
+  and the time to load and validate 100 flows (target < 1 s).
+
+Bounded in time (``--max-seconds``); every subprocess is killed on exit; a server
+that does not come up makes it exit with status 2 and the server's log tail.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+LUA = BENCH / "ussd.lua"
+USSD_PATH = "/gateways/africastalking/ussd"
+CODE = "*384*12#"
+
+#: (phone, cumulative texts): every step but the last answers CON, the last END.
+#: The mix walks the whole engine: identify (cached), menus, a sub-flow, an
+#: account chooser, savings/loan figures (cached), a language switch.
+DIALOGS: list[tuple[str, list[str]]] = [
+    ("+254700000101", ["", "1"]),                  # balance, one savings account
+    ("+254700000101", ["", "2"]),                  # amount due, one loan in arrears
+    ("+254700000105", ["", "2", "2*1"]),           # two loans: choose one
+    ("+254700000102", ["", "1"]),
+    ("+254700000110", ["", "2"]),                  # installment due today
+    ("+254700000103", ["", "3", "3*2", "3*2*1"]),  # language -> Kiswahili -> menu -> balance
+]
+
+TARGET_RATIO = 0.7
+TARGET_P99_MS = 20.0
+TARGET_SESSION_BYTES = 1024
+TARGET_FLOWS_S = 1.0
+
+
+class BenchError(Exception):
+    """A clear reason to stop (exit status 2)."""
+
+
+# ---------------------------------------------------------------------------- processes
+
+_procs: list[subprocess.Popen] = []
+_deadline = float("inf")
+
+
+def left() -> float:
+    remaining = _deadline - time.monotonic()
+    if remaining <= 0:
+        raise BenchError("time budget (--max-seconds) exhausted")
+    return remaining
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    fh = open(log, "wb")
+    p = subprocess.Popen(args, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    fh.close()
+    p.log = log  # type: ignore[attr-defined]
+    _procs.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the process group we started, then SIGKILL if it lingers."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(5)
+    else:  # the leader died; children (server workers) may still be around
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if p in _procs:
+        _procs.remove(p)
+
+
+def stop_all() -> None:
+    for p in list(_procs):
+        stop(p)
+
+
+def tail(path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_http(p: subprocess.Popen, url: str, what: str, timeout: float = 30.0) -> None:
+    end = time.monotonic() + min(timeout, left())
+    last = "no answer"
+    while time.monotonic() < end:
+        if p.poll() is not None:
+            raise BenchError(f"{what} exited with status {p.returncode} before answering {url}\n"
+                             f"--- its log ({p.log}) ---\n{tail(p.log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+                last = f"HTTP {r.status}"
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.1)
+    raise BenchError(f"{what} did not come up at {url} within {timeout:.0f} s ({last})\n"
+                     f"--- its log ({p.log}) ---\n{tail(p.log)}")
+
+
+def wait_port(p: subprocess.Popen, port: int, what: str, timeout: float = 20.0) -> None:
+    end = time.monotonic() + min(timeout, left())
+    while time.monotonic() < end:
+        if p.poll() is not None:
+            raise BenchError(f"{what} exited with status {p.returncode}\n--- log ---\n{tail(p.log)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise BenchError(f"{what} did not listen on port {port} within {timeout:.0f} s\n--- log ---\n{tail(p.log)}")
+
+
+# ---------------------------------------------------------------------------- servers
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    kind: str                      # granian | gunicorn
+    worker_class: str = ""         # gunicorn: sync | gthread
+    threads: int = 0               # gunicorn --threads / granian --blocking-threads (0: the server's default)
+
+    def argv(self, target: str, factory: bool, port: int, workers: int) -> list[str]:
+        """``target`` is ``module:callable``; ``factory`` means call it to get the app."""
+        venv = Path(sys.executable).parent
+        if self.kind == "granian":
+            argv = [str(venv / "granian"), "--interface", "wsgi", "--workers", str(workers),
+                    "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+            if self.threads:
+                argv += ["--blocking-threads", str(self.threads)]
+            return argv + (["--factory"] if factory else []) + [target]
+        argv = [str(venv / "gunicorn"), "--workers", str(workers), "--worker-class", self.worker_class,
+                "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--backlog", "1024"]
+        if self.threads:
+            argv += ["--threads", str(self.threads)]
+        return argv + [target + ("()" if factory else "")]
+
+
+#: granian's WSGI default is backpressure/2 blocking threads per worker (256 with the
+#: default backlog): many Python threads contending for one GIL. ``granian-bt1`` runs
+#: one blocking thread per worker, like a sync worker.
+SERVERS = {
+    "granian": Server("granian", "granian"),
+    "granian-bt1": Server("granian-bt1", "granian", threads=1),
+    "granian-bt2": Server("granian-bt2", "granian", threads=2),
+    "gunicorn-sync": Server("gunicorn-sync", "gunicorn", "sync"),
+    "gunicorn-gthread": Server("gunicorn-gthread", "gunicorn", "gthread", threads=4),
+}
+APPS = {
+    "bare": ("bench.bare_app:create_app", True),
+    "hop": ("convo.web:create_app", True),
+}
+
+
+# ---------------------------------------------------------------------------- HTTP helpers
+
+def post_ussd(base: str, session: str, phone: str, text: str) -> tuple[int, str]:
+    body = urllib.parse.urlencode({"sessionId": session, "serviceCode": CODE, "phoneNumber": phone,
+                                   "networkCode": "63902", "text": text}).encode()
+    req = urllib.request.Request(base + USSD_PATH, data=body, method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def run_dialogs(base: str, tag: str, rounds: int = 1, stop_before_last: bool = False,
+                check: bool = True) -> int:
+    """Walk every dialog ``rounds`` times; verify CON/END. Returns the number of sessions made."""
+    made = 0
+    for r in range(rounds):
+        for i, (phone, steps) in enumerate(DIALOGS):
+            sid = f"ATUid_{tag}_{r}_{i}"
+            use = steps[:-1] if stop_before_last else steps
+            for j, text in enumerate(use):
+                status, body = post_ussd(base, sid, phone, text)
+                want = "END" if j == len(steps) - 1 else "CON"
+                if check and (status != 200 or not body.startswith(want)):
+                    raise BenchError(f"dialog {phone} {steps!r}: step {text!r} answered {status} {body!r}; "
+                                     f"expected {want} (did the flows or the seed change? update DIALOGS)")
+            made += 1
+    return made
+
+
+# ---------------------------------------------------------------------------- wrk
+
+def dialogs_env() -> str:
+    return ";".join(f"{phone}|{','.join(steps)}" for phone, steps in DIALOGS)
+
+
+def wrk(base: str, mode: str, run: str, duration: float, conns: int) -> dict:
+    env = {**os.environ, "BENCH_DIALOGS": dialogs_env(), "BENCH_RUN": run, "BENCH_MODE": mode,
+           "BENCH_CODE": CODE}
+    d = max(1, int(round(duration)))
+    argv = ["wrk", "-t", str(conns), "-c", str(conns), "-d", f"{d}s", "--timeout", "2s", "--latency",
+            "-s", str(LUA), base + USSD_PATH]
+    budget = d + 30
+    if left() < budget:
+        raise BenchError("time budget (--max-seconds) too small for another wrk run")
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=budget)
+    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if p.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed (status {p.returncode}):\n{p.stdout}\n{p.stderr}")
+    res = json.loads(line[len("BENCH_JSON "):])
+    res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+    res["errors"] = (res["connect_err"] + res["read_err"] + res["write_err"] + res["status_err"]
+                     + res["timeouts"] + res["bad_status"] + res["bad_body"])
+    return res
+
+
+# ---------------------------------------------------------------------------- redis
+
+def redis_client(url: str, db: int):
+    import redis
+
+    return redis.Redis.from_url(f"{url.rstrip('/')}/{db}", socket_timeout=5, socket_connect_timeout=2)
+
+
+# ---------------------------------------------------------------------------- phases
+
+def start_app(server: Server, app: str, env: dict, workers: int, logdir: Path) -> tuple[subprocess.Popen, str]:
+    target, factory = APPS[app]
+    port = free_port()
+    p = spawn(server.argv(target, factory, port, workers), env, logdir / f"{server.name}-{app}.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_http(p, base + "/healthz", f"{server.name} serving {target}")
+    return p, base
+
+
+def measure_server(server: Server, env: dict, args, logdir: Path, run_no: int) -> dict:
+    """Bare and hop servers up side by side; ``--repeat`` alternating wrk runs; best run of each kept."""
+    procs = {}
+    try:
+        for app in ("bare", "hop"):
+            procs[app] = start_app(server, app, env, args.workers, logdir)
+        run_dialogs(procs["hop"][1], f"w{run_no}", rounds=2)     # Fineract cache in Redis; checks the dialogs
+        for app in ("bare", "hop"):                              # every worker warm (imports, local caches)
+            wrk(procs[app][1], "ussd" if app == "hop" else "bare", f"warm{run_no}{app}", args.warmup,
+                args.concurrency)
+        runs: dict[str, list] = {"bare": [], "hop": []}
+        for rep in range(args.repeat):
+            for app in ("bare", "hop"):
+                load = os.getloadavg()[0]
+                res = wrk(procs[app][1], "ussd" if app == "hop" else "bare", f"r{run_no}{rep}{app}",
+                          args.duration, args.concurrency)
+                res["loadavg_before"] = load
+                runs[app].append(res)
+                if procs[app][0].poll() is not None:
+                    raise BenchError(f"{server.name} ({app}) died during the run\n{tail(procs[app][0].log)}")
+                print(f"{server.name:<18}{app:<5} {res['rps']:8.0f} req/s  p50 {ms(res['p50_us'])} ms  "
+                      f"p99 {ms(res['p99_us'])} ms  errors {res['errors']}  (load avg before {load:.1f})",
+                      flush=True)
+        out = {app: max(rs, key=lambda x: x["rps"]) for app, rs in runs.items()}
+        out["runs"] = runs
+        return out
+    finally:
+        for p, _ in procs.values():
+            stop(p)
+
+
+def session_memory(server: Server, env: dict, args, logdir: Path, r) -> dict:
+    """Live sessions (each dialog stopped before its last step) and what Redis spends on them."""
+    r.flushdb()
+    p, base = start_app(server, "hop", env, args.workers, logdir)
+    try:
+        run_dialogs(base, "memwarm", rounds=1)              # cache entries exist before we count
+        r.delete(*[k for k in r.scan_iter("convo:{*", count=1000)] or ["-"])
+        time.sleep(0.2)
+        before = int(r.info("memory")["used_memory"])
+        rounds = max(1, args.sessions // len(DIALOGS))
+        made = run_dialogs(base, "mem", rounds=rounds, stop_before_last=True)
+        after = int(r.info("memory")["used_memory"])
+        keys = [k for k in r.scan_iter("convo:{*", count=1000)]
+        usage = [r.memory_usage(k, samples=0) or 0 for k in keys]
+        strlen = [r.strlen(k) for k in keys]
+        ttl = r.ttl(keys[0]) if keys else -2
+        biggest = keys[strlen.index(max(strlen))] if keys else None
+        return {"sessions": made, "keys": len(keys), "used_memory_delta": after - before,
+                "per_session_info": (after - before) / made if made else 0.0,
+                "memory_usage_mean": statistics.mean(usage) if usage else 0.0,
+                "memory_usage_max": max(usage, default=0),
+                "value_bytes_mean": statistics.mean(strlen) if strlen else 0.0,
+                "value_bytes_max": max(strlen, default=0), "ttl": ttl,
+                "biggest_value": (r.get(biggest) or b"").decode() if biggest else ""}
+    finally:
+        stop(p)
+        r.flushdb()
+
+
+def flows_load(n: int) -> dict:
+    """Time ``load_flowset`` over the shipped flows plus ``n`` renamed copies of main.yaml."""
+    import re
+
+    from convo.compiler import load_flowset
+
+    src = REPO / "flows"
+    main = (src / "main.yaml").read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="convo-bench-flows-") as tmp:
+        d = Path(tmp) / "flows"
+        shutil.copytree(src, d, ignore=shutil.ignore_patterns("tests"))
+        for i in range(n):
+            text = re.sub(r"(?m)^flow:\s*main\s*$", f"flow: main_{i:03d}", main, count=1)
+            (d / f"main_{i:03d}.yaml").write_text(text, encoding="utf-8")
+        files = len(list(d.glob("*.yaml"))) - 1                 # channels.yaml is not a flow
+        t0 = time.perf_counter()
+        fs = load_flowset(d)                                    # cold: YAML, validation, Jinja, machines
+        cold = time.perf_counter() - t0
+        warm = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            load_flowset(d)
+            warm.append(time.perf_counter() - t0)
+        return {"flows": len(fs.flows), "files": files, "cold_s": cold, "warm_s": min(warm)}
+
+
+# ---------------------------------------------------------------------------- profile
+
+def profile_hop(env: dict, hops: int) -> None:
+    """One hop in-process against real Redis: time split, Redis round trips, cProfile top."""
+    import cProfile
+    import io
+    import pstats
+
+    import redis.connection
+    from werkzeug.test import EnvironBuilder
+
+    os.environ.update(env)
+    from convo.config import Settings
+    from convo.engine import Inbound
+    from convo.web import create_app
+
+    app = create_app(Settings.from_env())
+    svc = app.extensions["convo"]
+
+    counter = {"n": 0}
+    orig = redis.connection.Connection.send_packed_command
+
+    def counted(self, *a, **kw):
+        counter["n"] += 1
+        return orig(self, *a, **kw)
+
+    redis.connection.Connection.send_packed_command = counted
+
+    def environs(tag: str):
+        out = []
+        i = 0
+        while len(out) < hops:
+            for k, (phone, steps) in enumerate(DIALOGS):
+                for text in steps:
+                    form = {"sessionId": f"ATUid_prof{tag}_{i}_{k}", "serviceCode": CODE,
+                            "phoneNumber": phone, "networkCode": "63902", "text": text}
+                    out.append(EnvironBuilder(path=USSD_PATH, method="POST", data=form).get_environ())
+            i += 1
+        return out[:hops]
+
+    def call(environ):
+        chunks = []
+        body = app(environ, lambda status, headers, exc=None: chunks.append(status))
+        b = b"".join(body)
+        if hasattr(body, "close"):
+            body.close()
+        return b
+
+    for e in environs("warm"):                                # Fineract cache + local caches warm
+        call(e)
+    # round trips per hop, per dialog step
+    print("\nRedis round trips per hop (send_packed_command calls; a pipeline or a script = 1):")
+    for k, (phone, steps) in enumerate(DIALOGS):
+        per = []
+        for text in steps:
+            e = EnvironBuilder(path=USSD_PATH, method="POST", data={
+                "sessionId": f"ATUid_rt_{k}", "serviceCode": CODE, "phoneNumber": phone,
+                "networkCode": "63902", "text": text}).get_environ()
+            counter["n"] = 0
+            call(e)
+            per.append(counter["n"])
+        print(f"  {phone} {steps!r}: {per}")
+
+    # full WSGI hop vs engine.handle alone vs Redis alone
+    es = environs("t1")
+    counter["n"] = 0
+    t0 = time.perf_counter()
+    for e in es:
+        call(e)
+    wsgi_us = (time.perf_counter() - t0) / len(es) * 1e6
+    rts = counter["n"] / len(es)
+
+    msgs = []
+    i = 0
+    while len(msgs) < hops:
+        for k, (phone, steps) in enumerate(DIALOGS):
+            for text in steps:
+                msgs.append(Inbound("ussd", "africastalking", f"ATUid_eng_{i}_{k}", phone, text, CODE))
+        i += 1
+    msgs = msgs[:hops]
+    t0 = time.perf_counter()
+    for m in msgs:
+        svc.engine.handle(m)
+    engine_us = (time.perf_counter() - t0) / len(msgs) * 1e6
+
+    r = svc.redis
+    t0 = time.perf_counter()
+    for i in range(hops):
+        r.get(f"bench:rt:{i}")
+        r.set(f"bench:rt:{i}", b"x", ex=60)
+    getset_us = (time.perf_counter() - t0) / hops * 1e6
+
+    from bench.bare_app import create_app as create_bare
+
+    bare = create_bare()
+    bes = environs("bare")
+    for e in bes[:50]:
+        b"".join(bare(e, lambda *a: None))
+    bes = environs("bare2")
+    t0 = time.perf_counter()
+    for e in bes:
+        b"".join(bare(e, lambda *a: None))
+    bare_us = (time.perf_counter() - t0) / len(bes) * 1e6
+
+    print(f"\nIn-process, one hop (mean of {hops}; dialogs mixed as in the wrk run):")
+    print(f"  full WSGI call (Flask + gateway parse + engine + metrics): {wsgi_us:8.1f} us, "
+          f"{rts:.2f} Redis round trips")
+    print(f"  engine.handle alone:                                       {engine_us:8.1f} us")
+    print(f"  one Redis GET + one SET (the bare endpoint's Redis work):  {getset_us:8.1f} us")
+    print(f"  bare endpoint, full WSGI call:                             {bare_us:8.1f} us "
+          f"-> in-process CPU ratio bare/hop {bare_us / wsgi_us:.2f}")
+
+    phase_breakdown(app, call, environs("ph"))
+
+    es = environs("t2")
+    prof = cProfile.Profile()
+    prof.enable()
+    for e in es:
+        call(e)
+    prof.disable()
+    for key, title in (("tottime", "own time"), ("cumulative", "cumulative")):
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).strip_dirs().sort_stats(key).print_stats(25)
+        print(f"\ncProfile over {len(es)} hops, top 25 by {title}:")
+        print("\n".join(ln for ln in s.getvalue().splitlines()[5:] if ln.strip()))
+    redis.connection.Connection.send_packed_command = orig
+
+
+def phase_breakdown(app, call, environs: list) -> None:
+    """Inclusive time and calls per hop of the functions on the hop path (timing wrappers)."""
+    import importlib
+
+    targets = [
+        ("flask view at_ussd_session", None, None),
+        ("gateways.africastalking_ussd", "parse_ussd", None),
+        ("convo.phone", "normalize", None),
+        ("convo.compiler", "FlowLibrary", "maybe_reload"),
+        ("convo.session", "SessionStore", "acquire"),
+        ("convo.engine", "Engine", "_hop"),
+        ("convo.engine", "Engine", "_feed"),
+        ("convo.engine", "Engine", "_run_auto"),
+        ("convo.engine", "Engine", "_screen"),
+        ("convo.engine", "Engine", "_pages"),
+        ("convo.engine", "Engine", "_fire"),
+        ("convo.compiler", "Text", "render"),
+        ("convo.render", "paginate_menu", None),
+        ("convo.render", "paginate_text", None),
+        ("convo.session", "SessionStore", "save"),
+    ]
+    stats: dict[str, list] = {}
+    undo = []
+
+    def wrap(label, fn):
+        acc = stats.setdefault(label, [0, 0.0])
+
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                acc[0] += 1
+                acc[1] += time.perf_counter() - t0
+        return timed
+
+    view_name = "gateways.at_ussd_session"
+    view = app.view_functions[view_name]
+    app.view_functions[view_name] = wrap("flask view at_ussd_session", view)
+    undo.append(lambda: app.view_functions.__setitem__(view_name, view))
+    for mod, name, meth in targets[1:]:
+        m = importlib.import_module(mod)
+        if meth is None:
+            if not hasattr(m, name):
+                continue
+            orig = getattr(m, name)
+            setattr(m, name, wrap(f"{mod}.{name}", orig))
+            undo.append(lambda m=m, name=name, orig=orig: setattr(m, name, orig))
+        else:
+            cls = getattr(m, name, None)
+            if cls is None or meth not in cls.__dict__:
+                continue
+            orig = cls.__dict__[meth]
+            if isinstance(orig, staticmethod):
+                setattr(cls, meth, staticmethod(wrap(f"{name}.{meth}", orig.__func__)))
+            else:
+                setattr(cls, meth, wrap(f"{name}.{meth}", orig))
+            undo.append(lambda cls=cls, meth=meth, orig=orig: setattr(cls, meth, orig))
+    t0 = time.perf_counter()
+    for e in environs:
+        call(e)
+    total = (time.perf_counter() - t0) / len(environs) * 1e6
+    for u in undo:
+        u()
+    n = len(environs)
+    print(f"\nWhere one hop's time goes (inclusive, timing wrappers; mean over {n} hops, "
+          f"WSGI call total {total:.0f} us incl. wrapper overhead):")
+    for label, (calls, secs) in stats.items():
+        print(f"  {label:<36}{secs / n * 1e6:8.1f} us/hop {calls / n:6.2f} calls/hop")
+
+
+# ---------------------------------------------------------------------------- report
+
+def ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def report(results: dict, mem: dict | None, flows: dict | None, args) -> bool:
+    ok = True
+    print(f"\n=== USSD hop vs bare Flask+Redis: {args.concurrency} concurrent callers, "
+          f"{args.workers} workers, {args.duration:.0f} s each, best of {args.repeat}, {os.cpu_count()} CPUs ===")
+    print(f"{'server':<18}{'endpoint':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
+    for name, res in results.items():
+        for app in ("bare", "hop"):
+            x = res[app]
+            print(f"{name:<18}{app:<9}{x['rps']:>9.0f}{ms(x['p50_us']):>9}{ms(x['p99_us']):>9}"
+                  f"{ms(x['max_us']):>9}{x['errors']:>8}")
+    print(f"\n{'server':<18}{'hop/bare':>9}{'(>=0.70)':>10}{'hop p99':>9}{'(<=20ms)':>10}")
+    for name, res in results.items():
+        ratio = res["hop"]["rps"] / res["bare"]["rps"]
+        p99 = res["hop"]["p99_us"] / 1000
+        r_ok, p_ok = ratio >= TARGET_RATIO, p99 <= TARGET_P99_MS
+        ok &= r_ok and p_ok
+        res["ratio"] = ratio
+        print(f"{name:<18}{ratio:>9.2f}{'ok' if r_ok else 'MISS':>10}{p99:>9.2f}{'ok' if p_ok else 'MISS':>10}")
+    if len(results) > 1:
+        best_bare = max(results, key=lambda n: results[n]["bare"]["rps"])
+        best_hop = max(results, key=lambda n: results[n]["hop"]["rps"])
+        print(f"\nfastest for hops: {best_hop}; hop/s relative to it: " + ", ".join(
+            f"{n} {results[n]['hop']['rps'] / results[best_hop]['hop']['rps']:.2f}" for n in results)
+            + f"  (bare: fastest {best_bare})")
+    if mem:
+        per = mem["memory_usage_mean"]
+        m_ok = per <= TARGET_SESSION_BYTES and mem["memory_usage_max"] <= TARGET_SESSION_BYTES
+        ok &= m_ok
+        print(f"\n=== Redis memory per live session ({mem['sessions']} sessions, {mem['keys']} keys, TTL {mem['ttl']} s) ===")
+        print(f"  MEMORY USAGE per session key: mean {per:.0f} B, max {mem['memory_usage_max']} B "
+              f"-> {per / TARGET_SESSION_BYTES:.2f} of the 1 KB target ({'ok' if m_ok else 'MISS'})")
+        print(f"  INFO used_memory delta / sessions: {mem['per_session_info']:.0f} B "
+              f"(server-wide figure; other clients of this Redis add noise)")
+        print(f"  JSON value: mean {mem['value_bytes_mean']:.0f} B, max {mem['value_bytes_max']} B; biggest:")
+        print(f"    {mem['biggest_value']}")
+    if flows:
+        f_ok = flows["cold_s"] < TARGET_FLOWS_S
+        ok &= f_ok
+        print(f"\n=== Load and validate flows: {flows['flows']} flows ({flows['files']} files) ===")
+        print(f"  cold {flows['cold_s'] * 1000:.0f} ms (warm {flows['warm_s'] * 1000:.0f} ms) "
+              f"-> {flows['cold_s'] / TARGET_FLOWS_S:.2f} of the 1 s target ({'ok' if f_ok else 'MISS'})")
+    return ok
+
+
+# ---------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    global _deadline
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--servers", default="granian,granian-bt1,gunicorn-sync,gunicorn-gthread",
+                    help=f"comma-separated, from {', '.join(SERVERS)}")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="processes per server")
+    ap.add_argument("--concurrency", type=int, default=16, help="concurrent callers (wrk threads = connections)")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="alternating bare/hop runs per server; the best of each is reported (noisy machines)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each run")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379", help="Redis server (no DB number)")
+    ap.add_argument("--redis-db", type=int, default=14, help="dedicated DB number, flushed before and after")
+    ap.add_argument("--sessions", type=int, default=1200, help="live sessions for the memory figure (0 = skip)")
+    ap.add_argument("--flows", type=int, default=100, help="flow copies for the load figure (0 = skip)")
+    ap.add_argument("--profile", action="store_true", help="profile hops in-process after the runs")
+    ap.add_argument("--profile-only", action="store_true", help="only the in-process profile (no servers)")
+    ap.add_argument("--profile-hops", type=int, default=600)
+    ap.add_argument("--flows-reload", type=float, default=2.0, help="CONVO_FLOWS_RELOAD_SECONDS for the app")
+    ap.add_argument("--json", type=Path, help="also write all figures to this file")
+    ap.add_argument("--max-seconds", type=float, default=600.0, help="hard bound on the whole run")
+    args = ap.parse_args(argv)
+    _deadline = time.monotonic() + args.max_seconds
+    signal.alarm(int(args.max_seconds) + 30)           # last resort if something hangs outside our checks
+
+    servers = []
+    for name in args.servers.split(","):
+        if name.strip() not in SERVERS:
+            raise BenchError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
+        servers.append(SERVERS[name.strip()])
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed (apt-get install -y wrk)")
+    for s in servers:
+        if not (Path(sys.executable).parent / s.kind).exists():
+            raise BenchError(f"{s.kind} is not installed in {Path(sys.executable).parent}")
+
+    r = redis_client(args.redis_url, args.redis_db)
+    try:
+        r.ping()
+    except Exception as e:  # noqa: BLE001
+        raise BenchError(f"Redis at {args.redis_url} does not answer ({e}); start it (redis-server)") from None
+    r.flushdb()
+
+    logdir = Path(tempfile.mkdtemp(prefix="convo-bench-logs-"))
+    print(f"logs: {logdir}")
+    sim_port = free_port()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVO_", "GRANIAN_", "GUNICORN_"))}
+    base_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), base_env.get("PYTHONPATH")]))
+    sim = spawn([str(Path(sys.executable).parent / "convo"), "fineract-sim", "--port", str(sim_port)],
+                base_env, logdir / "fineract-sim.log")
+    wait_port(sim, sim_port, "Fineract simulator")
+    env = {**base_env,
+           "CONVO_REDIS_URL": f"{args.redis_url.rstrip('/')}/{args.redis_db}",
+           "CONVO_FINERACT_URL": f"http://127.0.0.1:{sim_port}/fineract-provider/api/v1",
+           "CONVO_FINERACT_USER": "mifos", "CONVO_FINERACT_PASSWORD": "password",
+           "CONVO_CLIENT_CACHE_TTL": "3600", "CONVO_FIGURES_CACHE_TTL": "3600",
+           "CONVO_FLOWS_RELOAD_SECONDS": str(args.flows_reload)}
+
+    if args.profile_only:
+        profile_hop(env, args.profile_hops)
+        r.flushdb()
+        return 0
+    flows = flows_load(args.flows) if args.flows else None
+    if flows:
+        print(f"flows: {flows['flows']} loaded in {flows['cold_s'] * 1000:.0f} ms")
+
+    results: dict[str, dict] = {}
+    for i, server in enumerate(servers):
+        r.flushdb()
+        results[server.name] = measure_server(server, env, args, logdir, i)
+
+    mem = session_memory(servers[0], env, args, logdir, r) if args.sessions else None
+    ok = report(results, mem, flows, args)
+    if any(x["errors"] for res in results.values() for a in ("bare", "hop") for x in res["runs"][a]):
+        print("\nWARNING: some requests failed or answered unexpectedly (see 'errors'); logs in", logdir)
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "session_memory": mem, "flows": flows,
+                                         "workers": args.workers, "concurrency": args.concurrency,
+                                         "duration": args.duration, "cpus": os.cpu_count()}, indent=2))
+    if args.profile:
+        r.flushdb()
+        profile_hop(env, args.profile_hops)
+    r.flushdb()
+    print("\nall targets met" if ok else "\nsome targets missed (see MISS above)")
+    return 0 if ok else 1
+
+
+def _on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    signal.signal(signal.SIGALRM, _on_signal)
+    try:
+        code = main()
+    except BenchError as e:
+        print(f"\nbench failed: {e}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        stop_all()
+    sys.exit(code)
