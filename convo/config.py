@@ -66,6 +66,34 @@ class Settings:
     outbox_retry_base_seconds: float = 30.0
     outbox_retry_max_seconds: float = 3600.0
     log_level: str = "INFO"
+    # ---- security (README "Security")
+    #: ``production`` makes missing secrets fatal at start (``CONVO_ENV``)
+    env: str = "development"
+    #: server-side secret mixed into every PIN hash (HMAC key); required in production
+    pin_pepper: str = ""
+    #: wrong PINs in a row before the subscriber is locked on every channel
+    pin_max_attempts: int = 3
+    #: minutes a lock lasts (0: until a staff reset)
+    pin_lock_minutes: int = 1440
+    #: argon2id cost (OWASP: 19 MiB, 2 passes, 1 lane); lower only in tests
+    pin_argon2_memory_kib: int = 19456
+    pin_argon2_time_cost: int = 2
+    #: bearer token of the staff API (``/api/...``); unset = staff API refuses every call
+    staff_token: str = ""
+    #: comma-separated CIDRs allowed to call ``/gateways/...`` and ``/hooks/...`` (empty: any)
+    callback_allow_ips: str = ""
+    #: reverse proxies in front of the app that append to X-Forwarded-For (0: trust no header)
+    trusted_proxies: int = 0
+    #: abuse limits per phone number and hour (0: no limit)
+    ussd_sessions_per_hour: int = 30
+    sms_inbound_per_hour: int = 60
+    sms_replies_per_hour: int = 30
+    #: refuse PIN-protected answers for this many days after a SIM swap (0: no check)
+    simswap_hold_days: int = 0
+
+    @property
+    def production(self) -> bool:
+        return self.env.strip().lower() in ("production", "prod")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

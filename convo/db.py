@@ -5,9 +5,10 @@ by default (demo, one worker), PostgreSQL in production (many workers). The
 schema is owned by Alembic (``convo/migrations``); :func:`upgrade` applies it
 programmatically, no ``alembic.ini`` needed.
 
-Tables so far: ``outbox`` (:class:`OutboxMessage`), ``delivery_reports``
-(:class:`DeliveryReport`), ``opt_outs`` (:class:`OptOut`). Subscribers and the
-audit log come in later migrations.
+Tables: ``outbox`` (:class:`OutboxMessage`), ``delivery_reports``
+(:class:`DeliveryReport`), ``opt_outs`` (:class:`OptOut`) (migration 0001);
+``subscribers`` (:class:`Subscriber`) and ``audit_log`` (:class:`AuditEvent`)
+(migration 0002).
 
 All timestamps are timezone-aware UTC in Python; on SQLite they are stored as
 naive UTC text (see :class:`UTCDateTime`) so comparisons stay correct.
@@ -23,10 +24,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 __all__ = [
+    "AuditEvent",
     "Base",
     "DeliveryReport",
     "OptOut",
     "OutboxMessage",
+    "Subscriber",
     "UTCDateTime",
     "make_engine",
     "make_session_factory",
@@ -153,6 +156,53 @@ class OptOut(Base):
     opted_out: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
     source: Mapped[str] = mapped_column(sa.String(32), nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Subscriber(Base):
+    """A client who uses the service: phone, Mifos X client, language and PIN state.
+
+    ``pin_hash`` is argon2id over HMAC-SHA256(pepper, PIN) (:mod:`convo.security`);
+    ``new_pin_hash`` holds, for a few minutes, a new PIN entered once and not yet
+    repeated. Wrong PINs are counted here, per subscriber, so redialling or
+    switching between USSD and SMS does not reset the count.
+    """
+
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    phone: Mapped[str] = mapped_column(sa.String(32), nullable=False, unique=True)
+    client_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    language: Mapped[str | None] = mapped_column(sa.String(8))
+    pin_hash: Mapped[str | None] = mapped_column(sa.String(200))
+    new_pin_hash: Mapped[str | None] = mapped_column(sa.String(200))
+    new_pin_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    failed_attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    pin_set_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who or what asked for which data about which client, when and over which channel; PIN events.
+
+    ``actor``: ``client`` (the caller), ``staff:<user>`` or ``system``. ``action``:
+    ``data.<action>`` (an answer from Mifos X), ``pin.set``, ``pin.changed``,
+    ``pin.failed``, ``pin.locked``, ``pin.reset``, ``pin.unlocked``, ``pin.weak``,
+    ``simswap.hold``, ``staff.<call>``. ``detail`` never holds a PIN or a hash.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    actor: Mapped[str] = mapped_column(sa.String(120), nullable=False)
+    action: Mapped[str] = mapped_column(sa.String(60), nullable=False)
+    channel: Mapped[str | None] = mapped_column(sa.String(16))
+    phone: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    client_id: Mapped[int | None] = mapped_column(sa.BigInteger, index=True)
+    outcome: Mapped[str | None] = mapped_column(sa.String(40))
+    detail: Mapped[dict] = mapped_column(sa.JSON, nullable=False, default=dict)
 
 
 def _sqlite_pragmas(dbapi_conn, _record):

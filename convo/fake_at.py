@@ -22,6 +22,10 @@ Delivery reports are POSTed form-encoded like AT's (id, status, phoneNumber,
 networkCode, retryCount, failureReason) to ``delivery_url`` from a background
 thread; :meth:`FakeAT.wait_reports` waits until they are all out.
 
+SIM swaps (Insights API, ``POST /v1/sim-swap`` as the SDK's ``InsightService``
+calls it): ``sim_swaps``: ``{"+254700000101": "2026-11-20"}`` - last swap date
+per number; other numbers answer ``NotSwapped``.
+
 Run alone: ``python -m convo.fake_at --port 8089 --delivery-url http://127.0.0.1:8000/gateways/africastalking/delivery``.
 """
 from __future__ import annotations
@@ -72,6 +76,8 @@ class FakeAT:
     dlr_duplicate: bool = False
     dlr_shuffle: bool = False
     record_reports: bool = True
+    sim_swaps: dict[str, str] = field(default_factory=dict)  #: phone -> last SIM swap (ISO date)
+    sim_swap_queries: list[str] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)  #: one entry per recipient accepted or refused
     requests: list[dict] = field(default_factory=list)  #: one entry per HTTP send request
     reports_sent: list[dict] = field(default_factory=list)
@@ -88,7 +94,8 @@ class FakeAT:
         with self.lock:
             for k, v in kw.items():
                 if k not in {"status_codes", "default_status_code", "http_error", "http_error_count", "delay",
-                             "dlr_statuses", "dlr_duplicate", "dlr_shuffle", "delivery_url", "api_key"}:
+                             "dlr_statuses", "dlr_duplicate", "dlr_shuffle", "delivery_url", "api_key",
+                             "sim_swaps"}:
                     raise ValueError(f"unknown fake setting {k!r}")
                 setattr(self, k, v)
 
@@ -213,6 +220,27 @@ def create_fake_at_app(delivery_url: str | None = None, **settings) -> Flask:
     @app.post("/version1/messaging")
     def messaging():
         return fake.handle_send(request.form, request.headers)
+
+    @app.post("/v1/sim-swap")
+    def sim_swap():
+        if not request.headers.get("apiKey"):
+            return Response("The supplied authentication is invalid", status=401, content_type="text/plain")
+        body = request.get_json(silent=True) or {}
+        numbers = body.get("phoneNumbers")
+        if not isinstance(numbers, list) or not body.get("username"):
+            return Response("Must have username and phoneNumbers in your request", status=400,
+                            content_type="text/plain")
+        rows = []
+        with fake.lock:
+            for n in numbers:
+                fake.sim_swap_queries.append(str(n))
+                swapped = fake.sim_swaps.get(str(n))
+                date = "-".join(reversed(swapped.split("-"))) if swapped else "01-01-1900"
+                rows.append({"phoneNumber": {"number": n, "numberType": "Mobile"}, "provider": "Safaricom",
+                             "status": "Swapped" if swapped else "NotSwapped", "lastSimSwapDate": date,
+                             "requestId": f"ATSwpid_{uuid.uuid4().hex}"})
+        return jsonify({"status": "Processed", "totalCost": f"KES {0.5 * len(rows):.4f}",
+                        "requestId": f"ATSwpid_{uuid.uuid4().hex}", "responses": rows})
 
     @app.get("/__fake/messages")
     def messages():

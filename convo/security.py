@@ -1,0 +1,200 @@
+"""Security primitives: PIN hashing, weak-PIN rules, redaction, caller IPs, rate limits.
+
+PIN hashing: ``argon2id(HMAC-SHA256(pepper, pin))``. The pepper
+(``CONVO_PIN_PEPPER``) never leaves the server's configuration, so a stolen
+database alone cannot be brute-forced even though PINs have only 10^4-10^6
+values; argon2id (OWASP parameters: 19 MiB, 2 passes, 1 lane) makes each
+guess expensive when both leak. Verification is argon2's own constant-time
+comparison; a missing hash is checked against a dummy hash so the time taken
+does not say whether a PIN is set.
+
+Nothing in this module logs its inputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+import time
+from functools import lru_cache
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+log = logging.getLogger(__name__)
+
+DEV_PEPPER = "convo-development-pepper-not-for-production"
+MIN_PRODUCTION_PEPPER = 16
+
+
+class ConfigurationError(RuntimeError):
+    """The service must not start with this configuration."""
+
+
+def check_production_settings(settings) -> None:
+    """Refuse to start in production without the secrets production needs."""
+    if not settings.production:
+        if not settings.pin_pepper:
+            log.warning("CONVO_PIN_PEPPER is not set: PINs are hashed with a development pepper "
+                        "(fine for the demo, refused when CONVO_ENV=production)")
+        return
+    if len(settings.pin_pepper or "") < MIN_PRODUCTION_PEPPER:
+        raise ConfigurationError(
+            "CONVO_ENV=production needs CONVO_PIN_PEPPER: a random secret of at least "
+            f"{MIN_PRODUCTION_PEPPER} characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`). "
+            "Keep it out of the database; changing it invalidates every PIN.")
+    if not settings.callback_token:
+        log.warning("CONVO_ENV=production without CONVO_CALLBACK_TOKEN: gateway callbacks are not authenticated")
+
+
+# --------------------------------------------------------------------------- PIN hashing
+class PinHasher:
+    def __init__(self, pepper: str, memory_kib: int = 19456, time_cost: int = 2):
+        self._key = (pepper or DEV_PEPPER).encode()
+        self._ph = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1,
+                                  hash_len=32, salt_len=16, type=Type.ID)
+        self._dummy = self._ph.hash(b"\0" * 32)
+
+    @classmethod
+    def from_settings(cls, settings) -> "PinHasher":
+        return _hasher(settings.pin_pepper, settings.pin_argon2_memory_kib, settings.pin_argon2_time_cost)
+
+    def _peppered(self, pin: str) -> bytes:
+        return hmac.new(self._key, pin.encode(), hashlib.sha256).digest()
+
+    def hash(self, pin: str) -> str:
+        return self._ph.hash(self._peppered(pin))
+
+    def verify(self, encoded: str | None, pin: str) -> bool:
+        """Constant-time check; False for a wrong PIN, a missing or a corrupt hash."""
+        try:
+            return self._ph.verify(encoded or self._dummy, self._peppered(pin)) and encoded is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, encoded: str) -> bool:
+        try:
+            return self._ph.check_needs_rehash(encoded)
+        except InvalidHashError:
+            return True
+
+
+@lru_cache(maxsize=8)
+def _hasher(pepper: str, memory_kib: int, time_cost: int) -> PinHasher:
+    return PinHasher(pepper, memory_kib, time_cost)
+
+
+# --------------------------------------------------------------------------- weak PINs
+COMMON_PINS = frozenset({"1212", "1122", "2580", "0852", "1004", "2000", "6969", "1313", "4545", "1010",
+                         "2020", "5683", "0007", "121212", "123123", "112233", "147258", "159753",
+                         "654321", "696969", "101010"})
+
+
+def weak_pin_reason(pin: str, phone: str | None = None, birth_year: int | None = None) -> str | None:
+    """Why ``pin`` is too easy to guess, or None. Reasons: same, sequence, common, birth_year, phone."""
+    if len(set(pin)) == 1:
+        return "same"
+    steps = {(int(b) - int(a)) % 10 for a, b in zip(pin, pin[1:])}
+    if steps in ({1}, {9}):                         # 1234, 4321, 7890, 3210
+        return "sequence"
+    if pin in COMMON_PINS:
+        return "common"
+    if birth_year and len(pin) == 4 and pin == f"{birth_year:04d}":
+        return "birth_year"
+    if birth_year and len(pin) >= 4 and f"{birth_year:04d}" in pin:
+        return "birth_year"
+    digits = re.sub(r"\D", "", phone or "")
+    if digits and digits.endswith(pin):
+        return "phone"
+    return None
+
+
+# --------------------------------------------------------------------------- redaction
+def redact_ussd_text(text: str, secret_positions) -> str:
+    """Africa's Talking's cumulative ``text`` with the inputs at ``secret_positions`` replaced by ``****``.
+
+    Positions are indexes of the ``*``-separated inputs (0 = first answer).
+    Anything past the known inputs is redacted too (it may be a PIN not yet
+    classified), so the result never shows more than the menu choices.
+    """
+    if not text:
+        return text
+    parts = text.split("*")
+    secret = set(secret_positions or ())
+    return "*".join("****" if i in secret else p for i, p in enumerate(parts))
+
+
+_TOKEN_RE = re.compile(r"(?i)((?:^|[?&\s])(?:token|api_?key|pepper)=)[^&\s\"']+")
+
+
+def redact_query_secrets(line: str) -> str:
+    """``...?token=abc&x=1`` -> ``...?token=***&x=1`` (access logs)."""
+    return _TOKEN_RE.sub(r"\1***", line)
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Logging filter for access logs: callback tokens in URLs become ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - never break logging
+            return True
+        red = redact_query_secrets(msg)
+        if red != msg:
+            record.msg, record.args = red, ()
+        return True
+
+
+# --------------------------------------------------------------------------- caller IPs
+def parse_networks(spec: str) -> tuple:
+    """``"196.201.214.0/24, 10.0.0.1"`` -> networks; raises ConfigurationError naming a bad entry."""
+    nets = []
+    for part in (spec or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigurationError(f"CONVO_CALLBACK_ALLOW_IPS: {part!r} is not an IP address or CIDR") from None
+    return tuple(nets)
+
+
+def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxies: int) -> str | None:
+    """The caller's address: the socket peer, or with N trusted proxies the N-th X-Forwarded-For entry
+    from the right (what the nearest trusted proxy saw). Fewer entries than proxies: the header is
+    not trusted at all."""
+    if trusted_proxies > 0 and forwarded_for:
+        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        if len(hops) >= trusted_proxies:
+            return hops[-trusted_proxies]
+        return None
+    return remote_addr
+
+
+def ip_allowed(ip: str | None, networks: tuple) -> bool:
+    if not networks:
+        return True
+    try:
+        addr = ipaddress.ip_address((ip or "").strip())
+    except ValueError:
+        return False
+    if addr.version == 6 and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return any(addr in n for n in networks)
+
+
+# --------------------------------------------------------------------------- rate limits
+def hit(redis, name: str, phone: str, limit: int, window: int = 3600) -> bool:
+    """Count one event for ``phone`` in a fixed window; False once ``limit`` is exceeded (0 = no limit)."""
+    if limit <= 0:
+        return True
+    key = f"convo:rl:{name}:{{{phone}}}:{int(time.time() // window)}"
+    pipe = redis.pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, window + 60)
+    count, _ = pipe.execute()
+    return int(count) <= limit
