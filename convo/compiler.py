@@ -35,6 +35,8 @@ logging.getLogger("transitions").setLevel(logging.WARNING)
 
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 CHANNELS_FILE = "channels.yaml"
+#: notification settings and alert rules, read and validated by convo.notify (not flows)
+NOTIFY_FILES = ("notify.yaml", "alerts.yaml")
 NAV_MORE, NAV_BACK = "98", "0"
 # an option line must fit a page beside the More/Back lines and the "CON " prefix
 OPTION_BUDGET = 160 - 4 - len("\n98. More\n0. Back") - 10
@@ -74,7 +76,14 @@ class Text:
 
     def render(self, lang: str, ctx: dict) -> str:
         tpl = self.templates.get(lang) or self.templates.get("en") or next(iter(self.templates.values()))
-        return tpl.render(ctx).strip()
+        return tpl if isinstance(tpl, str) else tpl.render(ctx).strip()
+
+
+def _compile(env, source: str, name: str):
+    """A Jinja template, or for text without any ``{`` the text itself (rendered once, at load)."""
+    if "{" not in source:
+        return source.strip()
+    return render.compile_template(env, source, name=name)
 
 
 @dataclass
@@ -162,6 +171,8 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
     for p in files:
         if p.parent != directory:
             continue
+        if p.name in NOTIFY_FILES:
+            continue
         text = p.read_text(encoding="utf-8")
         if p.name == CHANNELS_FILE:
             try:
@@ -188,7 +199,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
         if k not in compiled_locale:
             file, line = locales.where(lang, key)
             try:
-                compiled_locale[k] = render.compile_template(env, locales.source(lang, key), name=f"{lang}:{key}")
+                compiled_locale[k] = _compile(env, locales.source(lang, key), f"{lang}:{key}")
             except render.TemplateError as e:
                 errors.append(FlowError(Where(file, line), f"text '{key}' ({lang}): {e.message}"))
                 compiled_locale[k] = None
@@ -203,7 +214,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             tpls = {}
             for lang, s in src.items():
                 try:
-                    tpls[lang] = render.compile_template(env, s, name=f"{where}")
+                    tpls[lang] = _compile(env, s, f"{where}")
                 except render.TemplateError as e:
                     errors.append(FlowError(where, f"template error ({lang}): {e.message}"))
                     return None
@@ -216,7 +227,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             tpls = {l: locale_template(l, src, where) for l in langs if l not in missing}
             return Text(tpls, src, src)
         try:
-            tpl = render.compile_template(env, src, name=str(where))
+            tpl = _compile(env, src, str(where))
         except render.TemplateError as e:
             errors.append(FlowError(where, f"template error: {e.message}"))
             return None
@@ -239,6 +250,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
 
     channels = _check_channels(channels_doc, specs, rel(channels_file), errors)
     keywords = build_table(channels.get("sms"), specs, langs, rel(channels_file), errors)
+    _apply_pin_settings(specs, errors)
     _check_subflow_cycles(specs, errors)
 
     flows: dict[str, CompiledFlow] = {}
@@ -273,6 +285,45 @@ def _check_channels(doc: Any, specs: dict[str, FlowSpec], file: str, errors: lis
             errors.append(FlowError(Where(file, line), f"flow '{name}' is started by a channel, so it cannot "
                                                         f"'return:' (it has no caller); use 'end:'"))
     return dict(doc)
+
+
+PIN_FLOW = "confirm_pin"
+PIN_STATE = "_confirm_pin"
+
+
+def _apply_pin_settings(specs: dict[str, FlowSpec], errors: list[FlowError]) -> None:
+    """``settings: {pin_required: true}``: the flow starts by running ``confirm_pin`` (added here as the
+    state ``_confirm_pin``, shown by ``convo graph``); a PIN answer must go straight to a ``do:`` state."""
+    for spec in specs.values():
+        for st in spec.states.values():
+            if st.kind == "ask" and st.secret and st.next in spec.states and spec.states[st.next].kind != "do":
+                errors.append(FlowError(spec.where(st.name), "a PIN answer is kept only until the next step: "
+                                        f"'next:' must be a 'do:' state that uses it (not '{st.next}')"))
+        if "pin_required" not in spec.settings:
+            continue
+        line = spec.line
+        required = spec.settings["pin_required"]
+        if not isinstance(required, bool):
+            errors.append(FlowError(spec.where(line=line), "'settings: pin_required' must be true or false"))
+            continue
+        if not required:
+            continue
+        pin = specs.get(PIN_FLOW)
+        if pin is None:
+            errors.append(FlowError(spec.where(line=line), f"'pin_required: true' needs the flow '{PIN_FLOW}' "
+                                                          f"(flows/{PIN_FLOW}.yaml)"))
+            continue
+        if pin.outcomes != {"ok"}:
+            errors.append(FlowError(pin.where(), f"flow '{PIN_FLOW}' must return exactly 'ok' (it returns: "
+                                                 f"{', '.join(sorted(pin.outcomes)) or 'nothing'})"))
+            continue
+        if spec.name == PIN_FLOW:
+            errors.append(FlowError(spec.where(line=line), f"flow '{PIN_FLOW}' cannot itself be pin_required"))
+            continue
+        guard = State(name=PIN_STATE, kind="flow", line=line, subflow=PIN_FLOW, on={"ok": spec.start},
+                      on_lines={"ok": line})
+        spec.states = {PIN_STATE: guard, **spec.states}
+        spec.start = PIN_STATE
 
 
 def _check_subflow_cycles(specs: dict[str, FlowSpec], errors: list[FlowError]) -> None:

@@ -52,10 +52,11 @@ class Reply:
 class Conversation:
     """The model the shared machines act on: plain data, rebuilt every hop."""
 
-    __slots__ = ("flow", "state", "vars", "lang", "page", "stack", "secrets")
+    __slots__ = ("flow", "state", "vars", "lang", "page", "pages", "stack", "secrets")
 
-    def __init__(self, flow: str, state: str, vars: dict, lang: str, page: int = 0, stack=None):
+    def __init__(self, flow: str, state: str, vars: dict, lang: str, page: int = 0, stack=None, pages: int = 1):
         self.flow, self.state, self.vars, self.lang, self.page = flow, state, vars, lang, page
+        self.pages = pages                 # screens the current state's text was split into
         self.stack: list[list[str]] = stack or []
         self.secrets: set[str] = set()
 
@@ -95,10 +96,9 @@ class Engine:
         lib = self.services.flows
         lib.maybe_reload()
         sid = self._session_key(msg)
-        prefetch = self.services.prefetch_keys(msg.phone)
         store = self.services.sessions
         try:
-            data, token, pre = store.acquire(sid, prefetch=prefetch)
+            data, token = store.acquire(sid)
         except SessionBusy:
             data = store.peek(sid)
             if data and "r" in data:
@@ -106,7 +106,7 @@ class Engine:
             return Reply(self._common(lib.current, "common.error", self.settings.default_language), True)
         saved = False
         try:
-            reply, data = self._hop(msg, data, pre)
+            reply, data = self._hop(msg, data)
             if data is not None:
                 saved = store.save(sid, token, data, self._ttl(msg))
                 if not saved:
@@ -125,7 +125,7 @@ class Engine:
         return self.settings.ussd_session_ttl if msg.channel == "ussd" else self.settings.sms_session_timeout
 
     # ------------------------------------------------------------------ one hop
-    def _hop(self, msg: Inbound, data: dict | None, pre: list) -> tuple[Reply, dict | None]:
+    def _hop(self, msg: Inbound, data: dict | None) -> tuple[Reply, dict | None]:
         lib = self.services.flows
         if msg.channel == "ussd":
             inputs = reduce_ussd_text(msg.text, None if data is None else data.get("n", 0))
@@ -147,13 +147,13 @@ class Engine:
                 return Reply("", True), None                      # nothing to say (auto-reply limit)
             inputs = [] if fresh else [msg.text]
         ctx = Context(vars=conv.vars, phone=msg.phone, channel=msg.channel, services=self.services,
-                      lang=conv.lang, prefetched=dict(zip(self.services.prefetch_keys(msg.phone), pre)))
+                      lang=conv.lang)
         try:
             error = None
             if fresh:
                 self._run_auto(fs, conv, ctx)
             for raw in inputs:
-                if self._at_end(fs, conv):
+                if self._at_end(fs, conv) and conv.pages <= 1:
                     break
                 error = self._feed(fs, conv, ctx, raw)
             body, end = self._screen(fs, conv, msg.channel, error)
@@ -163,7 +163,7 @@ class Engine:
         for name in conv.secrets:
             conv.vars.pop(name, None)
         state = {"v": fs.version, "f": conv.flow, "s": conv.state, "vars": conv.vars, "lang": conv.lang,
-                 "pg": conv.page, "stk": conv.stack, "n": len(msg.text) if msg.channel == "ussd" else 0,
+                 "pg": conv.page, "np": conv.pages, "stk": conv.stack, "n": len(msg.text) if msg.channel == "ussd" else 0,
                  "r": body, "e": end, "t": int(time.time())}
         return Reply(body, end), state
 
@@ -173,7 +173,8 @@ class Engine:
 
     @staticmethod
     def _resume(data: dict) -> Conversation:
-        return Conversation(data["f"], data["s"], data["vars"], data["lang"], data.get("pg", 0), data.get("stk"))
+        return Conversation(data["f"], data["s"], data["vars"], data["lang"], data.get("pg", 0), data.get("stk"),
+                            data.get("np", 1))
 
     def _sms_start(self, msg: Inbound, data: dict | None) -> tuple[FlowSet, Conversation | None, bool]:
         """An SMS either starts a keyword's flow, answers the open dialog, or gets the fallback flow."""
@@ -207,9 +208,8 @@ class Engine:
         cf = fs.flows[conv.flow]
         st = cf.state(conv.state)
         raw = raw.strip()
-        pages = self._pages(fs, cf, st, conv, "ussd" if ctx.channel == "ussd" else ctx.channel, None)
-        if len(pages) > 1:                                          # paging through a long screen
-            if raw == NAV_MORE and conv.page < len(pages) - 1:
+        if conv.pages > 1:                                          # paging through a long screen
+            if raw == NAV_MORE and conv.page < conv.pages - 1:
                 conv.page += 1
                 return None
             if raw == NAV_BACK and conv.page > 0:
@@ -238,7 +238,7 @@ class Engine:
             self._fire(cf, conv, "answer", var=st.save, value=value, ctx=tctx)
         else:
             return None
-        conv.page = 0
+        conv.page, conv.pages = 0, 1
         self._run_auto(fs, conv, ctx)
         return None
 
@@ -340,5 +340,9 @@ class Engine:
         if error:
             conv.page = 0
         conv.page = min(conv.page, len(pages) - 1)
+        conv.pages = len(pages)
         end = st.kind == "end" and conv.page == len(pages) - 1
-        return pages[conv.page], end
+        body = pages[conv.page]
+        if end and len(pages) > 1:                  # the session closes: no "0. Back" on the last screen
+            body = body.rsplit("\n", 1)[0]
+        return body, end

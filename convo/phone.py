@@ -16,6 +16,8 @@ possible one (German numbers, say, are possible at almost any length).
 """
 from __future__ import annotations
 
+import functools
+
 import re
 
 import phonenumbers
@@ -38,6 +40,7 @@ class InvalidPhone(ValueError):
     """The text is not a usable phone number; ``str(exc)`` says why."""
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize(raw: str, region: str = "KE") -> str:
     """Return ``raw`` in E.164 (``+254712345678``) or raise :class:`InvalidPhone`.
 

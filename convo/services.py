@@ -41,10 +41,6 @@ class Services:
 
         return Engine(self)
 
-    def prefetch_keys(self, phone: str) -> tuple[str, ...]:
-        """Keys read in the same round trip as the session (the caller's cached identity)."""
-        return (client_key(phone),)
-
     def language_for(self, phone: str) -> str:
         return self.settings.default_language
 

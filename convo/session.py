@@ -1,8 +1,8 @@
 """Conversation state in Redis: one small JSON value per conversation, with a TTL.
 
 A hop costs two round trips: :meth:`SessionStore.acquire` takes the
-conversation's lock *and* reads its value (plus any keys the hop wants
-prefetched) in one pipeline; :meth:`SessionStore.save` writes the new value and
+conversation's lock *and* reads its value in one Lua script;
+:meth:`SessionStore.save` writes the new value and
 releases the lock in one Lua script that checks the lock is still ours, so two
 concurrent callbacks for one session can never both advance it. Keys carry a
 hash tag (``convo:{ussd:at:ATUid_1}:s``) so a value and its lock live in one
@@ -17,6 +17,12 @@ from typing import Any
 
 import redis as redis_lib
 
+_ACQUIRE = """
+if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('get', KEYS[1])}
+end
+return {0}
+"""
 _SAVE = """
 if redis.call('get', KEYS[2]) == ARGV[1] then
   redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
@@ -56,6 +62,7 @@ class SessionStore:
     def __init__(self, redis: redis_lib.Redis, prefix: str = "convo:"):
         self.redis = redis
         self.prefix = prefix
+        self._acquire = redis.register_script(_ACQUIRE)
         self._save = redis.register_script(_SAVE)
         self._release = redis.register_script(_RELEASE)
 
@@ -63,26 +70,19 @@ class SessionStore:
         base = f"{self.prefix}{{{sid}}}"
         return base + ":s", base + ":l"
 
-    def acquire(self, sid: str, prefetch: tuple[str, ...] = (), wait: float = 2.0
-                ) -> tuple[dict | None, str, list[Any]]:
-        """Lock the conversation and read it (and ``prefetch`` keys) in one round trip.
+    def acquire(self, sid: str, wait: float = 2.0) -> tuple[dict | None, str]:
+        """Lock the conversation and read it in one round trip: (session or None, lock token).
 
-        Returns (session or None, lock token, prefetched raw values). Raises
-        :class:`SessionBusy` after ``wait`` seconds of contention.
+        Raises :class:`SessionBusy` after ``wait`` seconds of contention.
         """
-        skey, lkey = self._keys(sid)
+        keys = self._keys(sid)
         token = uuid.uuid4().hex
         deadline = time.monotonic() + wait
         delay = 0.005
         while True:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.set(lkey, token, nx=True, px=self.LOCK_MS)
-            pipe.get(skey)
-            for k in prefetch:
-                pipe.get(k)
-            got, raw, *extra = pipe.execute()
+            got, *raw = self._acquire(keys=keys, args=[token, self.LOCK_MS])
             if got:
-                return (json.loads(raw) if raw else None), token, extra
+                return (json.loads(raw[0]) if raw and raw[0] else None), token
             if time.monotonic() >= deadline:
                 raise SessionBusy(sid)
             time.sleep(delay)

@@ -67,12 +67,12 @@ def test_validators_never_crash(raw, kind):
 
 def test_session_store_locks_and_saves_in_one_round_trip_each(redis_url):
     store = SessionStore(make_redis(redis_url))
-    data, token, pre = store.acquire("ussd:at:1", prefetch=("nothing",))
-    assert data is None and pre == [None]
+    data, token = store.acquire("ussd:at:1")
+    assert data is None
     with pytest.raises(SessionBusy):
         store.acquire("ussd:at:1", wait=0.05)              # a second callback waits, then gives up
     assert store.save("ussd:at:1", token, {"s": "menu"}, ttl=200)
-    data, token2, _ = store.acquire("ussd:at:1")
+    data, token2 = store.acquire("ussd:at:1")
     assert data == {"s": "menu"}
     assert not store.save("ussd:at:1", token, {"s": "stale"}, ttl=200)   # an old lock cannot write
     store.release("ussd:at:1", token2)
@@ -88,7 +88,7 @@ def test_only_one_of_many_concurrent_hops_holds_the_session(redis_url):
     def hop():
         barrier.wait()
         try:
-            _, token, _ = store.acquire("ussd:at:race", wait=0)
+            _, token = store.acquire("ussd:at:race", wait=0)
             holders.append(token)
         except SessionBusy:
             pass

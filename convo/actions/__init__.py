@@ -50,9 +50,9 @@ class Context:
     channel: str
     services: Any                      # convo.services.Services
     lang: str = "en"
-    #: raw values the engine fetched with the session (see Services.prefetch_keys)
-    prefetched: dict = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    #: audit rows (convo.subscribers.audit_many) the engine writes at the end of the hop
+    events: list = field(default_factory=list)
 
     @property
     def today(self) -> date:
@@ -61,6 +61,6 @@ class Context:
 
 def load_builtin_actions() -> dict[str, Action]:
     """Import the action modules (each registers itself) and return the registry."""
-    from convo.actions import core, mifos  # noqa: F401
+    from convo.actions import core, mifos, pin  # noqa: F401
 
     return REGISTRY

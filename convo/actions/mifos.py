@@ -16,7 +16,6 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from convo.actions import Context, action
-from convo.cache import MISSING
 from convo.services import client_key
 
 log = logging.getLogger(__name__)
@@ -36,12 +35,12 @@ def _as_of(ctx: Context, stamp: str) -> str:
     return f"{format_date(when.date(), 'medium', ctx.lang)} {when:%H:%M}"
 
 
-def _fetch(ctx: Context, key: str, load: Callable[[], Any], ttl: int, raw: Any = MISSING) -> Any:
+def _fetch(ctx: Context, key: str, load: Callable[[], Any], ttl: int) -> Any:
     """Cached answer, else a fresh one from Mifos X, else the last good one (with ``as_of``)."""
     from convo.mifos.client import MifosError
 
     s = ctx.services
-    hit = s.cache.get(key, raw)
+    hit = s.cache.get(key)
     if hit is not None:
         return {**hit, "as_of": None} if isinstance(hit, dict) else hit
     try:
@@ -89,7 +88,7 @@ def identify_caller(ctx: Context) -> str:
         return {"id": ref.id, "name": ref.display_name, "first_name": ref.display_name.split()[0]}
 
     try:
-        hit = _fetch(ctx, key, load, s.settings.client_cache_ttl, ctx.prefetched.get(key, MISSING))
+        hit = _fetch(ctx, key, load, s.settings.client_cache_ttl)
     except _Unavailable:
         return "unavailable"
     if hit.get("id") is None:

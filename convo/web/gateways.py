@@ -15,6 +15,9 @@ from gateways.base import BadCallback
 
 log = logging.getLogger(__name__)
 bp = Blueprint("gateways", __name__, url_prefix="/gateways")
+_AT_USSD = {True: metrics.HOPS.labels("ussd", "africastalking", "end"),
+            False: metrics.HOPS.labels("ussd", "africastalking", "continue")}
+_USSD_SECONDS = metrics.HOP_SECONDS.labels("ussd")
 
 
 @bp.before_request
@@ -35,8 +38,8 @@ def at_ussd_session():
     req = at_in.parse_ussd(request.form, s.settings.default_region)
     reply = s.engine.handle(Inbound("ussd", "africastalking", req.session_id, req.phone, req.text,
                                     req.service_code))
-    metrics.HOPS.labels("ussd", "africastalking", "end" if reply.end else "continue").inc()
-    metrics.HOP_SECONDS.labels("ussd").observe(time.perf_counter() - started)
+    _AT_USSD[reply.end].inc()
+    _USSD_SECONDS.observe(time.perf_counter() - started)
     return plain(at_in.render_ussd(reply.text, reply.end))
 
 
