@@ -94,7 +94,38 @@ def worker(once: bool) -> None:
 
     settings = _settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not once:  # reminders on CONVO_REMIND_CRON, pending Fineract hooks retried (convo/reminders.py)
+        import threading
+
+        from convo.reminders import start_scheduler
+        from convo.services import build_services
+
+        start_scheduler(build_services(settings), settings.remind_cron, threading.Event(), timezone=settings.timezone)
     run_worker(settings, once=once)
+
+
+@main.command()
+@click.option("--date", "on", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="treat this day as today in every office (default: today in each office's time zone)")
+@click.option("--dry-run", is_flag=True, help="list the reminders, write nothing")
+@click.option("--no-meetings", is_flag=True, help="payment reminders only")
+def remind(on, dry_run: bool, no_meetings: bool) -> None:
+    """Enqueue payment and meeting reminders (each goes once, however often this runs)."""
+    from convo.reminders import run
+    from convo.services import build_services
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rep = run(build_services(settings), on=on.date() if on else None, dry_run=dry_run, meetings=not no_meetings)
+    for r in rep.reminders:
+        click.echo(f"{r.rule:10} client {r.client_id:<6} {r.key}")
+    for why in rep.skipped:
+        click.echo(f"skipped: {why}", err=True)
+    if dry_run:
+        click.echo(f"{len(rep.reminders)} reminder(s) due; dry run, nothing written")
+    else:
+        click.echo(f"{len(rep.reminders)} reminder(s) due: {rep.written} written, {rep.duplicates} already sent, "
+                   f"{rep.suppressed} opted out; {rep.alerts} staff alert(s)")
 
 
 @main.group()
@@ -159,6 +190,16 @@ def lint(path: Path | None) -> None:
         for err in e.errors:
             click.echo(str(err), err=True)
         click.echo(f"{len(e.errors)} problem(s); nothing was changed in the running service.", err=True)
+        sys.exit(1)
+    from convo import notify
+
+    rep = notify.lint(path, fs.locales)     # notify.yaml, alerts.yaml, notify.* texts (variables, segments)
+    for w in rep.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if rep.errors:
+        for err in rep.errors:
+            click.echo(str(err), err=True)
+        click.echo(f"{len(rep.errors)} problem(s) in the notifications.", err=True)
         sys.exit(1)
     click.echo(f"OK: {len(fs.flows)} flows, languages {', '.join(fs.languages)}, version {fs.version}")
 

@@ -90,6 +90,13 @@ class Settings:
     sms_replies_per_hour: int = 30
     #: refuse PIN-protected answers for this many days after a SIM swap (0: no check)
     simswap_hold_days: int = 0
+    # ---- notifications (README "Notifications")
+    #: time zone of offices notify.yaml does not list (quiet hours, "today" of reminders, the cron)
+    timezone: str = "Africa/Nairobi"
+    #: when `convo worker` runs the reminders, 5-field cron in ``timezone`` (empty: never; e.g. "0 9 * * *")
+    remind_cron: str = ""
+    #: receipts for Fineract transactions (false: the MFI turned them off)
+    receipts_enabled: bool = True
 
     @property
     def production(self) -> bool:

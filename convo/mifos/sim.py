@@ -370,7 +370,9 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
                     store.pop(("accounttransfer", key), None)
         return Response(text, status=status, mimetype="application/json")
 
-    return app
+    from convo.mifos import sim_notify
+
+    return sim_notify.install(app)  # loan list, staff, groups list, single transactions (notifications)
 
 
 # ------------------------------------------------------------------ account transfers (savings → loan)

@@ -52,6 +52,9 @@ def create_app(settings: Settings | None = None, svc: Services | None = None) ->
 
     app.register_blueprint(gateways_bp)
     app.register_blueprint(ops_bp)
+    from convo.web import notify_api
+
+    notify_api.install(app)                        # /api/clients/<id>/messages, /console, /hooks/fineract
 
     @app.errorhandler(BadRequest)
     def _bad(e: BadRequest):

@@ -1,0 +1,357 @@
+"""Notifications on the web: the staff API for client messages, the console page, Fineract hooks.
+
+Staff API (bearer token + ``X-Staff-User``, audited: the ``/api/`` guard of
+:mod:`convo.web.staff`; checked here too when that guard is not installed)::
+
+    POST /api/clients/<clientId>/messages   {"text": "..."} or {"template": "branch_visit", "variables": {...}}
+                                            optional "idempotency_key" (a retried POST sends once)
+    GET  /api/clients/<clientId>/messages   what was sent: status, segments, cost, who sent it
+
+Console (server-rendered, no build step): ``/console/clients/<clientId>``
+shows the client's messages and a send form with a live character/segment
+counter. Browsers sign in at ``/console/login`` with their name and the staff
+token; a signed, HttpOnly, SameSite=Lax session cookie (8 hours) keeps them
+signed in, and every form carries a CSRF token. Link it from Mifos X's "View
+Client" screen as ``https://<gateway>/console/clients/{clientId}``.
+
+Fineract hooks: ``POST /hooks/fineract?token=<CONVO_CALLBACK_TOKEN>`` (see :mod:`convo.receipts`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import uuid
+
+import sqlalchemy as sa
+from flask import (Blueprint, Flask, Response, abort, g, jsonify, redirect, render_template, request, session,
+                   url_for)
+
+from convo.web import BadRequest, services
+
+api = Blueprint("notify_api", __name__, url_prefix="/api")
+console = Blueprint("notify_console", __name__, url_prefix="/console", template_folder="templates",
+                    static_folder="static", static_url_path="/static")
+hooks = Blueprint("hooks", __name__, url_prefix="/hooks")
+
+_USER_RE = re.compile(r"^[\w.@+\- ]{1,100}$")
+MAX_TEXT = 918  # 6 GSM-7 segments
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _staff_user_from_bearer() -> str | None:
+    expected = services().settings.staff_token
+    if not expected:
+        return None
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        return None
+    user = (request.headers.get("X-Staff-User") or "").strip()
+    return user if _USER_RE.match(user) else None
+
+
+def _require_api_staff() -> str:
+    user = getattr(g, "staff_user", None) or _staff_user_from_bearer()
+    if not user:
+        abort(Response(json.dumps({"error": "missing or wrong bearer token / X-Staff-User"}), 401,
+                       mimetype="application/json", headers={"WWW-Authenticate": 'Bearer realm="convo staff API"'}))
+    return user
+
+
+def _message_rows(client_id: int, limit: int = 100) -> list[dict]:
+    from convo.db import OutboxMessage
+    from convo.notify_models import ClientMessage
+
+    o, m = OutboxMessage.__table__, ClientMessage.__table__
+    with services().db.connect() as c:
+        rows = c.execute(
+            sa.select(m.c.id, m.c.kind, m.c.template, m.c.sent_by, m.c.created_at, o.c.id.label("outbox_id"),
+                      o.c.recipient, o.c.body, o.c.status, o.c.encoding, o.c.chars, o.c.segments, o.c.cost,
+                      o.c.sent_at, o.c.final_at, o.c.last_error, o.c.next_attempt_at)
+            .join(o, o.c.id == m.c.outbox_id).where(m.c.client_id == client_id)
+            .order_by(m.c.id.desc()).limit(limit)).all()
+    out = []
+    for r in rows:
+        d = r._asdict()
+        for k in ("created_at", "sent_at", "final_at", "next_attempt_at"):
+            d[k] = d[k].isoformat() if d[k] else None
+        out.append(d)
+    return out
+
+
+def send_staff_message(client_id: int, user: str, body: dict) -> tuple[dict, int]:
+    """Validate a staff message, look the client up in Mifos X and enqueue it."""
+    from convo import notify
+    from convo.mifos.client import MifosNotFound, MifosUnavailable
+    from convo.mifos.notify_reads import client_contact
+    from convo.phone import InvalidPhone, normalize
+
+    s = services()
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    text, template = body.get("text"), body.get("template")
+    variables = body.get("variables") or {}
+    if (text is None) == (template is None):
+        raise BadRequest("give either 'text' or 'template' (with 'variables')")
+    if text is not None and (not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT):
+        raise BadRequest(f"'text' must be 1 to {MAX_TEXT} characters")
+    if not isinstance(variables, dict) or not all(isinstance(k, str) for k in variables):
+        raise BadRequest("'variables' must be an object")
+    key = body.get("idempotency_key") or uuid.uuid4().hex
+    if not isinstance(key, str) or len(key) > 100:
+        raise BadRequest("'idempotency_key' must be a string of at most 100 characters")
+    cfg = notify.config_for(s)
+    locales = notify._flowset(s).locales
+    tkey = None
+    if template is not None:
+        if not isinstance(template, str) or template not in cfg.staff_templates and \
+                not locales.has("en", f"notify.staff.{template}"):
+            raise BadRequest(f"unknown template {template!r} (notify.staff.* in the locale files)")
+        tkey = f"notify.staff.{template}"
+        missing = cfg.template_variables(tkey) - {"first_name", "name", "lang"} - set(variables)
+        if missing:
+            raise BadRequest(f"template {template!r} needs variables: {', '.join(sorted(missing))}")
+    try:
+        contact = client_contact(s.mifos, client_id)
+    except MifosNotFound:
+        return {"error": f"no client {client_id} in Mifos X"}, 404
+    except MifosUnavailable as e:
+        return {"error": f"Mifos X unavailable: {e}"}, 503
+    g.audit_client = client_id
+    if not contact.mobile_no:
+        return {"error": f"client {client_id} has no mobile number in Mifos X"}, 422
+    office = cfg.office(contact.office_id)
+    region = office.region or s.settings.default_region
+    try:
+        e164 = normalize(contact.mobile_no, region)
+    except (InvalidPhone, ValueError):
+        return {"error": f"client {client_id}: mobile number {contact.mobile_no!r} is not valid"}, 422
+    g.audit_phone = e164
+    lang = notify.client_language(s, e164, office.language)
+    try:
+        msg = notify.send_to_client(
+            s, client_id=client_id, phone=e164, key=tkey, text=text,
+            variables={**variables, "first_name": contact.first_name, "name": contact.display_name},
+            kind="staff", idempotency_key=f"staff:{client_id}:{key}", sent_by=user, lang=lang, region=region,
+            locales=locales)
+    except Exception as e:  # jinja errors from staff-supplied variables
+        if isinstance(e, (KeyError, ValueError, TypeError)) or type(e).__module__.startswith("jinja2"):
+            raise BadRequest(f"cannot render the template: {e}") from None
+        raise
+    return {"id": msg.id, "status": msg.status, "to": msg.recipient, "body": msg.body, "encoding": msg.encoding,
+            "chars": msg.chars, "segments": msg.segments, "language": lang}, 202
+
+
+# --------------------------------------------------------------------------- staff API
+
+
+@api.post("/clients/<int:client_id>/messages")
+def post_message(client_id: int):
+    user = _require_api_staff()
+    body = request.get_json(silent=True)
+    answer, status = send_staff_message(client_id, user, body)
+    return jsonify(answer), status
+
+
+@api.get("/clients/<int:client_id>/messages")
+def list_messages(client_id: int):
+    _require_api_staff()
+    g.audit_client = client_id
+    return jsonify({"client_id": client_id, "messages": _message_rows(client_id)})
+
+
+# --------------------------------------------------------------------------- console
+
+
+def _secret() -> bytes:
+    token = services().settings.staff_token
+    return hashlib.sha256(b"convo-console\0" + token.encode()).digest()
+
+
+def _console_user() -> str | None:
+    token = services().settings.staff_token
+    if not token:
+        return None
+    user = session.get("staff_user")
+    mark = session.get("token_mark")
+    # signed in with the token in force: changing CONVO_STAFF_TOKEN signs everyone out
+    if user and mark == hashlib.sha256(_secret()).hexdigest()[:16]:
+        return user
+    return None
+
+
+def _csrf() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    return session["csrf"]
+
+
+def _check_csrf() -> None:
+    given = request.form.get("csrf", "")
+    if not given or not hmac.compare_digest(given.encode(), session.get("csrf", "").encode()):
+        abort(Response("forbidden: stale form, reload the page", 403, mimetype="text/plain"))
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/console/") and not target.startswith("//"):
+        return target
+    return url_for("notify_console.home")
+
+
+@console.get("/login")
+def login_form():
+    return render_template("console_login.html", error=None, next=request.args.get("next", ""), csrf=_csrf(),
+                           enabled=bool(services().settings.staff_token))
+
+
+@console.post("/login")
+def login():
+    _check_csrf()
+    token = services().settings.staff_token
+    user = (request.form.get("user") or "").strip()
+    given = request.form.get("token") or ""
+    nxt = request.form.get("next", "")
+    if not token or not _USER_RE.match(user) or not hmac.compare_digest(given.encode(), token.encode()):
+        return render_template("console_login.html", error="Wrong name or token.", next=nxt, csrf=_csrf(),
+                               enabled=bool(token)), 401
+    session.clear()
+    session.permanent = True
+    session["staff_user"] = user
+    session["token_mark"] = hashlib.sha256(_secret()).hexdigest()[:16]
+    return redirect(_safe_next(nxt))
+
+
+@console.post("/logout")
+def logout():
+    _check_csrf()
+    session.clear()
+    return redirect(url_for("notify_console.login_form"))
+
+
+@console.get("/")
+def home():
+    if not _console_user():
+        return redirect(url_for("notify_console.login_form", next=request.path))
+    cid = request.args.get("client", type=int)
+    if cid:
+        return redirect(url_for("notify_console.client_page", client_id=cid))
+    return render_template("console_home.html", user=_console_user(), csrf=_csrf())
+
+
+def _gsm_tables() -> dict:
+    from convo.render import _GSM_REPLACEMENTS, GSM_SEPTETS
+
+    return {"basic": "".join(c for c, v in GSM_SEPTETS.items() if v == 1),
+            "ext": "".join(c for c, v in GSM_SEPTETS.items() if v == 2),
+            "repl": _GSM_REPLACEMENTS}
+
+
+@console.get("/clients/<int:client_id>")
+def client_page(client_id: int):
+    user = _console_user()
+    if not user:
+        return redirect(url_for("notify_console.login_form", next=request.path))
+    from convo import notify
+    from convo.mifos.client import MifosError
+    from convo.mifos.notify_reads import client_contact
+
+    s = services()
+    contact, error = None, None
+    try:
+        contact = client_contact(s.mifos, client_id)
+    except MifosError as e:
+        error = f"Mifos X: {e}"
+    cfg = notify.config_for(s)
+    locales = notify._flowset(s).locales
+    templates = sorted(k[len("notify.staff."):] for k in locales.keys("en") if k.startswith("notify.staff."))
+    sent = request.args.get("sent")
+    return render_template("console_client.html", user=user, client_id=client_id, contact=contact, error=error,
+                           messages=_message_rows(client_id), csrf=_csrf(), templates=templates,
+                           template_vars={t: sorted(cfg.staff_templates.get(t, ())) for t in templates},
+                           gsm=json.dumps(_gsm_tables()), sent=sent, form_error=request.args.get("error"))
+
+
+@console.post("/clients/<int:client_id>/messages")
+def client_send(client_id: int):
+    user = _console_user()
+    if not user:
+        return redirect(url_for("notify_console.login_form", next=f"/console/clients/{client_id}"))
+    _check_csrf()
+    body: dict = {"idempotency_key": request.form.get("idempotency_key") or uuid.uuid4().hex}
+    template = request.form.get("template") or ""
+    if template:
+        body["template"] = template
+        body["variables"] = {k[4:]: v for k, v in request.form.items() if k.startswith("var_") and v}
+    else:
+        body["text"] = request.form.get("text", "")
+    try:
+        answer, status = send_staff_message(client_id, user, body)
+    except BadRequest as e:
+        return redirect(url_for("notify_console.client_page", client_id=client_id, error=str(e)))
+    if status >= 400:
+        return redirect(url_for("notify_console.client_page", client_id=client_id, error=answer["error"]))
+    try:
+        from convo import subscribers
+
+        subscribers.audit(services().db, "staff.console_send", actor=f"staff:{user}", channel="console",
+                          phone=answer.get("to"), client_id=client_id, outcome=answer["status"],
+                          detail={"outbox_id": answer["id"]})
+    except Exception:  # noqa: BLE001 - no audit table yet
+        pass
+    return redirect(url_for("notify_console.client_page", client_id=client_id, sent=answer["id"]))
+
+
+# --------------------------------------------------------------------------- Fineract hooks
+
+
+@hooks.post("/fineract")
+def fineract_hook():
+    """Fineract's "Web" hook. Authenticated by ``?token=`` = CONVO_CALLBACK_TOKEN (required here)."""
+    from convo import receipts
+
+    s = services()
+    expected = s.settings.callback_token
+    given = request.args.get("token") or request.headers.get("X-Convo-Token") or ""
+    if not expected:
+        return jsonify({"error": "hooks are disabled: set CONVO_CALLBACK_TOKEN and put ?token=... "
+                                 "in the hook's Payload URL"}), 403
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return jsonify({"error": "missing or wrong token"}), 403
+    body = request.get_json(silent=True, force=True)
+    if body is None and request.form:
+        body = request.form.to_dict()   # content type "form": Fineract sends the fields flat
+    if not isinstance(body, dict):
+        raise BadRequest("the hook body must be a JSON object")
+    entity = request.headers.get("X-Fineract-Entity") or body.get("entityName") or ""
+    action = request.headers.get("X-Fineract-Action") or body.get("actionName") or ""
+    tenant = (request.headers.get("Fineract-Platform-TenantId") or request.headers.get("X-Fineract-Tenant-Id")
+              or s.settings.fineract_tenant)
+    if not entity or not action:
+        raise BadRequest("X-Fineract-Entity and X-Fineract-Action headers are required")
+    result = receipts.receive(s, entity=entity, action=action, tenant=tenant, body=body)
+    return jsonify(dict(result)), result.http_status
+
+
+def install(app: Flask) -> None:
+    """Register the API, console and hooks blueprints (called by ``create_app``)."""
+    if not app.secret_key:
+        app.secret_key = _app_secret(app)
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", dt.timedelta(hours=8))
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("SESSION_COOKIE_NAME", "convo_console")
+    app.register_blueprint(api, name="notify_api")
+    app.register_blueprint(console)
+    app.register_blueprint(hooks)
+
+
+def _app_secret(app: Flask) -> bytes:
+    svc = app.extensions["convo"]
+    token = svc.settings.staff_token
+    # derived from the staff token: every process signs alike, a new token invalidates old cookies
+    return hashlib.sha256(b"convo-console-cookie\0" + token.encode()).digest() if token else secrets.token_bytes(32)
