@@ -223,19 +223,24 @@ def graph(flow: str, path: Path | None) -> None:
 @click.option("--flows", "flows_dir", type=click.Path(exists=True, path_type=Path), default=None)
 def test_cmd(path: Path | None, flows_dir: Path | None) -> None:
     """Run conversation tests (flows/tests/*.yaml) against the simulator."""
-    from convo.convtest import flask_poster, load_tests, run_test
+    import tempfile
+
+    from convo.convtest import flask_poster, load_tests, prepare_app, run_test
     from convo.web import create_app
 
     flows_dir = flows_dir or Path(_settings().flows_dir)
     path = path or flows_dir / "tests"
     sim = start_simulator()
+    tmp = tempfile.TemporaryDirectory(prefix="convo-test-")
     try:
-        app = create_app(sim_settings(sim.url, redis_url="memory://", flows_dir=str(flows_dir)))
+        app = create_app(sim_settings(sim.url, redis_url="memory://", flows_dir=str(flows_dir),
+                                      database_url=f"sqlite:///{tmp.name}/conversations.db"))
+        setup = prepare_app(app)
         post = flask_poster(app.test_client())
         failed = 0
         tests = load_tests(path)
         for file, t in tests:
-            r = run_test(post, file, t)
+            r = run_test(post, file, t, setup=setup)
             if r.failure:
                 failed += 1
                 click.echo(f"FAIL {Path(file).name}: {r.failure}")
@@ -244,6 +249,7 @@ def test_cmd(path: Path | None, flows_dir: Path | None) -> None:
         click.echo(f"{len(tests) - failed} passed, {failed} failed")
     finally:
         sim.stop()
+        tmp.cleanup()
     sys.exit(1 if failed or not tests else 0)
 
 
@@ -267,7 +273,14 @@ def simulate(phone: str, url: str | None, code: str) -> None:
 
         logging.disable(logging.WARNING)
         sim = start_simulator()
-        post = flask_poster(create_app(sim_settings(sim.url, redis_url="memory://")).test_client())
+        import tempfile
+
+        from convo.convtest import prepare_app
+
+        tmp = tempfile.mkdtemp(prefix="convo-simulate-")   # a fresh database: the phone has no PIN yet
+        app = create_app(sim_settings(sim.url, redis_url="memory://", database_url=f"sqlite:///{tmp}/simulate.db"))
+        prepare_app(app)
+        post = flask_poster(app.test_client())
     ph = UssdPhone(post, phone, "/gateways/africastalking/ussd")
     try:
         while True:

@@ -130,7 +130,7 @@ class FlowSet:
 # texts every flow set must define (used by the engine itself)
 COMMON_KEYS = ("common.more", "common.back", "common.invalid_choice", "common.invalid_input",
                "common.expired", "common.error")
-OPTIONAL_COMMON_KEYS = ("sms.reply_number",)
+OPTIONAL_COMMON_KEYS = ("sms.reply_number", "security.rate_limited",)
 
 
 def _digest(directory: Path) -> tuple[str, dict[str, float], list[Path]]:

@@ -15,7 +15,8 @@
 
 Each step goes over HTTP exactly as Africa's Talking sends it (cumulative
 ``text``) to the app under test. ``expect_not`` lists texts that must not
-appear. ``convo test`` and the pytest suite run these files.
+appear. ``convo test`` and the pytest suite run these files. ``pin: "2468"`` on a
+test gives its phone that PIN before the first step.
 """
 from __future__ import annotations
 
@@ -91,9 +92,11 @@ def _as_list(v: Any) -> list[str]:
 
 
 def run_test(post: Callable[[str, dict], tuple[int, str]], file: str, test: dict,
-             path: str = "/gateways/africastalking/ussd") -> Result:
+             path: str = "/gateways/africastalking/ussd", setup: Callable[[dict], None] | None = None) -> Result:
     name = test.get("name", "unnamed")
     res = Result(file, name)
+    if setup is not None:
+        setup(test)
     phone = UssdPhone(post, str(test["phone"]), path)
     for i, step in enumerate(test.get("steps", []), 1):
         if "dial" in step:
@@ -116,6 +119,30 @@ def run_test(post: Callable[[str, dict], tuple[int, str]], file: str, test: dict
             res.failure = Failure(name, i, "; ".join(problems), body)
             break
     return res
+
+
+def pin_seeder(services) -> Callable[[dict], None]:
+    """``setup`` for :func:`run_test`: a test with ``pin: "2468"`` starts with that PIN set (and no lock)."""
+    from convo.security import PinHasher
+    from convo.subscribers import reset, set_pin
+
+    def setup(test: dict) -> None:
+        if "pin" not in test:
+            return
+        if test["pin"]:
+            set_pin(services.db, PinHasher.from_settings(services.settings), str(test["phone"]), str(test["pin"]))
+        else:
+            reset(services.db, str(test["phone"]))
+    return setup
+
+
+def prepare_app(app) -> Callable[[dict], None]:
+    """Apply the database migrations of a test app and return its :func:`pin_seeder`."""
+    from convo.db import upgrade
+
+    services = app.extensions["convo"]
+    upgrade(services.db)
+    return pin_seeder(services)
 
 
 def flask_poster(client) -> Callable[[str, dict], tuple[int, str]]:

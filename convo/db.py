@@ -204,6 +204,8 @@ class AuditEvent(Base):
     outcome: Mapped[str | None] = mapped_column(sa.String(40))
     detail: Mapped[dict] = mapped_column(sa.JSON, nullable=False, default=dict)
 
+    __table_args__ = (sa.Index("ix_audit_log_at", "at"),)
+
 
 def _sqlite_pragmas(dbapi_conn, _record):
     cur = dbapi_conn.cursor()

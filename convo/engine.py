@@ -20,7 +20,7 @@ from typing import Any
 
 from jinja2 import TemplateError as JinjaError
 
-from convo import render
+from convo import render, security
 from convo.actions import Context
 from convo.compiler import NAV_BACK, NAV_MORE, CompiledFlow, FlowSet
 from convo.flowspec import State
@@ -30,6 +30,9 @@ from convo.validators import validate
 log = logging.getLogger(__name__)
 
 MAX_AUTO_HOPS = 32
+#: actions that read a client's data from Mifos X: every call is written to the audit log
+AUDITED_ACTION_MODULES = frozenset({"convo.actions.mifos", "convo.actions.repay"})
+UNAUDITED_ACTIONS = frozenset({"identify_caller"})    # every dial identifies the caller; reveals nothing
 USSD_LIMIT = 160
 
 
@@ -47,6 +50,8 @@ class Inbound:
 class Reply:
     text: str
     end: bool
+    #: USSD: positions of secret (PIN) inputs in the cumulative text, for redacting it (convo.security)
+    secret_positions: tuple = ()
 
 
 class Conversation:
@@ -63,6 +68,13 @@ class Conversation:
 
 class FlowRuntimeError(Exception):
     pass
+
+
+def _first_position(text: str, consumed: int | None) -> int:
+    """Index (in ``text.split('*')``) of the first input this hop takes from ``text``."""
+    if not consumed:
+        return 0
+    return text[:consumed].count("*") + 1
 
 
 def reduce_ussd_text(text: str, consumed: int | None) -> list[str] | None:
@@ -102,7 +114,7 @@ class Engine:
         except SessionBusy:
             data = store.peek(sid)
             if data and "r" in data:
-                return Reply(data["r"], data["e"])
+                return Reply(data["r"], data["e"], tuple(data.get("sp", ())))
             return Reply(self._common(lib.current, "common.error", self.settings.default_language), True)
         saved = False
         try:
@@ -130,9 +142,13 @@ class Engine:
         if msg.channel == "ussd":
             inputs = reduce_ussd_text(msg.text, None if data is None else data.get("n", 0))
             if data is not None and (inputs is None or data.get("e")):
-                return Reply(data["r"], data["e"]), None          # repeated callback / ended: same answer
+                return Reply(data["r"], data["e"], tuple(data.get("sp", ()))), None          # repeated callback / ended: same answer
             if data is None:
                 fs = lib.current
+                if not security.hit(self.services.redis, "ussd", msg.phone, self.settings.ussd_sessions_per_hour):
+                    text = self._common_or(fs, "security.rate_limited", "common.error",
+                                           self.services.language_for(msg.phone))
+                    return Reply(text, True), {"v": fs.version, "r": text, "e": True, "n": len(msg.text)}
                 conv = self._new(fs, fs.entry_flow("ussd", msg.service_code).name, msg.phone, None)
             else:
                 fs = lib.get(data["v"])
@@ -142,19 +158,27 @@ class Engine:
                 conv = self._resume(data)
             fresh = data is None
         else:
+            if not security.hit(self.services.redis, "sms-in", msg.phone, self.settings.sms_inbound_per_hour):
+                log.warning("inbound SMS over the hourly limit: not answered")
+                return Reply("", True), None
             fs, conv, fresh = self._sms_start(msg, data)
             if conv is None:
                 return Reply("", True), None                      # nothing to say (auto-reply limit)
             inputs = [] if fresh else [msg.text]
         ctx = Context(vars=conv.vars, phone=msg.phone, channel=msg.channel, services=self.services,
                       lang=conv.lang)
+        secret_positions: list[int] = list((data or {}).get("sp", ())) if msg.channel == "ussd" else []
         try:
             error = None
             if fresh:
                 self._run_auto(fs, conv, ctx)
-            for raw in inputs:
+            pos = _first_position(msg.text, None if data is None else data.get("n", 0)) \
+                if msg.channel == "ussd" else 0
+            for i, raw in enumerate(inputs):
                 if self._at_end(fs, conv) and conv.pages <= 1:
                     break
+                if self._waits_for_secret(fs, conv):
+                    secret_positions.append(pos + i)
                 error = self._feed(fs, conv, ctx, raw)
             body, end = self._screen(fs, conv, msg.channel, error)
         except (FlowRuntimeError, JinjaError) as e:
@@ -162,10 +186,38 @@ class Engine:
             body, end = self._common(fs, "common.error", conv.lang), True
         for name in conv.secrets:
             conv.vars.pop(name, None)
+        if ctx.events:
+            self._audit(ctx, conv)
+        if msg.channel != "ussd" and body and not security.hit(self.services.redis, "sms-out", msg.phone,
+                                                               self.settings.sms_replies_per_hour):
+            log.warning("SMS replies to one number over the hourly cap: reply dropped")
+            body = ""
         state = {"v": fs.version, "f": conv.flow, "s": conv.state, "vars": conv.vars, "lang": conv.lang,
                  "pg": conv.page, "np": conv.pages, "stk": conv.stack, "n": len(msg.text) if msg.channel == "ussd" else 0,
                  "r": body, "e": end, "t": int(time.time())}
-        return Reply(body, end), state
+        if secret_positions:
+            state["sp"] = secret_positions
+        return Reply(body, end, tuple(secret_positions)), state
+
+    @staticmethod
+    def _waits_for_secret(fs: FlowSet, conv: Conversation) -> bool:
+        st = fs.flows[conv.flow].state(conv.state)
+        return st.kind == "ask" and st.secret
+
+    def _common_or(self, fs: FlowSet, key: str, fallback: str, lang: str) -> str:
+        return (fs.common.get(key) or fs.common[fallback]).render(lang, {"lang": lang})
+
+    def _audit(self, ctx: Context, conv: Conversation) -> None:
+        """Write the hop's audit rows (who asked for which data) in one statement; never fails the hop."""
+        from convo.subscribers import audit_many
+
+        cid = (conv.vars.get("client") or {}).get("id")
+        rows = [{"actor": "client", "channel": ctx.channel, "phone": ctx.phone, "client_id": cid, **e}
+                for e in ctx.events]
+        try:
+            audit_many(self.services.db, rows)
+        except Exception as e:  # noqa: BLE001 - logged; the caller still gets the answer
+            log.error("audit log write failed (%d rows): %s", len(rows), type(e).__name__)
 
     def _new(self, fs: FlowSet, flow: str, phone: str, lang: str | None) -> Conversation:
         return Conversation(flow, fs.flows[flow].spec.start, {"phone": phone},
@@ -257,6 +309,11 @@ class Engine:
                 ctx.lang = conv.lang
                 outcome = a.fn(ctx, **cf.bind(st, self._tctx(conv)))
                 conv.lang = ctx.lang
+                if a.fn.__module__ in AUDITED_ACTION_MODULES and a.name not in UNAUDITED_ACTIONS:
+                    acc = conv.vars.get("account")
+                    ctx.events.append({"action": f"data.{a.name}", "outcome": outcome,
+                                       "detail": {"flow": conv.flow,
+                                                  "account": acc.get("id") if isinstance(acc, dict) else None}})
                 if outcome not in st.on:
                     raise FlowRuntimeError(f"action {a.name} returned unknown outcome {outcome!r}")
                 self._fire(cf, conv, outcome)

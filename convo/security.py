@@ -116,14 +116,14 @@ def redact_ussd_text(text: str, secret_positions) -> str:
     """Africa's Talking's cumulative ``text`` with the inputs at ``secret_positions`` replaced by ``****``.
 
     Positions are indexes of the ``*``-separated inputs (0 = first answer).
-    Anything past the known inputs is redacted too (it may be a PIN not yet
-    classified), so the result never shows more than the menu choices.
+    As a second line of defence any input of 4 or more characters is redacted
+    too (a PIN typed where none was asked, or in a callback that raced another),
+    so what remains are short menu choices.
     """
     if not text:
         return text
-    parts = text.split("*")
     secret = set(secret_positions or ())
-    return "*".join("****" if i in secret else p for i, p in enumerate(parts))
+    return "*".join("****" if i in secret or len(p) >= 4 else p for i, p in enumerate(text.split("*")))
 
 
 _TOKEN_RE = re.compile(r"(?i)((?:^|[?&\s])(?:token|api_?key|pepper)=)[^&\s\"']+")

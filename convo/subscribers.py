@@ -102,7 +102,8 @@ def verify(db: Engine, hasher: PinHasher, phone: str, pin: str, *, max_attempts:
 def _upsert(c, phone: str, values: dict, now: dt.datetime) -> None:
     n = c.execute(subs.update().where(subs.c.phone == phone).values(**values, updated_at=now)).rowcount
     if n == 0:
-        c.execute(subs.insert().values(phone=phone, failed_attempts=0, created_at=now, updated_at=now, **values))
+        c.execute(subs.insert().values(**{"failed_attempts": 0, **values}, phone=phone, created_at=now,
+                                       updated_at=now))
 
 
 def stage_new_pin(db: Engine, hasher: PinHasher, phone: str, pin: str, *, client_id: int | None = None,

@@ -14,10 +14,31 @@ from convo.web import create_app
 _sessions = itertools.count(1)
 
 
+def give_pin(services, phone: str, pin: str) -> None:
+    """The subscriber ``phone`` has PIN ``pin`` (set directly, unlocked)."""
+    from convo.security import PinHasher
+    from convo.subscribers import set_pin
+
+    set_pin(services.db, PinHasher.from_settings(services.settings), phone, pin)
+
+
 @contextmanager
 def running_gateway(redis_url: str, **overrides):
-    """Yield (gateway_url, sim_url, services) with the whole stack served over real HTTP."""
+    """Yield (gateway_url, sim_url, services) with the whole stack served over real HTTP.
+
+    Without ``database_url`` the gateway gets a fresh, migrated SQLite database of its own.
+    """
+    import tempfile
+
+    from convo.db import upgrade
+
+    tmp = None
+    if "database_url" not in overrides:
+        tmp = tempfile.TemporaryDirectory(prefix="convo-e2e-")
+        overrides["database_url"] = f"sqlite:///{tmp.name}/convo.db"
+        upgrade(overrides["database_url"])
     sim = BackgroundServer(create_sim_app()).start()
+    app = None
     try:
         settings = sim_settings(sim.url, redis_url=redis_url, flows_reload_seconds=0, **overrides)
         app = create_app(settings)
@@ -25,6 +46,10 @@ def running_gateway(redis_url: str, **overrides):
             yield gw.url, sim.url, app.extensions["convo"]
     finally:
         sim.stop()
+        if tmp is not None:
+            if app is not None:
+                app.extensions["convo"].db.dispose()
+            tmp.cleanup()
 
 
 @contextmanager

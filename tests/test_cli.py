@@ -39,6 +39,6 @@ def test_conversation_tests_run_from_the_command_line():
 
 
 def test_simulate_dials_in_process():
-    r = CliRunner().invoke(main, ["simulate", "--phone", "+254700000101"], input="1\nn\n")
+    r = CliRunner().invoke(main, ["simulate", "--phone", "+254700000101"], input="1\n4826\n4826\nn\n")
     assert r.exit_code == 0, r.output
-    assert "Welcome Grace" in r.output and "Balance: KES 8,637.50" in r.output
+    assert "Welcome Grace" in r.output and "choose a PIN" in r.output and "Balance: KES 8,637.50" in r.output

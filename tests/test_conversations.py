@@ -6,25 +6,33 @@ from pathlib import Path
 import pytest
 
 from convo.cli import sim_settings, start_simulator
-from convo.convtest import flask_poster, load_tests, run_test
+from convo.convtest import flask_poster, load_tests, prepare_app, run_test
 from convo.web import create_app
 
 TESTS = load_tests(Path(__file__).resolve().parent.parent / "flows" / "tests")
 
 
 @pytest.fixture(scope="module")
-def post():
+def app(tmp_path_factory):
     sim = start_simulator()
+    db = tmp_path_factory.mktemp("conversations") / "convo.db"
     try:
-        app = create_app(sim_settings(sim.url, redis_url="memory://", flows_reload_seconds=0))
-        yield flask_poster(app.test_client())
+        app = create_app(sim_settings(sim.url, redis_url="memory://", flows_reload_seconds=0,
+                                      database_url=f"sqlite:///{db}"))
+        app.setup = prepare_app(app)
+        yield app
     finally:
         sim.stop()
 
 
+@pytest.fixture(scope="module")
+def post(app):
+    return flask_poster(app.test_client())
+
+
 @pytest.mark.parametrize("file, test", TESTS, ids=[t.get("name", "?") for _, t in TESTS])
-def test_conversation(post, file, test):
-    result = run_test(post, file, test)
+def test_conversation(app, post, file, test):
+    result = run_test(post, file, test, setup=app.setup)
     assert result.failure is None, str(result.failure)
 
 

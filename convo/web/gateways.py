@@ -9,6 +9,7 @@ from flask import Blueprint, request
 
 from convo import metrics
 from convo.engine import Inbound
+from convo.security import redact_ussd_text
 from convo.web import check_callback_token, plain, services
 from gateways import africastalking_inbound as at_in
 from gateways.base import BadCallback
@@ -38,6 +39,8 @@ def at_ussd_session():
     req = at_in.parse_ussd(request.form, s.settings.default_region)
     reply = s.engine.handle(Inbound("ussd", "africastalking", req.session_id, req.phone, req.text,
                                     req.service_code))
+    if log.isEnabledFor(logging.DEBUG):                     # PINs redacted by their position in `text`
+        log.debug("ussd hop %s text=%r", req.session_id, redact_ussd_text(req.text, reply.secret_positions))
     _AT_USSD[reply.end].inc()
     _USSD_SECONDS.observe(time.perf_counter() - started)
     return plain(at_in.render_ussd(reply.text, reply.end))
