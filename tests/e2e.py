@@ -66,7 +66,9 @@ def running_sms_stack(redis_url: str, database_url: str, **overrides):
     try:
         with running_gateway(redis_url, database_url=database_url, at_username="sandbox", at_api_key="test",
                              at_base_url=fake.url, **overrides) as (gw, _sim, services):
-            fake.fake.configure(delivery_url=f"{gw}/gateways/africastalking/delivery")
+            token = overrides.get("callback_token")
+            fake.fake.configure(delivery_url=f"{gw}/gateways/africastalking/delivery"
+                                + (f"?token={token}" if token else ""))
             yield gw, fake, services
     finally:
         fake.stop()
@@ -75,15 +77,16 @@ def running_sms_stack(redis_url: str, database_url: str, **overrides):
 class Handset:
     """A phone texting the short code through Africa's Talking (inbound SMS callbacks)."""
 
-    def __init__(self, gateway: str, number: str, short_code: str = "22384"):
+    def __init__(self, gateway: str, number: str, short_code: str = "22384", token: str | None = None):
         self.gateway, self.number, self.short_code = gateway, number, short_code
+        self.params = {"token": token} if token else None
 
     def text(self, body: str, message_id: str | None = None, link_id: str | None = None) -> requests.Response:
         form = {"from": self.number, "to": self.short_code, "text": body, "date": "2026-11-27 10:00:00",
                 "id": message_id or f"ATXid_in_{next(_sessions):06d}", "networkCode": "63902"}
         if link_id:
             form["linkId"] = link_id
-        r = requests.post(f"{self.gateway}/gateways/africastalking/sms", data=form, timeout=10)
+        r = requests.post(f"{self.gateway}/gateways/africastalking/sms", data=form, params=self.params, timeout=10)
         assert r.status_code == 200, r.text
         return r
 
@@ -91,8 +94,9 @@ class Handset:
 class Phone:
     """A handset dialing through Africa's Talking: every hop carries the cumulative ``text``."""
 
-    def __init__(self, gateway: str, number: str, code: str = "*384*12#"):
+    def __init__(self, gateway: str, number: str, code: str = "*384*12#", token: str | None = None):
         self.gateway, self.number, self.code = gateway, number, code
+        self.params = {"token": token} if token else None
         self.session_id = None
         self.inputs: list[str] = []
 
@@ -109,7 +113,7 @@ class Phone:
         return self._post()
 
     def _post(self) -> str:
-        r = requests.post(f"{self.gateway}/gateways/africastalking/ussd", timeout=10, data={
+        r = requests.post(f"{self.gateway}/gateways/africastalking/ussd", timeout=10, params=self.params, data={
             "sessionId": self.session_id, "serviceCode": self.code, "phoneNumber": self.number,
             "networkCode": "63902", "text": "*".join(self.inputs)})
         assert r.status_code == 200, r.text

@@ -13,15 +13,18 @@ from convo.db import OutboxMessage, make_engine
 from convo.keywords import first_word
 from convo.outbox import enqueue, is_opted_out
 from convo.worker import run_worker
-from tests.e2e import Handset, running_sms_stack
+from tests.e2e import Handset, give_pin, running_sms_stack
 
 GRACE = "+254700000101"
 FAITH = "+254700000105"
+PINS = {GRACE: "2468", FAITH: "5190"}
 
 
 @pytest.fixture
 def stack(redis_url, pg_url):
     with running_sms_stack(redis_url, pg_url, sms_session_timeout=2) as s:
+        for number, pin in PINS.items():
+            give_pin(s[2], number, pin)
         yield s
 
 
@@ -48,18 +51,24 @@ def sent_bodies(fake, services=None) -> list[str]:
 @pytest.mark.parametrize("word", ["BAL", "bal", " Bal ", "Bal.", "balance please"])
 def test_grace_texts_bal_and_gets_her_balance(stack, word):
     gw, fake, services = stack
-    Handset(gw, GRACE).text(word)
-    assert [r.status for r in rows(services)] == ["queued"]        # nothing is sent inline
+    grace = Handset(gw, GRACE)
+    grace.text(word)
+    grace.text(PINS[GRACE])
+    assert [r.status for r in rows(services)] == ["queued", "queued"]   # nothing is sent inline
     deliver(services)
-    assert sent_bodies(fake) == ["Voluntary Savings *0042\nBalance: KES 8,637.50\nAvailable: KES 7,637.50"] \
-        or "Balance: KES 8,637.50" in sent_bodies(fake)[0]
+    prompt, answer = sent_bodies(fake, services)
+    assert prompt == "Enter your PIN:" and "Balance: KES" not in prompt
+    assert answer == "Voluntary Savings *0042\nBalance: KES 8,637.50\nAvailable: KES 7,637.50" \
+        or "Balance: KES 8,637.50" in answer
 
 
 def test_salio_answers_in_swahili_and_the_delivery_report_comes_back(stack):
     gw, fake, services = stack
-    Handset(gw, GRACE).text("salio")
+    grace = Handset(gw, GRACE)
+    grace.text("salio")
+    grace.text(PINS[GRACE])
     deliver(services)
-    assert "Salio: KES 8,637.50" in sent_bodies(fake)[0]
+    assert "Salio: KES 8,637.50" in sent_bodies(fake, services)[1]
     assert fake.fake.wait_reports(10)
     for _ in range(50):
         if rows(services)[0].status == "delivered":
@@ -73,9 +82,10 @@ def test_due_with_two_loans_continues_over_several_texts(stack):
     gw, fake, services = stack
     faith = Handset(gw, FAITH)
     faith.text("DUE")
+    faith.text(PINS[FAITH])
     faith.text("2")
     deliver(services)
-    menu, answer = sent_bodies(fake, services)
+    _, menu, answer = sent_bodies(fake, services)
     assert menu.startswith("Choose an account:\n1. ") and menu.endswith("Reply with the number of your choice.")
     assert "Amount due" in answer or "nothing is due" in answer
 
@@ -95,8 +105,9 @@ def test_a_new_keyword_starts_over(stack):
     faith = Handset(gw, FAITH)
     faith.text("DUE")
     faith.text("BAL")
+    faith.text(PINS[FAITH])
     deliver(services)
-    assert "Balance: KES" in sent_bodies(fake, services)[1]
+    assert "Balance: KES" in sent_bodies(fake, services)[2]
 
 
 def test_a_duplicate_delivery_of_one_message_gets_one_reply(stack):
