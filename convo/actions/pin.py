@@ -97,7 +97,25 @@ def verify_pin(ctx: Context, var: str = "pin") -> str:
     elif check.just_locked:
         _audit(ctx, "pin.failed", "wrong", attempts_left=0)
         _audit(ctx, "pin.locked", "locked", minutes=s.settings.pin_lock_minutes)
+        _alert_staff(ctx)
     return check.outcome
+
+
+def _alert_staff(ctx: Context) -> None:
+    """The ``pin_locked`` alert rules of flows/alerts.yaml (convo.notify); never fails the dialog."""
+    try:
+        from convo import notify
+
+        client = ctx.vars.get("client") or {}
+        st = subscribers.status(ctx.services.db, ctx.phone, ctx.now)
+        until = st.locked_until
+        notify.alert(ctx.services, event="pin_locked", key=f"pin_locked:{ctx.phone}:{until.isoformat() if until else ''}",
+                     phone=ctx.phone, client_id=client.get("id"), client_name=client.get("name"),
+                     office_id=client.get("office_id"), channel=ctx.channel,
+                     locked_until=("until a staff reset" if until and until.year >= 9000
+                                   else until.strftime("%Y-%m-%d %H:%M") if until else None))
+    except Exception as e:  # noqa: BLE001
+        log.error("pin_locked alert failed: %s", type(e).__name__)
 
 
 def _birth_year(ctx: Context) -> int | None:
