@@ -258,3 +258,8 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
     finally:
         if isinstance(url_or_engine, str):
             engine.dispose()
+
+
+# Tables defined in their own modules register on Base here, so Base.metadata is the whole
+# schema (migrations are compared against it) whoever imports convo.db first.
+import convo.notify_models  # noqa: E402,F401  (client_messages, fineract_hooks: migration 0003)

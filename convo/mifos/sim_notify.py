@@ -3,7 +3,7 @@
 ``install(app)`` registers the blueprint on a simulator app made by
 :func:`convo.mifos.sim.create_sim_app` and extends its data set
 (:func:`extend_seed`): staff with mobile numbers (loan officers, branch
-managers) and ``loanOfficerId`` on every loan, as Fineract has them.
+managers); the loan list carries ``loanOfficerId`` (the client's staff member).
 
 Endpoints (Fineract's shapes):
 
@@ -41,15 +41,19 @@ def staff_record(sid: int) -> dict:
 
 
 def extend_seed(data: dict) -> dict:
-    """Add ``staff`` and each loan's ``loanOfficerId``/``loanOfficerName`` (idempotent)."""
+    """Add ``staff`` (idempotent). The loans keep the shape of the shared samples (no officer);
+    the loan list gives each loan its client's staff member as ``loanOfficerId``."""
     data.setdefault("staff", {sid: staff_record(sid) for sid in STAFF})
-    for loan in data.get("loans", {}).values():
-        client = data["clients"].get(loan.get("clientId")) or {}
-        sid = client.get("staffId")
-        if sid in data["staff"] and "loanOfficerId" not in loan:
-            loan["loanOfficerId"] = sid
-            loan["loanOfficerName"] = data["staff"][sid]["displayName"]
     return data
+
+
+def _with_officer(data: dict, loan: dict) -> dict:
+    row = {k: v for k, v in loan.items() if k not in _LIST_DROP}
+    sid = (data["clients"].get(loan.get("clientId")) or {}).get("staffId")
+    if sid in data["staff"] and "loanOfficerId" not in row:
+        row["loanOfficerId"] = sid
+        row["loanOfficerName"] = data["staff"][sid]["displayName"]
+    return row
 
 
 bp = Blueprint("sim_notify", __name__)
@@ -86,7 +90,7 @@ def loans():
         rows.reverse()
     page = rows[offset:] if limit <= 0 else rows[offset:offset + limit]
     return _reply({"totalFilteredRecords": len(rows),
-                   "pageItems": [{k: v for k, v in l.items() if k not in _LIST_DROP} for l in page]})
+                   "pageItems": [_with_officer(data, l) for l in page]})
 
 
 @bp.get(API + "/groups")
