@@ -437,3 +437,44 @@ def test_disbursal_receipt_and_large_disbursal_alert(redis_url, pg_url, tmp_path
         assert alert.recipient == "+254711000001"      # office 2's manager: Mifos X staff 1's mobile number
         assert alert.body == ("Large disbursal: KES 50,000.00 to Wanjiku Muthoni Ndungu (client 14), "
                               "loan 000000208.")
+
+
+# --------------------------------------------------------------------------- CLI and the worker's schedule
+
+
+def test_convo_remind_dry_run_lists_without_writing(sim_at, sqlite_url, monkeypatch):
+    from click.testing import CliRunner
+
+    from convo.cli import main
+
+    day = dt.date(2024, 5, 31)
+    url, _ = sim_at(day)
+    upgrade(sqlite_url)
+    env = {"CONVO_FINERACT_URL": f"{url}/fineract-provider/api/v1", "CONVO_DATABASE_URL": sqlite_url,
+           "CONVO_REDIS_URL": "memory://", "CONVO_FLOWS_RELOAD_SECONDS": "0"}
+    res = CliRunner().invoke(main, ["remind", "--date", "2024-05-31", "--dry-run", "--no-meetings"], env=env)
+    assert res.exit_code == 0, res.output
+    assert "remind:200:" in res.output and "dry run, nothing written" in res.output
+    svc = make_services(url, sqlite_url)
+    assert outbox_rows(svc) == []
+    res = CliRunner().invoke(main, ["remind", "--date", "2024-05-31", "--no-meetings"], env=env)
+    assert res.exit_code == 0 and " written, 0 already sent" in res.output, res.output
+    res = CliRunner().invoke(main, ["remind", "--date", "2024-05-31", "--no-meetings"], env=env)
+    assert ": 0 written," in res.output, res.output
+
+
+def test_worker_schedule_runs_the_reminders(sim_at, sqlite_url):
+    url, _ = sim_at(dt.date.today())
+    svc = make_services(url, sqlite_url)
+    with pytest.raises(ValueError):
+        reminders.start_scheduler(svc, "every morning", threading.Event())
+    stop = threading.Event()
+    t = reminders.start_scheduler(svc, "* * * * * *", stop, hooks_every=0.2)   # croniter: seconds field
+    try:
+        deadline = dt.datetime.now() + dt.timedelta(seconds=20)
+        while not outbox_rows(svc, "reminder") and dt.datetime.now() < deadline:
+            stop.wait(0.2)
+        assert outbox_rows(svc, "reminder")
+    finally:
+        stop.set()
+        t.join(5)
