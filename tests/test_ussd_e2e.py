@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import re
 
 import pytest
 import requests
 
-from tests.e2e import Phone, running_gateway
+from tests.e2e import Phone, give_pin, running_gateway
 
 GRACE = "+254700000101"          # one savings account, a loan in arrears
 FAITH = "+254700000105"          # two loans, one savings
 ESTHER = "+254700000107"         # no accounts
+PINS = {GRACE: "2468", FAITH: "5190", ESTHER: "3816"}
+
+
+def menu_number(screen: str, label: str) -> str:
+    m = re.search(rf"(\d+)\. {re.escape(label)}\b", screen)
+    assert m, screen
+    return m.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +28,8 @@ def stack(_redis_db):
     url = f"redis://127.0.0.1:6379/{_redis_db}"
     redis.Redis.from_url(url).flushdb()
     with running_gateway(url) as s:
+        for number, pin in PINS.items():
+            give_pin(s[2], number, pin)
         yield s
 
 
@@ -30,15 +40,18 @@ def gateway(stack):
 
 def test_grace_checks_her_balance(gateway):
     phone = Phone(gateway, GRACE)
-    assert phone.dial() == "CON Welcome Grace. Choose:\n1. Balance\n2. Amount due\n3. Language"
-    screen = phone.answer("1")
+    menu = phone.dial()
+    assert menu.startswith("CON Welcome Grace. Choose:\n1. Balance\n2. Amount due\n") and ". PIN" in menu
+    assert phone.answer("1") == "CON Enter your PIN:"
+    screen = phone.answer(PINS[GRACE])
     assert screen.startswith("END ") and "Balance: KES 8,637.50" in screen and "Available: KES 7,637.50" in screen
 
 
 def test_grace_asks_what_is_due_on_her_loan_in_arrears(gateway):
     phone = Phone(gateway, GRACE)
     phone.dial()
-    screen = phone.answer("2")
+    phone.answer("2")
+    screen = phone.answer(PINS[GRACE])
     assert screen.startswith("END ")
     assert "Amount due: KES" in screen and "Includes overdue: KES" in screen
 
@@ -46,7 +59,8 @@ def test_grace_asks_what_is_due_on_her_loan_in_arrears(gateway):
 def test_faith_chooses_one_of_two_loans(gateway):
     phone = Phone(gateway, FAITH)
     phone.dial()
-    menu = phone.answer("2")
+    phone.answer("2")
+    menu = phone.answer(PINS[FAITH])
     assert menu.startswith("CON Choose an account:\n1. ") and "\n2. " in menu
     assert "*" in menu                                    # account numbers are masked
     screen = phone.answer("2")
@@ -57,19 +71,22 @@ def test_a_wrong_choice_shows_the_menu_again(gateway):
     phone = Phone(gateway, GRACE)
     phone.dial()
     assert phone.answer("7").startswith("CON Invalid choice. Please try again.\nWelcome Grace")
-    assert "Balance: KES" in phone.answer("1")
+    phone.answer("1")
+    assert "Balance: KES" in phone.answer(PINS[GRACE])
 
 
 def test_swahili_and_french(gateway):
     phone = Phone(gateway, GRACE)
-    phone.dial()
-    phone.answer("3")
+    language = menu_number(phone.dial(), "Language")
+    phone.answer(language)
     assert phone.answer("2").startswith("CON Karibu Grace. Chagua:\n1. Salio")
-    assert "Salio: KES 8,637.50" in phone.answer("1")
+    assert phone.answer("1") == "CON Weka PIN yako:"
+    assert "Salio: KES 8,637.50" in phone.answer(PINS[GRACE])
     phone.dial()
+    phone.answer(language)
     phone.answer("3")
-    phone.answer("3")
-    assert "Solde : " in phone.answer("1")
+    phone.answer("1")
+    assert "Solde : " in phone.answer(PINS[GRACE])
 
 
 def test_unknown_phone_gets_a_polite_end(gateway):
@@ -80,14 +97,16 @@ def test_unknown_phone_gets_a_polite_end(gateway):
 def test_client_without_accounts(gateway):
     phone = Phone(gateway, ESTHER)
     phone.dial()
-    assert phone.answer("1") == "END You have no active savings account."
+    phone.answer("1")
+    assert phone.answer(PINS[ESTHER]) == "END You have no active savings account."
 
 
 def test_a_repeated_callback_gets_the_same_answer_without_running_actions_again(stack):
     gateway, sim, _ = stack
     phone = Phone(gateway, FAITH)
     phone.dial()
-    first = phone.answer("2")
+    phone.answer("2")
+    first = phone.answer(PINS[FAITH])
     requests.post(f"{sim}/__sim/faults", json={"down": True}, timeout=5)
     try:
         assert phone.repeat() == first                 # AT retried: no new Mifos X call, same screen
@@ -110,8 +129,7 @@ def test_mifos_down_gets_a_clear_answer(stack):
 def test_concurrent_callbacks_for_one_session_advance_it_once(stack):
     gateway = stack[0]
     phone = Phone(gateway, GRACE)
-    phone.dial()
-    phone.inputs = ["3"]
+    phone.inputs = [menu_number(phone.dial(), "Language")]
     with cf.ThreadPoolExecutor(8) as pool:
         screens = list(pool.map(lambda _: phone.repeat(), range(8)))
     assert set(screens) == {"CON Choose your language:\n1. English\n2. Kiswahili\n3. Francais"}
@@ -121,7 +139,7 @@ def test_concurrent_callbacks_for_one_session_advance_it_once(stack):
 def test_shortcut_dial_carries_the_choices(gateway):
     phone = Phone(gateway, GRACE, code="*384*12*1#")
     phone.session_id = "ATUid_shortcut"
-    phone.inputs = ["1"]
+    phone.inputs = ["1", PINS[GRACE]]                  # a shortcut can carry the PIN too
     assert "Balance: KES 8,637.50" in phone.repeat()
 
 
@@ -163,14 +181,16 @@ def test_when_mifos_goes_down_the_last_known_balance_is_shown_with_its_time(stac
     gateway, sim, services = stack
     phone = Phone(gateway, GRACE)
     phone.dial()
-    assert "(as of" not in phone.answer("1")                       # fresh figures carry no label
+    phone.answer("1")
+    assert "(as of" not in phone.answer(PINS[GRACE])               # fresh figures carry no label
     for key in services.redis.scan_iter("convo:savings:*"):
         services.redis.delete(key)                                 # the short cache has expired...
     services.cache._local.clear()
     requests.post(f"{sim}/__sim/faults", json={"down": True}, timeout=5)   # ...and Mifos X is down
     try:
         phone.dial()
-        screen = phone.answer("1")
+        phone.answer("1")
+        screen = phone.answer(PINS[GRACE])
     finally:
         requests.delete(f"{sim}/__sim/faults", timeout=5)
     assert screen.startswith("END ") and "Balance: KES 8,637.50" in screen and "\n(as of " in screen
