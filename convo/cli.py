@@ -64,6 +64,9 @@ def demo(host: str, port: int, sim_port: int) -> None:
     app = create_app(settings)
     threading.Thread(target=run_worker, args=(settings,), kwargs={"handle_signals": False, "poll_seconds": 0.5},
                      daemon=True, name="outbox-worker").start()
+    from convo.transfers import start_transfer_thread
+
+    start_transfer_thread(settings)
     click.echo(f"Fineract simulator: {sim.url}/fineract-provider/api/v1 (mifos / password)")
     click.echo(f"Gateway:            {base}  (Africa's Talking USSD callback: {base}/gateways/africastalking/ussd)")
     click.echo(f"SMS:                {base}/gateways/africastalking/sms -> outbox ({settings.database_url}) "
@@ -101,6 +104,14 @@ def worker(once: bool) -> None:
         from convo.services import build_services
 
         start_scheduler(build_services(settings), settings.remind_cron, threading.Event(), timezone=settings.timezone)
+        from convo.transfers import start_transfer_thread
+
+        start_transfer_thread(settings)          # repayments from savings asked for over USSD/SMS
+    else:
+        from convo.services import build_services
+        from convo.transfers import TransferRunner
+
+        TransferRunner(build_services(settings)).run_once()
     run_worker(settings, once=once)
 
 

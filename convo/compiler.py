@@ -26,7 +26,7 @@ from transitions import Machine
 from convo import render
 from convo.actions import REGISTRY, Action, load_builtin_actions
 from convo.keywords import KeywordTable, build_table
-from convo.flowspec import (FlowError, FlowSpec, FlowValidationError, State, Where, line_of, load_yaml,
+from convo.flowspec import (Clause, FlowError, FlowSpec, FlowValidationError, State, Where, line_of, load_yaml,
                             parse_flow)
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,21 @@ class FlowSet:
     common: dict[str, Text]                          # shared texts (navigation, errors)
     keywords: KeywordTable = field(default_factory=KeywordTable)
     files: dict[str, float] = field(default_factory=dict)
+    env: Any = None
+    _texts: dict = field(default_factory=dict)
 
     @property
     def languages(self) -> tuple[str, ...]:
         return self.locales.languages
+
+    def render_text(self, key: str, lang: str, ctx: dict) -> str:
+        """A locale text outside any dialog (an SMS receipt, a notice), in ``lang`` (else English)."""
+        if not self.locales.has(lang, key):
+            lang = "en"
+        tpl = self._texts.get((lang, key))
+        if tpl is None:
+            tpl = self._texts[(lang, key)] = _compile(self.env, self.locales.source(lang, key), f"{lang}:{key}")
+        return tpl if isinstance(tpl, str) else tpl.render({"lang": lang, **ctx}).strip()
 
     def entry_flow(self, channel: str, service: str | None = None) -> CompiledFlow:
         ch = self.channels.get(channel, {})
@@ -251,6 +262,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
     channels = _check_channels(channels_doc, specs, rel(channels_file), errors)
     keywords = build_table(channels.get("sms"), specs, langs, rel(channels_file), errors)
     _apply_pin_settings(specs, errors)
+    env.globals["features"] = _apply_enabled_settings(specs, errors)
     _check_subflow_cycles(specs, errors)
 
     flows: dict[str, CompiledFlow] = {}
@@ -261,7 +273,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
     if errors:
         raise FlowValidationError(errors)
     return FlowSet(version=version, flows=flows, channels=channels, locales=locales, common=common, keywords=keywords,
-                  files=stamps)
+                   files=stamps, env=env)
 
 
 def _check_channels(doc: Any, specs: dict[str, FlowSpec], file: str, errors: list[FlowError]) -> dict:
@@ -324,6 +336,34 @@ def _apply_pin_settings(specs: dict[str, FlowSpec], errors: list[FlowError]) -> 
                       on_lines={"ok": line})
         spec.states = {PIN_STATE: guard, **spec.states}
         spec.start = PIN_STATE
+
+
+ENABLED_STATE, DISABLED_STATE = "_enabled", "_disabled"
+
+
+def _apply_enabled_settings(specs: dict[str, FlowSpec], errors: list[FlowError]) -> dict[str, bool]:
+    """``settings: {enabled: false}`` turns a flow off without deleting it.
+
+    A flow that sets ``enabled`` starts with a route (``_enabled``) on
+    ``features.<flow>``; when off, the caller gets ``common.disabled``.
+    Templates and conditions see ``features`` (e.g. a menu option's
+    ``when: "features.repay"``). Returns the map flow -> enabled.
+    """
+    features = {}
+    for spec in specs.values():
+        value = spec.settings.get("enabled", True)
+        if not isinstance(value, bool):
+            errors.append(FlowError(spec.where(line=spec.line), "'settings: enabled' must be true or false"))
+            value = True
+        features[spec.name] = value
+        if "enabled" not in spec.settings:
+            continue
+        guard = State(name=ENABLED_STATE, kind="route", line=spec.line)
+        guard.routes = [Clause(f"features.{spec.name}", spec.start, spec.line), Clause(None, DISABLED_STATE, spec.line)]
+        off = State(name=DISABLED_STATE, kind="end", line=spec.line, text="common.disabled")
+        spec.states = {ENABLED_STATE: guard, **spec.states, DISABLED_STATE: off}
+        spec.start = ENABLED_STATE
+    return features
 
 
 def _check_subflow_cycles(specs: dict[str, FlowSpec], errors: list[FlowError]) -> None:

@@ -263,3 +263,4 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
 # Tables defined in their own modules register on Base here, so Base.metadata is the whole
 # schema (migrations are compared against it) whoever imports convo.db first.
 import convo.notify_models  # noqa: E402,F401  (client_messages, fineract_hooks: migration 0003)
+import convo.transfers  # noqa: E402,F401  (transfer_requests: migration 0004)

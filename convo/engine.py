@@ -166,7 +166,7 @@ class Engine:
                 return Reply("", True), None                      # nothing to say (auto-reply limit)
             inputs = [] if fresh else [msg.text]
         ctx = Context(vars=conv.vars, phone=msg.phone, channel=msg.channel, services=self.services,
-                      lang=conv.lang)
+                      lang=conv.lang, session_id=msg.session_id)
         secret_positions: list[int] = list((data or {}).get("sp", ())) if msg.channel == "ussd" else []
         try:
             error = None

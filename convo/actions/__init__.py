@@ -50,6 +50,8 @@ class Context:
     channel: str
     services: Any                      # convo.services.Services
     lang: str = "en"
+    #: the gateway's session id (USSD) or message id (SMS) of this hop
+    session_id: str = ""
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     #: audit rows (convo.subscribers.audit_many) the engine writes at the end of the hop
     events: list = field(default_factory=list)
@@ -61,6 +63,6 @@ class Context:
 
 def load_builtin_actions() -> dict[str, Action]:
     """Import the action modules (each registers itself) and return the registry."""
-    from convo.actions import core, mifos, pin  # noqa: F401
+    from convo.actions import core, mifos, pin, repay  # noqa: F401
 
     return REGISTRY

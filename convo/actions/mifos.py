@@ -68,7 +68,7 @@ def _slim_account(a) -> dict:
 def identify_caller(ctx: Context) -> str:
     """Find the caller in Mifos X by phone number (all the formats MFIs store).
 
-    Sets ``client`` (``id``, ``name``, ``first_name``). Unknown numbers are remembered briefly too.
+    Sets ``client`` (``id``, ``name``, ``first_name``, ``office_id``). Unknown numbers are remembered briefly too.
 
     ```yaml
     identify:
@@ -85,7 +85,8 @@ def identify_caller(ctx: Context) -> str:
         ref = s.mifos.find_client_by_phone(ctx.phone)
         if ref is None:
             return _NOBODY
-        return {"id": ref.id, "name": ref.display_name, "first_name": ref.display_name.split()[0]}
+        return {"id": ref.id, "name": ref.display_name, "first_name": ref.display_name.split()[0],
+                "office_id": ref.office_id}
 
     try:
         hit = _fetch(ctx, key, load, s.settings.client_cache_ttl)
@@ -99,7 +100,7 @@ def identify_caller(ctx: Context) -> str:
 
 @action("load_accounts", outcomes=("none", "one", "many", "unavailable"))
 def load_accounts(ctx: Context, kind: str) -> str:
-    """List the caller's active accounts of one kind (``savings`` or ``loan``).
+    """List the caller's active accounts of one kind (``savings``, ``loan``, or ``any``).
 
     Sets ``accounts`` (each: ``id``, ``account_no``, ``product``, ``currency``)
     and, when there is exactly one, ``account``.
@@ -119,7 +120,7 @@ def load_accounts(ctx: Context, kind: str) -> str:
                           s.settings.client_cache_ttl)
     except _Unavailable:
         return "unavailable"
-    mine = [a for a in accounts if a["kind"] == kind]
+    mine = [a for a in accounts if kind == "any" or a["kind"] == kind]
     ctx.vars["accounts"] = mine
     if not mine:
         return "none"
@@ -183,3 +184,94 @@ def loan_due(ctx: Context) -> str:
         return "unavailable"
     ctx.vars["due"] = due
     return "due" if Decimal(due["amount"]) > 0 else "paid_up"
+
+
+_KINDS = {"deposit": "deposit", "withdrawal": "withdrawal", "interest posting": "interest",
+          "repayment": "repayment", "disbursement": "disbursement", "pay charge": "fee",
+          "annual fee": "fee", "withdrawal fee": "fee", "waive charges": "fee",
+          "transfer": "transfer", "approve transfer": "transfer", "withdraw transfer": "transfer",
+          "initiate transfer": "transfer"}
+
+
+def _kind_code(value: str) -> str:
+    v = value.strip().lower()
+    if v in _KINDS:
+        return _KINDS[v]
+    return next((code for word, code in _KINDS.items() if word in v), "other")
+
+
+@action("mini_statement", outcomes=("ok", "empty", "unavailable"))
+def mini_statement(ctx: Context, limit: int = 5) -> str:
+    """The last transactions of the chosen ``account`` (savings or loan), newest first.
+
+    Sets ``transactions`` (each: ``date``, ``kind`` (a code: deposit,
+    withdrawal, interest, fee, repayment, disbursement, transfer, other),
+    ``label`` (the text ``mini.kind.<code>`` in the conversation's language),
+    ``amount``, ``credit`` (money in for the client), ``balance``).
+    Reversed entries and loan accruals are never listed.
+
+    ```yaml
+    fetch:
+      do: mini_statement
+      with: {limit: 5}
+      on: {ok: show, empty: nothing_yet, unavailable: mifos_down}
+    ```
+    """
+    s = ctx.services
+    acc = ctx.vars["account"]
+    limit = max(1, min(int(limit), 10))
+
+    def load() -> dict:
+        get = s.mifos.savings_transactions if acc["kind"] == "savings" else s.mifos.loan_transactions
+        rows = get(acc["id"], limit=limit)
+        return {"rows": [{"date": t.date.isoformat(), "kind": _kind_code(t.kind), "amount": str(t.amount),
+                          "credit": t.credit,
+                          "balance": None if t.running_balance is None else str(t.running_balance)}
+                         for t in rows]}
+
+    try:
+        got = _fetch(ctx, f"convo:mini:{acc['kind']}:{acc['id']}:{limit}", load, s.settings.figures_cache_ttl)
+    except _Unavailable:
+        return "unavailable"
+    locales = s.flows.current.locales
+    rows = []
+    for r in got["rows"]:
+        key = f"mini.kind.{r['kind']}"
+        label = locales.source(ctx.lang, key) if locales.has(ctx.lang, key) else r["kind"]
+        rows.append({**r, "label": label})
+    ctx.vars["transactions"] = rows
+    ctx.vars["statement_as_of"] = got.get("as_of")
+    return "ok" if rows else "empty"
+
+
+@action("next_meeting", outcomes=("found", "none", "unavailable"))
+def next_meeting(ctx: Context) -> str:
+    """The caller's next group or center meeting.
+
+    Sets ``meeting`` (``date`` ISO, ``group``, ``center`` or null,
+    ``location`` or null, ``kind`` group/center).
+
+    ```yaml
+    fetch:
+      do: next_meeting
+      on: {found: show, none: no_group, unavailable: mifos_down}
+    ```
+    """
+    s = ctx.services
+    cid = ctx.vars["client"]["id"]
+
+    def load() -> dict:
+        m = s.mifos.next_meeting(cid, ctx.today)
+        if m is None:
+            return {"date": None}
+        return {"date": m.date.isoformat(), "group": m.group_name, "center": m.center_name,
+                "location": m.location, "kind": m.kind}
+
+    try:
+        got = _fetch(ctx, f"convo:meeting:{cid}:{ctx.today.isoformat()}", load, s.settings.client_cache_ttl)
+    except _Unavailable:
+        return "unavailable"
+    if not got.get("date"):
+        return "none"
+    ctx.vars["meeting"] = got
+    return "found"
