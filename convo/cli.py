@@ -56,7 +56,7 @@ def demo(host: str, port: int, sim_port: int) -> None:
     base = f"http://{host}:{port}"
     sim = start_simulator(sim_port, host)
     fake = start_fake_at(f"{base}/gateways/africastalking/delivery", host=host)
-    overrides = {} if "CONVO_REDIS_URL" in os.environ else {"redis_url": "memory://"}
+    overrides = {} if "CONVO_REDIS_URL" in os.environ else {"redis_url": "memory://demo"}
     if "CONVO_AT_USERNAME" not in os.environ:
         overrides.update(at_username="sandbox", at_api_key="demo", at_base_url=fake.url)
     settings = sim_settings(sim.url, **overrides)

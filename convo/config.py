@@ -33,6 +33,8 @@ class Settings:
     flows_reload_seconds: float = 2.0
     default_region: str = "KE"
     default_language: str = "en"
+    #: first language of a caller by country calling code, until they choose one ("255:sw,221:fr")
+    country_languages: str = "255:sw,221:fr,223:fr,225:fr,226:fr,227:fr,228:fr,229:fr,237:fr,243:fr"
     fineract_url: str = "http://127.0.0.1:8443/fineract-provider/api/v1"
     fineract_user: str = "mifos"
     fineract_password: str = "password"
@@ -40,6 +42,8 @@ class Settings:
     fineract_verify_tls: bool = True
     #: seconds allowed for one Fineract call on the USSD hop path
     fineract_timeout: float = 2.5
+    #: seconds one hop may spend calling Mifos X in all (gateways give up on a USSD hop after a few seconds)
+    hop_budget_seconds: float = 3.0
     #: seconds a USSD session lives in Redis after its last hop (carrier sessions last ~180 s)
     ussd_session_ttl: int = 200
     #: seconds of silence after which an SMS dialog expires

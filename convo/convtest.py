@@ -16,7 +16,8 @@
 Each step goes over HTTP exactly as Africa's Talking sends it (cumulative
 ``text``) to the app under test. ``expect_not`` lists texts that must not
 appear. ``convo test`` and the pytest suite run these files. ``pin: "2468"`` on a
-test gives its phone that PIN before the first step.
+test gives its phone that PIN before the first step; ``language: sw`` the
+language it chose earlier (default: none, the country's language).
 """
 from __future__ import annotations
 
@@ -122,11 +123,16 @@ def run_test(post: Callable[[str, dict], tuple[int, str]], file: str, test: dict
 
 
 def pin_seeder(services) -> Callable[[dict], None]:
-    """``setup`` for :func:`run_test`: a test with ``pin: "2468"`` starts with that PIN set (and no lock)."""
+    """``setup`` for :func:`run_test`: each test's phone starts in its own language (or
+    ``language: sw``) with nothing remembered from earlier tests; ``pin: "2468"`` sets that
+    PIN (and no lock), ``pin: ""`` clears it."""
     from convo.security import PinHasher
-    from convo.subscribers import reset, set_pin
+    from convo.subscribers import reset, set_language, set_pin
 
     def setup(test: dict) -> None:
+        phone = str(test["phone"])
+        set_language(services.db, phone, str(test.get("language", "")))
+        services.cache.drop(f"convo:lang:{phone}")
         if "pin" not in test:
             return
         if test["pin"]:

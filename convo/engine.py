@@ -22,6 +22,7 @@ from jinja2 import TemplateError as JinjaError
 
 from convo import render, security
 from convo.actions import Context
+from convo.budget import hop_budget
 from convo.compiler import NAV_BACK, NAV_MORE, CompiledFlow, FlowSet
 from convo.flowspec import State
 from convo.session import SessionBusy
@@ -118,7 +119,8 @@ class Engine:
             return Reply(self._common(lib.current, "common.error", self.settings.default_language), True)
         saved = False
         try:
-            reply, data = self._hop(msg, data)
+            with hop_budget(self.settings.hop_budget_seconds):
+                reply, data = self._hop(msg, data)
             if data is not None:
                 saved = store.save(sid, token, data, self._ttl(msg))
                 if not saved:

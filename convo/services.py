@@ -42,7 +42,34 @@ class Services:
         return Engine(self)
 
     def language_for(self, phone: str) -> str:
+        """The caller's language: chosen earlier (subscribers), else their country's, else the default."""
+        key = f"convo:lang:{phone}"
+        lang = self.cache.get(key)
+        if lang is None:
+            from convo.subscribers import language_of
+
+            try:
+                lang = language_of(self.db, phone) or ""
+            except Exception:  # noqa: BLE001 - no database yet (demo before migration): use defaults
+                lang = ""
+            self.cache.put(key, lang, 3600)
+        if lang:
+            return lang
+        for prefix, code in self._country_languages:
+            if phone.startswith(prefix):
+                return code
         return self.settings.default_language
+
+    def remember_language(self, phone: str, lang: str) -> None:
+        from convo.subscribers import set_language
+
+        set_language(self.db, phone, lang)
+        self.cache.put(f"convo:lang:{phone}", lang, 3600)
+
+    @cached_property
+    def _country_languages(self) -> list[tuple[str, str]]:
+        pairs = [p.split(":") for p in self.settings.country_languages.split(",") if ":" in p]
+        return sorted((("+" + cc.strip(), lang.strip()) for cc, lang in pairs), key=lambda x: -len(x[0]))
 
 
 def build_services(settings: Settings | None = None) -> Services:

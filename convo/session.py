@@ -36,18 +36,21 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0
 """
 
-_fake_server = None
+_fake_servers: dict = {}
 
 
 def make_redis(url: str) -> redis_lib.Redis:
-    """``memory://`` gives an in-process fakeredis shared by the whole process; else a real client."""
-    global _fake_server
+    """An in-process fakeredis for ``memory://`` (a new, empty one each time) or ``memory://NAME``
+    (one per NAME in the process, for threads that share it); else a real client."""
     if url.startswith("memory://"):
         import fakeredis
 
-        if _fake_server is None:
-            _fake_server = fakeredis.FakeServer()
-        return fakeredis.FakeRedis(server=_fake_server)
+        name = url[len("memory://"):].strip("/")
+        if not name:
+            return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        if name not in _fake_servers:
+            _fake_servers[name] = fakeredis.FakeServer()
+        return fakeredis.FakeRedis(server=_fake_servers[name])
     return redis_lib.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
                                     health_check_interval=30)
 

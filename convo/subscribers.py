@@ -196,3 +196,16 @@ def audit_many(db: Engine, events: Iterable[dict]) -> None:
                 r["client_id"] = None
     with db.begin() as c:
         c.execute(audit_log.insert(), rows)
+
+
+def language_of(db: Engine, phone: str) -> str | None:
+    """The language the subscriber chose (Language menu), or None."""
+    with db.connect() as c:
+        return c.execute(sa.select(subs.c.language).where(subs.c.phone == phone)).scalar()
+
+
+def set_language(db: Engine, phone: str, language: str, now: dt.datetime | None = None) -> None:
+    """Remember the subscriber's language for every later dialog and notification."""
+    now = now or utcnow()
+    with db.begin() as c:
+        _upsert(c, phone, {"language": language}, now)

@@ -82,11 +82,18 @@ def test_swahili_and_french(gateway):
     assert phone.answer("2").startswith("CON Karibu Grace. Chagua:\n1. Salio")
     assert phone.answer("1") == "CON Weka PIN yako:"
     assert "Salio: KES 8,637.50" in phone.answer(PINS[GRACE])
-    phone.dial()
+    assert phone.dial().startswith("CON Karibu Grace")      # her choice is remembered for the next call
     phone.answer(language)
     phone.answer("3")
     phone.answer("1")
     assert "Solde : " in phone.answer(PINS[GRACE])
+    phone.dial()
+    phone.answer(language)
+    assert phone.answer("1").startswith("CON Welcome Grace")  # back to English for the other tests
+
+
+def test_a_tanzanian_caller_is_answered_in_swahili_until_she_chooses(gateway):
+    assert Phone(gateway, "+255750000118").dial().startswith("CON Karibu Baraka")
 
 
 def test_unknown_phone_gets_a_polite_end(gateway):
@@ -133,7 +140,7 @@ def test_concurrent_callbacks_for_one_session_advance_it_once(stack):
     with cf.ThreadPoolExecutor(8) as pool:
         screens = list(pool.map(lambda _: phone.repeat(), range(8)))
     assert set(screens) == {"CON Choose your language:\n1. English\n2. Kiswahili\n3. Francais"}
-    assert phone.answer("2").startswith("CON Karibu")
+    assert phone.answer("1").startswith("CON Welcome Grace")
 
 
 def test_shortcut_dial_carries_the_choices(gateway):

@@ -6,7 +6,7 @@ from convo.actions import Context, action
 
 @action("set_language", outcomes=("ok",))
 def set_language(ctx: Context, lang: str) -> str:
-    """Switch the conversation (and its later texts) to another language.
+    """Switch the conversation to another language, and remember it for the caller's later dialogs and SMS.
 
     ```yaml
     to_swahili:
@@ -18,6 +18,7 @@ def set_language(ctx: Context, lang: str) -> str:
     langs = ctx.services.flows.current.languages
     if lang in langs:
         ctx.lang = lang
+        ctx.services.remember_language(ctx.phone, lang)
     return "ok"
 
 

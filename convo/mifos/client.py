@@ -46,13 +46,15 @@ import requests
 from prometheus_client import Counter, Gauge, Histogram
 from requests.adapters import HTTPAdapter
 
-from convo import phone
+from convo import budget, phone
 from convo.mifos.breaker import STATE_VALUES, CircuitBreaker, CircuitOpen
 
 log = logging.getLogger(__name__)
 
 ZERO = Decimal("0")
 #: share of ``timeout`` the whole call (retry included) may use
+#: a GET is not started with less than this left of the hop's budget (convo.budget)
+MIN_CALL_SECONDS = 0.1
 BUDGET_FACTOR = 1.2
 #: client statuses a caller is never matched to
 _DEAD_CLIENT_STATUSES = {"closed", "rejected", "withdraw", "withdrawn"}
@@ -888,6 +890,10 @@ class MifosClient:
               headers: dict | None = None, timeout: float | None = None) -> tuple[Any, Any]:
         """One call through the breaker, with metrics: ``(json, response headers)``."""
         endpoint = endpoint_template(path)
+        left = budget.remaining() if method == "GET" else None
+        if left is not None and left < MIN_CALL_SECONDS:
+            ERRORS.labels(endpoint, "budget").inc()
+            raise MifosUnavailable("the hop's time budget is spent; not calling Mifos X", code="budget")
         try:
             self.breaker.acquire()
         except CircuitOpen:
@@ -924,6 +930,9 @@ class MifosClient:
     def _send_get(self, path: str, params: dict | None) -> requests.Response:
         url = self.base_url + path
         deadline = time.monotonic() + self.timeout * BUDGET_FACTOR
+        left = budget.remaining()
+        if left is not None:
+            deadline = min(deadline, time.monotonic() + left)
         for attempt in (1, 2):
             remaining = min(self.timeout, deadline - time.monotonic())
             try:
