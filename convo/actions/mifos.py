@@ -98,6 +98,14 @@ def identify_caller(ctx: Context) -> str:
     return "found"
 
 
+def client_accounts(ctx: Context) -> list[dict]:
+    """The identified client's active accounts (cached; raises _Unavailable)."""
+    s = ctx.services
+    cid = ctx.vars["client"]["id"]
+    return _fetch(ctx, f"convo:accounts:{cid}", lambda: [_slim_account(a) for a in s.mifos.client_accounts(cid)],
+                  s.settings.client_cache_ttl)
+
+
 @action("load_accounts", outcomes=("none", "one", "many", "unavailable"))
 def load_accounts(ctx: Context, kind: str) -> str:
     """List the caller's active accounts of one kind (``savings``, ``loan``, or ``any``).
@@ -112,12 +120,8 @@ def load_accounts(ctx: Context, kind: str) -> str:
       on: {none: no_savings, one: show_balance, many: pick_savings, unavailable: mifos_down}
     ```
     """
-    s = ctx.services
-    cid = ctx.vars["client"]["id"]
     try:
-        accounts = _fetch(ctx, f"convo:accounts:{cid}",
-                          lambda: [_slim_account(a) for a in s.mifos.client_accounts(cid)],
-                          s.settings.client_cache_ttl)
+        accounts = client_accounts(ctx)
     except _Unavailable:
         return "unavailable"
     mine = [a for a in accounts if kind == "any" or a["kind"] == kind]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from convo.actions import Context, action
-from convo.actions.mifos import _fetch, _Unavailable
+from convo.actions.mifos import _Unavailable, client_accounts
 
 
 @action("repay_sources", outcomes=("one", "many", "none", "unavailable"))
@@ -22,18 +22,12 @@ def repay_sources(ctx: Context) -> str:
     ```yaml
     sources:
       do: repay_sources
-      on: {one: source_balance, many: choose_source, none: no_savings, unavailable: mifos_down}
+      on: {one: figures, many: choose_source, none: no_savings, unavailable: mifos_down}
     ```
     """
-    s = ctx.services
     ctx.vars["loan"] = ctx.vars["account"]
-    cid = ctx.vars["client"]["id"]
-    from convo.actions.mifos import _slim_account
-
     try:
-        accounts = _fetch(ctx, f"convo:accounts:{cid}",
-                          lambda: [_slim_account(a) for a in s.mifos.client_accounts(cid)],
-                          s.settings.client_cache_ttl)
+        accounts = client_accounts(ctx)
     except _Unavailable:
         return "unavailable"
     loan_cur = ctx.vars["loan"]["currency"]["code"]
