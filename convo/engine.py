@@ -210,16 +210,10 @@ class Engine:
         return (fs.common.get(key) or fs.common[fallback]).render(lang, {"lang": lang})
 
     def _audit(self, ctx: Context, conv: Conversation) -> None:
-        """Write the hop's audit rows (who asked for which data) in one statement; never fails the hop."""
-        from convo.subscribers import audit_many
-
+        """Queue the hop's audit rows (who asked for which data); written in batches off the hop path."""
         cid = (conv.vars.get("client") or {}).get("id")
-        rows = [{"actor": "client", "channel": ctx.channel, "phone": ctx.phone, "client_id": cid, **e}
-                for e in ctx.events]
-        try:
-            audit_many(self.services.db, rows)
-        except Exception as e:  # noqa: BLE001 - logged; the caller still gets the answer
-            log.error("audit log write failed (%d rows): %s", len(rows), type(e).__name__)
+        self.services.audit.add([{"actor": "client", "channel": ctx.channel, "phone": ctx.phone, "client_id": cid,
+                                  **e} for e in ctx.events])
 
     def _new(self, fs: FlowSet, flow: str, phone: str, lang: str | None) -> Conversation:
         return Conversation(flow, fs.flows[flow].spec.start, {"phone": phone},

@@ -36,6 +36,13 @@ class Services:
         return make_engine(self.settings.database_url)
 
     @cached_property
+    def audit(self):
+        """Data-access audit rows, batched off the hop path (convo.audit)."""
+        from convo.audit import AuditWriter
+
+        return AuditWriter(self.db)
+
+    @cached_property
     def engine(self):
         from convo.engine import Engine
 

@@ -37,6 +37,7 @@ def menu_number(screen: str, label: str) -> str:
 
 
 def audit_rows(services, **where) -> list:
+    services.audit.flush()                      # data-access rows are written in batches off the hop path
     with sa.orm.Session(services.db) as s:
         q = sa.select(AuditEvent).order_by(AuditEvent.id)
         for k, v in where.items():
