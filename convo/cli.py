@@ -169,12 +169,13 @@ def fake_at(host: str, port: int, delivery_url: str | None) -> None:
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="processes (granian)")
-def serve(host: str, port: int, workers: int) -> None:
+@click.option("--threads", default=2, show_default=True, help="blocking threads per process (measured best p99)")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the gateway (granian, the WSGI server chosen by benchmark)."""
     from granian import Granian
 
     Granian("convo.web:create_app", factory=True, interface="wsgi", address=host, port=port,
-            workers=workers).serve()
+            workers=workers, blocking_threads=threads).serve()
 
 
 @main.command("fineract-sim")
