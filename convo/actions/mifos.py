@@ -124,12 +124,16 @@ def load_accounts(ctx: Context, kind: str) -> str:
         accounts = client_accounts(ctx)
     except _Unavailable:
         return "unavailable"
-    mine = [a for a in accounts if kind == "any" or a["kind"] == kind]
-    ctx.vars["accounts"] = mine
-    if not mine:
+    return offer(ctx, [a for a in accounts if kind == "any" or a["kind"] == kind], "accounts", "account")
+
+
+def offer(ctx: Context, items: list, list_var: str, one_var: str) -> str:
+    """Keep ``items`` as ``list_var`` (and the only one as ``one_var``): outcome none, one or many."""
+    ctx.vars[list_var] = items
+    if not items:
         return "none"
-    if len(mine) == 1:
-        ctx.vars["account"] = mine[0]
+    if len(items) == 1:
+        ctx.vars[one_var] = items[0]
         return "one"
     return "many"
 

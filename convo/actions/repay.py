@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from convo.actions import Context, action
-from convo.actions.mifos import _Unavailable, client_accounts
+from convo.actions.mifos import _Unavailable, client_accounts, offer
 
 
 @action("repay_sources", outcomes=("one", "many", "none", "unavailable"))
@@ -31,14 +31,8 @@ def repay_sources(ctx: Context) -> str:
     except _Unavailable:
         return "unavailable"
     loan_cur = ctx.vars["loan"]["currency"]["code"]
-    sources = [a for a in accounts if a["kind"] == "savings" and a["currency"]["code"] == loan_cur]
-    ctx.vars["sources"] = sources
-    if not sources:
-        return "none"
-    if len(sources) == 1:
-        ctx.vars["source"] = sources[0]
-        return "one"
-    return "many"
+    return offer(ctx, [a for a in accounts if a["kind"] == "savings" and a["currency"]["code"] == loan_cur],
+                 "sources", "source")
 
 
 @action("repay_figures", outcomes=("ok", "nothing_due", "unavailable"))
