@@ -15,7 +15,7 @@ from convo.mifos import seed
 from convo.mifos.client import loan_due_from_loan
 from convo.mifos.sim import API, create_sim_app
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fineract-samples"
+from tests.samples import SAMPLES
 TODAY = date(2024, 4, 20)
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"mifos:password").decode(),
         "Fineract-Platform-TenantId": "default"}
@@ -27,7 +27,7 @@ ALLOWED_EXTRA = {"inMultiplesOf", "closedOnDate", "groups"}
 
 def sample(name):
     if not SAMPLES.is_dir():
-        pytest.fail(f"Fineract samples missing: expected them at {SAMPLES} (../shared next to the repo)")
+        pytest.fail(f"Fineract samples missing: expected them at {SAMPLES} (tests/fineract_samples, or CONVO_FINERACT_SAMPLES)")
     return json.loads((SAMPLES / name).read_text(), parse_float=Decimal)
 
 

@@ -29,7 +29,7 @@ from convo.mifos.client import (
     parse_date,
 )
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fineract-samples"
+from tests.samples import SAMPLES
 BASE = "https://mifos.example:8443/fineract-provider/api/v1"
 TODAY = date(2024, 4, 20)  # the samples' business date
 
@@ -59,7 +59,7 @@ OTHER_SAMPLES = {
 
 def sample(name: str):
     if not SAMPLES.is_dir():
-        pytest.fail(f"Fineract samples missing: expected them at {SAMPLES} (../shared next to the repo)")
+        pytest.fail(f"Fineract samples missing: expected them at {SAMPLES} (tests/fineract_samples, or CONVO_FINERACT_SAMPLES)")
     return json.loads((SAMPLES / name).read_text(), parse_float=Decimal)
 
 
@@ -101,7 +101,7 @@ def test_every_sample_is_accounted_for():
     names = {p.name for p in sample_dir_files()}
     known = CLIENT_SAMPLES | set(ERROR_SAMPLES) | OTHER_SAMPLES
     assert names - known == set(), "new sample: decide what the client must do with it"
-    assert known - names == set(), "sample missing from the shared directory"
+    assert known - names == set(), "sample missing from tests/fineract_samples"
 
 
 def sample_dir_files():

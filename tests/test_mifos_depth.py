@@ -37,7 +37,7 @@ from convo.mifos.client import (
     reset_breakers,
 )
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fineract-samples"
+from tests.samples import SAMPLES
 TODAY = date(2024, 4, 20)  # a Saturday; the samples' business date
 MONTH_END = date(2024, 4, 29)  # a Monday, the last meeting days of April are behind or one day ahead
 GRACE, FAITH, PETER, MARY, BARAKA, FATOU, SAMUEL, KEVIN = 1, 5, 2, 3, 18, 27, 6, 15
