@@ -468,7 +468,8 @@ def profile_hop(env: dict, hops: int) -> None:
         r.set(f"bench:rt:{i}", b"x", ex=60)
     getset_us = (time.perf_counter() - t0) / hops * 1e6
 
-    from bench.bare_app import create_app as create_bare
+    sys.path.insert(0, str(BENCH))
+    from bare_app import create_app as create_bare
 
     bare = create_bare()
     bes = environs("bare")
