@@ -1,4 +1,8 @@
-"""Gateway callbacks: ``/gateways/<gateway>/...``. Parse, authenticate, hand to the engine."""
+"""Gateway callbacks: ``/gateways/<gateway>/...``. Parse and hand to the engine.
+
+Authentication (IP allow-list, ``?token=``) runs before every ``/gateways/`` request in
+:func:`convo.web._protect_callbacks`.
+"""
 from __future__ import annotations
 
 import json
@@ -10,7 +14,7 @@ from flask import Blueprint, request
 from convo import metrics
 from convo.engine import Inbound
 from convo.security import redact_ussd_text
-from convo.web import check_callback_token, plain, services
+from convo.web import plain, services
 from gateways import africastalking_inbound as at_in
 from gateways.base import BadCallback
 
@@ -19,11 +23,6 @@ bp = Blueprint("gateways", __name__, url_prefix="/gateways")
 _AT_USSD = {True: metrics.HOPS.labels("ussd", "africastalking", "end"),
             False: metrics.HOPS.labels("ussd", "africastalking", "continue")}
 _USSD_SECONDS = metrics.HOP_SECONDS.labels("ussd")
-
-
-@bp.before_request
-def _authenticate():
-    return check_callback_token()
 
 
 @bp.errorhandler(BadCallback)
