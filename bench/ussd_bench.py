@@ -511,7 +511,7 @@ def phase_breakdown(app, call, environs: list) -> None:
 
     targets = [
         ("flask view at_ussd_session", None, None),
-        ("gateways.africastalking_inbound", "parse_ussd", None),
+        ("gateways.africastalking", "parse_ussd", None),
         ("convo.phone", "normalize", None),
         ("convo.compiler", "FlowLibrary", "maybe_reload"),
         ("convo.session", "SessionStore", "acquire"),

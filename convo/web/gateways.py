@@ -15,7 +15,7 @@ from convo import metrics
 from convo.engine import Inbound
 from convo.security import redact_ussd_text
 from convo.web import plain, services
-from gateways import africastalking_inbound as at_in
+from gateways import africastalking as at_in
 from gateways.base import BadCallback
 
 log = logging.getLogger(__name__)
