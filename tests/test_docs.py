@@ -33,3 +33,25 @@ def test_flows_md_lists_every_action_with_its_outcomes():
         for p in a.params:
             assert f"`{p}`" in section, f"parameter {p} of {name} undocumented"
         assert "```yaml" in a.doc, f"action {name} needs a YAML example in its docstring"
+
+
+def test_the_conversation_test_example_in_flows_md_passes():
+    import yaml
+
+    from convo.cli import sim_settings, start_simulator
+    from convo.convtest import flask_poster, prepare_app, run_test
+    from convo.web import create_app
+
+    example = yaml.safe_load(re.search(r"```yaml convtest\n(.*?)```", DOC, re.S).group(1))
+    sim = start_simulator()
+    try:
+        import tempfile
+
+        tmp = tempfile.mkdtemp()
+        app = create_app(sim_settings(sim.url, redis_url="memory://", database_url=f"sqlite:///{tmp}/docs.db"))
+        setup = prepare_app(app)
+        for test in example:
+            result = run_test(flask_poster(app.test_client()), "flows.md", test, setup=setup)
+            assert result.failure is None, str(result.failure)
+    finally:
+        sim.stop()
