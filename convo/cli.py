@@ -92,7 +92,9 @@ def demo(host: str, port: int, sim_port: int) -> None:
 @main.command()
 @click.option("--once", is_flag=True, help="dispatch what is due now, then exit")
 def worker(once: bool) -> None:
-    """Send queued SMS from the outbox (run as many as you like against PostgreSQL)."""
+    """Send queued SMS, make repayments from savings, run reminders on CONVO_REMIND_CRON.
+
+    Run as many as you like against PostgreSQL (one with SQLite)."""
     from convo.worker import run_worker
 
     settings = _settings()

@@ -24,7 +24,8 @@ def _bool(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    #: ``memory://`` = in-process fakeredis (demo); ``redis://host:6379/0`` = a real server
+    #: ``memory://`` = a private in-process fakeredis, ``memory://NAME`` one shared by name (demo);
+    #: ``redis://host:6379/0`` = a real server
     redis_url: str = "memory://"
     #: SQLAlchemy URL of the outbox / subscribers / audit database
     database_url: str = f"sqlite:///{REPO_ROOT / 'convo.db'}"

@@ -27,7 +27,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from convo.db import Base, UTCDateTime, make_engine, utcnow
+from convo.db import Base, UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,8 @@ class TransferRunner:
             return
         if self._finish(row, "done", resource_id=result.resource_id):
             self._sms(row, "repay.done", reference=result.resource_id)
-            for key in (f"convo:savings:{row.savings_id}", ):
-                self.services.cache.drop(key)
+            for key in (f"convo:savings:{row.savings_id}", f"convo:loan:{row.loan_id}:{dt.date.today().isoformat()}"):
+                self.services.cache.drop(key)             # the next BAL/DUE shows the new figures
             log.info("transfer %s done (resource %s%s)", row.id, result.resource_id,
                      ", served from Fineract's cache" if result.served_from_cache else "")
 
@@ -198,6 +198,5 @@ def start_transfer_thread(settings, stop: threading.Event | None = None) -> thre
 
     stop = stop or threading.Event()
     services = build_services(settings)
-    services.__dict__["db"] = make_engine(settings.database_url)
     threading.Thread(target=run_transfers, args=(services, stop), daemon=True, name="transfers").start()
     return stop
