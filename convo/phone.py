@@ -23,7 +23,7 @@ import re
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
 
-__all__ = ["InvalidPhone", "normalize", "stored_formats"]
+__all__ = ["InvalidPhone", "normalize", "read_stored", "stored_formats"]
 
 _SEPARATORS = re.compile(r"[\s\-./()\u00a0]")
 _POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
@@ -97,6 +97,23 @@ def stored_formats(e164: str) -> list[str]:
     trunk = (metadata.national_prefix or "") if metadata else ""
     forms = [canonical, canonical[1:], trunk + nsn, nsn]
     return list(dict.fromkeys(forms))
+
+
+def read_stored(stored: str | None, region: str) -> str | None:
+    """A number as typed into Mifos X, in E.164, or None when it is not a usable number.
+
+    ``region`` is the country of the *client* (their office's region), never
+    the caller's: ``771000127`` stored for a client of a Dakar office is
+    ``+221771000127``, so it never matches the Kenyan caller +254771000127.
+    A caller is a client only when ``read_stored(mobileNo, client_region)``
+    equals the caller's own E.164 number.
+    """
+    if not stored:
+        return None
+    try:
+        return normalize(stored, region)
+    except InvalidPhone:
+        return None
 
 
 def _readings(text: str, region: str) -> list[str]:

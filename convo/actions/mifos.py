@@ -16,12 +16,8 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from convo.actions import Context, action
-from convo.services import client_key
 
 log = logging.getLogger(__name__)
-
-_NOBODY = {"id": None}
-
 
 class _Unavailable(Exception):
     pass
@@ -64,38 +60,87 @@ def _slim_account(a) -> dict:
             "currency": {"code": c.code, "decimal_places": c.decimal_places, "in_multiples_of": c.in_multiples_of}}
 
 
-@action("identify_caller", outcomes=("found", "unknown", "unavailable"))
+def clients_key(phone: str) -> str:
+    """Cache key of the phone -> clients mapping (a list: a phone may belong to several clients)."""
+    return f"convo:clients:{phone}"
+
+
+def _choice_labels(clients: list[dict]) -> None:
+    """``label`` of each client on the "who is calling" menu: the first name, with the last
+    name's initial where two share a first name. Names only: never an id or a figure."""
+    firsts = [c["first_name"] for c in clients]
+    for c in clients:
+        words = c["name"].split()
+        c["label"] = c["first_name"] if firsts.count(c["first_name"]) == 1 or len(words) < 2 \
+            else f"{c['first_name']} {words[-1][0]}."
+
+
+@action("identify_caller", outcomes=("found", "many", "unknown", "unavailable"))
 def identify_caller(ctx: Context) -> str:
     """Find the caller in Mifos X by phone number (all the formats MFIs store).
 
-    Sets ``client`` (``id``, ``name``, ``first_name``, ``office_id``). Unknown numbers are remembered briefly too.
+    A client counts only when the number stored in Mifos X, read in the
+    client's own country (the office's ``region`` in ``flows/notify.yaml``,
+    else ``CONVO_DEFAULT_REGION``), is the caller's E.164 number. Active
+    clients win over pending ones. One client: sets ``client`` (``id``,
+    ``name``, ``first_name``, ``office_id``), outcome ``found``. Several (a
+    family's shared phone): sets ``clients`` (each also with a ``label``, the
+    first name) for the caller to choose from, outcome ``many``; nobody is
+    picked for them. Unknown numbers are remembered briefly too.
 
     ```yaml
-    identify:
+    lookup:
       do: identify_caller
-      on: {found: menu, unknown: unknown_caller, unavailable: mifos_down}
+      on: {found: found, many: choose, unknown: unknown_caller, unavailable: mifos_down}
     ```
     """
     if ctx.vars.get("client"):
         return "found"                              # already identified earlier in this dialog
     s = ctx.services
-    key = client_key(ctx.phone)
 
     def load() -> dict:
-        ref = s.mifos.find_client_by_phone(ctx.phone)
-        if ref is None:
-            return _NOBODY
-        return {"id": ref.id, "name": ref.display_name, "first_name": ref.display_name.split()[0],
-                "office_id": ref.office_id}
+        from convo import notify
+
+        offices = notify.config_for(s)
+        refs = s.mifos.clients_by_phone(ctx.phone, lambda oid: offices.region(oid, s.settings.default_region))
+        live = [r for r in refs if r.active] or refs
+        return {"clients": [{"id": r.id, "name": r.display_name, "first_name": (r.display_name.split() or [""])[0],
+                             "office_id": r.office_id} for r in live]}
 
     try:
-        hit = _fetch(ctx, key, load, s.settings.client_cache_ttl)
+        hit = _fetch(ctx, clients_key(ctx.phone), load, s.settings.client_cache_ttl)
     except _Unavailable:
         return "unavailable"
-    if hit.get("id") is None:
+    clients = [dict(c) for c in hit.get("clients") or []]
+    if not clients:
         return "unknown"
-    ctx.vars["client"] = {k: v for k, v in hit.items() if k != "as_of"}
-    return "found"
+    if len(clients) == 1:
+        ctx.vars["client"] = clients[0]
+        return "found"
+    _choice_labels(clients)
+    ctx.vars["clients"] = clients
+    return "many"
+
+
+@action("take_client", outcomes=("ok", "refused"))
+def take_client(ctx: Context) -> str:
+    """The caller chose ``picked`` from ``clients`` (the "who is calling" menu): it becomes ``client``.
+
+    Refuses anything that is not one of the offered clients; the offer is
+    dropped either way, so ``client`` is all the rest of the dialog sees.
+
+    ```yaml
+    chosen:
+      do: take_client
+      on: {ok: found, refused: unknown_caller}
+    ```
+    """
+    picked = ctx.vars.pop("picked", None)
+    offered = {c["id"]: c for c in ctx.vars.pop("clients", None) or []}
+    if not isinstance(picked, dict) or picked.get("id") not in offered:
+        return "refused"
+    ctx.vars["client"] = {k: v for k, v in offered[picked["id"]].items() if k != "label"}
+    return "ok"
 
 
 def client_accounts(ctx: Context) -> list[dict]:

@@ -749,6 +749,42 @@ class MifosClient:
             fallback = fallback or (candidates[0] if candidates else None)
         return fallback
 
+    # ---- who is calling, every client of one phone (issue 9 items 1-2; convo.actions.mifos.identify_caller)
+    def clients_by_phone(self, e164: str, region_of) -> list[ClientRef]:
+        """Every live client (not closed, rejected or withdrawn) whose stored mobile number is ``e164``.
+
+        One exact search per spelling of :func:`convo.phone.stored_formats`, run
+        side by side (one round trip of the hop's budget, not four). Fineract's
+        ``m_client.mobile_no`` is UNIQUE (``0001_initial_schema.xml``), so clients
+        sharing a phone are stored in different spellings: every spelling is
+        searched, never just the first that answers. A row counts only when its
+        ``entityMobileNo`` read in the client's own region (``region_of(office_id)``)
+        is ``e164``: ``771000127`` at a Dakar office is +221…, never +254….
+        Ordered by client id. Any failed search raises: a partial answer could
+        hide the second client of a shared phone.
+        """
+        import contextvars
+        from concurrent.futures import ThreadPoolExecutor
+
+        forms = phone.stored_formats(e164)
+
+        def search(form: str):
+            return self.get("/search", {"query": form, "resource": "clients", "exactMatch": "true"}) or []
+
+        with ThreadPoolExecutor(max_workers=len(forms), thread_name_prefix="convo-search") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, search, f) for f in forms]
+            answers = [f.result() for f in futures]
+        found: dict[int, ClientRef] = {}
+        for row in (r for rows in answers for r in rows):
+            if row.get("entityType", "CLIENT") != "CLIENT":
+                continue
+            ref = client_ref_from_search_row(row)
+            if ref.status in _DEAD_CLIENT_STATUSES or ref.id in found:
+                continue
+            if phone.read_stored(ref.mobile_no, region_of(ref.office_id)) == e164:
+                found[ref.id] = ref
+        return [found[k] for k in sorted(found)]
+
     def client_accounts(self, client_id: int) -> list[Account]:
         """Active savings and loan accounts (pending, closed, shares left out)."""
         return accounts_from_overview(self.get(f"/clients/{int(client_id)}/accounts") or {})

@@ -1,4 +1,4 @@
-"""The simulator's data set: 36 clients in Kenya, Tanzania, Senegal and Côte d'Ivoire.
+"""The simulator's data set: 40 clients in Kenya, Tanzania, Senegal and Côte d'Ivoire.
 
 :func:`build` returns plain dicts already in Fineract's GET shapes (Python
 ``date`` and ``Decimal`` values; the simulator writes dates as ``[y, m, d]``
@@ -181,6 +181,15 @@ _CLIENTS = [
     (35, "Mariam", "", "Konaté", 7, "2250701000135", "active", [("sav", "TO", "XOF", "5000", "pending")]),
     (36, "Grace", "Achieng", "Owino", 2, "+254700000136", "active",
      [("sav", "VS", "KES", "2800", "active"), ("loan", "EMG", "KES", "4000", 3, "arrears", "active")]),
+    # One family phone, +254700000150. Fineract keeps m_client.mobile_no UNIQUE, so staff typed it in
+    # two spellings; Fineract's search answers the newest client first. The caller chooses who they are.
+    (37, "Achieng", "Akinyi", "Otieno", 2, "+254700000150", "active",
+     [("sav", "VS", "KES", "3400", "active"), ("loan", "EMG", "KES", "5000", 3, "ontime", "active")]),
+    (38, "Baraka", "Ouma", "Otieno", 2, "0700000150", "active",
+     [("sav", "AK", "KES", "12750", "active"), ("loan", "BF6", "KES", "20000", 6, "arrears", "active")]),
+    (39, "Otieno", "", "Were", 2, "254700000150", "closed", []),      # left the MFI: never offered
+    # A Kenyan whose national digits are those of Fatou Bintou Sow (Dakar, stored "771000127")
+    (40, "Wairimu", "Njeri", "Kamau", 3, "0771000127", "active", [("sav", "VS", "KES", "640", "active")]),
 ]
 
 #: ids the tests and the demo rely on
@@ -192,6 +201,13 @@ CLOSED_CLIENT_PHONE = "+254700000108"
 #: exact search compares the stored text, so no spelling of his number finds him
 #: (a data-quality case the MFI must fix in Mifos X; the caller is "unknown").
 SPACED_PHONE = "+254700000104"
+#: Achieng (37) and Baraka (38) Otieno share one phone; closed client 39 had it too
+SHARED_PHONE = "+254700000150"
+SHARED_PHONE_CLIENTS = (37, 38)
+#: stored without a country code in another country's office: Fatou (27, Dakar, "771000127") and
+#: Rehema (19, Dar es Salaam, "0710000119"); the Kenyan numbers with the same digits are not theirs
+#: (+254771000127 is Wairimu's, client 40; +254710000119 is nobody's)
+FOREIGN_DIGITS = {"+254771000127": 40, "+254710000119": None}
 
 DEMO_PHONES: list[tuple[str, str]] = [
     ("+254700000101", "Grace Wanjiru Kamau (KES): savings 8,637.50 (7,637.50 available), loan 29 five days in arrears"),
@@ -209,6 +225,8 @@ DEMO_PHONES: list[tuple[str, str]] = [
     ("+221771000126", "Mamadou Lamine Ndiaye (XOF): savings, loan due in 3 days"),
     ("+221771000127", "Fatou Bintou Sow (XOF): tontine savings, loan in arrears, stored without country code"),
     ("+2250701000130", "Kouassi Yao Konan (XOF): new loan, savings"),
+    ("+254700000150", "Achieng and Baraka Otieno (KES) share this phone: the caller chooses who they are"),
+    ("+254771000127", "Wairimu Njeri Kamau (KES): savings; her national digits are a Dakar client's"),
 ]
 
 

@@ -252,8 +252,10 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
         exact = request.args.get("exactMatch", "false").lower() == "true"
         if not query or "clients" not in resources:
             return _reply([])
-        rows = [search_row(c) for c in data()["clients"].values() if _matches(c, query, exact)]
-        return _reply(rows)
+        # SearchReadPlatformServiceImpl.searchSchema: "order by c.id desc", then "limit 50"
+        clients = sorted(data()["clients"].values(), key=lambda c: c["id"], reverse=True)
+        rows = [search_row(c) for c in clients if _matches(c, query, exact)]
+        return _reply(rows[:50])
 
     @app.get(API + "/clients/<int:client_id>")
     def client(client_id: int):
