@@ -32,6 +32,29 @@ def sim_settings(sim_url: str, **overrides) -> Settings:
     return base.replace(**values)
 
 
+#: blocking threads per granian worker. A hop waiting on a slow Mifos X holds its thread for up to the
+#: hop budget, so callers dialling at once need that many threads or they queue (bench/README.md,
+#: "Mifos X slow"); threads that wait cost no CPU.
+SERVE_THREADS = 2
+
+
+def require_schema(settings: Settings) -> None:
+    """Refuse to start (exit 1, "run `convo db upgrade`") when the database is not at the schema this
+    code needs. A database that cannot be reached yet is only a warning: ``/healthz`` reports it."""
+    from convo.db import SchemaBehind, check_schema, make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema(engine)
+    except SchemaBehind as e:
+        raise click.ClickException(f"not starting: {e}") from None
+    except Exception as e:  # noqa: BLE001 - not reachable now; the service starts and /healthz says so
+        click.echo(f"warning: cannot check the database schema now ({type(e).__name__}); "
+                   "/healthz reports the database until it answers", err=True)
+    finally:
+        engine.dispose()
+
+
 @click.group()
 def main() -> None:
     """mifos-convo: SMS and USSD banking for Mifos X."""
@@ -98,6 +121,7 @@ def worker(once: bool) -> None:
     from convo.worker import run_worker
 
     settings = _settings()
+    require_schema(settings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not once:  # reminders on CONVO_REMIND_CRON, pending Fineract hooks retried (convo/reminders.py)
         import threading
@@ -170,12 +194,16 @@ def fake_at(host: str, port: int, delivery_url: str | None) -> None:
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=8000, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="processes (granian)")
-@click.option("--threads", default=2, show_default=True, help="blocking threads per process (measured best p99)")
+@click.option("--workers", default=2, show_default=True, envvar="GRANIAN_WORKERS", help="processes (granian)")
+@click.option("--threads", default=SERVE_THREADS, show_default=True, envvar="GRANIAN_BLOCKING_THREADS",
+              help="threads per process running requests; most of them wait on Mifos X (bench/README.md)")
 def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve the gateway (granian, the WSGI server chosen by benchmark)."""
+    """Serve the gateway (granian, the WSGI server chosen by benchmark).
+
+    Refuses to start when the database schema is behind the code (run `convo db upgrade`)."""
     from granian import Granian
 
+    require_schema(_settings())
     Granian("convo.web:create_app", factory=True, interface="wsgi", address=host, port=port,
             workers=workers, blocking_threads=threads).serve()
 

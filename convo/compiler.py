@@ -141,7 +141,7 @@ class FlowSet:
 # texts every flow set must define (used by the engine itself)
 COMMON_KEYS = ("common.more", "common.back", "common.invalid_choice", "common.invalid_input",
                "common.expired", "common.error")
-OPTIONAL_COMMON_KEYS = ("sms.reply_number", "security.rate_limited",)
+OPTIONAL_COMMON_KEYS = ("sms.reply_number", "security.rate_limited", "common.unavailable")
 
 
 def _digest(directory: Path) -> tuple[str, dict[str, float], list[Path]]:

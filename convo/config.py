@@ -27,6 +27,9 @@ class Settings:
     #: ``memory://`` = a private in-process fakeredis, ``memory://NAME`` one shared by name (demo);
     #: ``redis://host:6379/0`` = a real server
     redis_url: str = "memory://"
+    #: seconds one Redis call may take (connect, or wait for an answer) before the hop gives up and
+    #: answers "service unavailable"; well inside the hop budget, never retried on a timeout
+    redis_timeout: float = 0.5
     #: SQLAlchemy URL of the outbox / subscribers / audit database
     database_url: str = f"sqlite:///{REPO_ROOT / 'convo.db'}"
     flows_dir: str = str(REPO_ROOT / "flows")

@@ -16,6 +16,7 @@ naive UTC text (see :class:`UTCDateTime`) so comparisons stay correct.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -31,8 +32,12 @@ __all__ = [
     "OutboxMessage",
     "Subscriber",
     "UTCDateTime",
+    "SchemaBehind",
+    "check_schema",
+    "expected_heads",
     "make_engine",
     "make_session_factory",
+    "schema_revision",
     "upgrade",
     "utcnow",
 ]
@@ -258,6 +263,36 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
     finally:
         if isinstance(url_or_engine, str):
             engine.dispose()
+
+
+class SchemaBehind(RuntimeError):
+    """The database is not at the migrations' head: ``convo db upgrade`` has not been run."""
+
+
+@functools.lru_cache(maxsize=1)
+def expected_heads() -> tuple[str, ...]:
+    """The head revision(s) of the migration scripts shipped with this code (read once per process)."""
+    from alembic.script import ScriptDirectory
+
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
+
+
+def schema_revision(engine: Engine) -> tuple[str, ...]:
+    """The revision(s) the database is at (``()``: never migrated). Raises on a database that cannot be reached."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+
+
+def check_schema(engine: Engine) -> tuple[str, ...]:
+    """The database's revision when it is the code's; else :class:`SchemaBehind` saying what to run."""
+    current, head = schema_revision(engine), expected_heads()
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True).split("@")[-1]
+        raise SchemaBehind(f"the database ({where}) is at schema revision {', '.join(current) or 'none'}, "
+                           f"this code needs {', '.join(head)}: run `convo db upgrade`")
+    return current
 
 
 # Tables defined in their own modules register on Base here, so Base.metadata is the whole

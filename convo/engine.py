@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import TemplateError as JinjaError
+from redis.exceptions import RedisError
 
 from convo import render, security
 from convo.actions import Context
@@ -106,6 +107,20 @@ class Engine:
 
     # ------------------------------------------------------------------ entry point
     def handle(self, msg: Inbound) -> Reply:
+        """One hop. Redis unreachable (refused, or silent past ``CONVO_REDIS_TIMEOUT``): a USSD caller
+        gets ``common.unavailable`` and the session ends; an SMS raises :class:`redis.RedisError`,
+        answered 503 so the gateway delivers it again later (:mod:`convo.web.ops`)."""
+        try:
+            return self._handle(msg)
+        except RedisError as e:
+            if msg.channel != "ussd":
+                raise
+            log.warning("Redis unavailable, USSD hop answered 'unavailable': %s", e)
+            lang = self.services.country_language(msg.phone)      # their own choice is cached in Redis
+            return Reply(self._common_or(self.services.flows.current, "common.unavailable", "common.error", lang),
+                         True)
+
+    def _handle(self, msg: Inbound) -> Reply:
         lib = self.services.flows
         lib.maybe_reload()
         sid = self._session_key(msg)

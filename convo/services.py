@@ -60,8 +60,10 @@ class Services:
             except Exception:  # noqa: BLE001 - no database yet (demo before migration): use defaults
                 lang = ""
             self.cache.put(key, lang, 3600)
-        if lang:
-            return lang
+        return lang or self.country_language(phone)
+
+    def country_language(self, phone: str) -> str:
+        """The first language of the caller's country (``CONVO_COUNTRY_LANGUAGES``), else the default."""
         for prefix, code in self._country_languages:
             if phone.startswith(prefix):
                 return code
@@ -81,7 +83,7 @@ class Services:
 
 def build_services(settings: Settings | None = None) -> Services:
     settings = settings or Settings.from_env()
-    redis = make_redis(settings.redis_url)
+    redis = make_redis(settings.redis_url, settings.redis_timeout)
     return Services(settings=settings, redis=redis, sessions=SessionStore(redis),
                     flows=FlowLibrary(settings.flows_dir, interval=settings.flows_reload_seconds),
                     cache=Cache(redis))

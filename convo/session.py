@@ -39,9 +39,16 @@ return 0
 _fake_servers: dict = {}
 
 
-def make_redis(url: str) -> redis_lib.Redis:
+def make_redis(url: str, timeout: float = 0.5) -> redis_lib.Redis:
     """An in-process fakeredis for ``memory://`` (a new, empty one each time) or ``memory://NAME``
-    (one per NAME in the process, for threads that share it); else a real client."""
+    (one per NAME in the process, for threads that share it); else a real client.
+
+    A real client waits at most ``timeout`` seconds to connect or for an answer
+    (``CONVO_REDIS_TIMEOUT``), so a Redis that refuses or never answers costs a hop
+    that much, well inside its budget. A refused or reset connection is retried once
+    at once (a restarted Redis, a stale pooled connection); a timeout never is: the
+    command may have run, and waiting twice would spend the hop's budget.
+    """
     if url.startswith("memory://"):
         import fakeredis
 
@@ -51,7 +58,12 @@ def make_redis(url: str) -> redis_lib.Redis:
         if name not in _fake_servers:
             _fake_servers[name] = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=_fake_servers[name])
-    return redis_lib.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.retry import Retry
+
+    return redis_lib.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                    retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
                                     health_check_interval=30)
 
 

