@@ -127,3 +127,67 @@ def test_a_sms_refused_while_redis_was_down_is_answered_when_it_comes_again(redi
         with services.db.connect() as c:
             rows = c.execute(sa.select(OutboxMessage.recipient, OutboxMessage.idempotency_key)).all()
         assert [tuple(r) for r in rows] == [("+254700000101", "reply:at-sms:ATXid_fault_again")]
+
+
+# ------------------------------------------------------------------ database schema behind the code
+
+def _previous_revision() -> str:
+    """The revision just below the head of the migration scripts (computed, never written down)."""
+    from alembic.script import ScriptDirectory
+
+    from convo.db import alembic_config, expected_heads
+
+    (head,) = expected_heads()
+    down = ScriptDirectory.from_config(alembic_config()).get_revision(head).down_revision
+    assert isinstance(down, str)
+    return down
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def behind_db(request, tmp_path):
+    """A database migrated to one revision below the code's head (a deploy that skipped `convo db upgrade`)."""
+    from convo.db import upgrade
+
+    url = f"sqlite:///{tmp_path}/behind.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    upgrade(url, _previous_revision())
+    return url
+
+
+def test_serve_and_worker_refuse_to_start_on_a_database_behind_the_code(behind_db):
+    from click.testing import CliRunner
+
+    from convo.cli import main
+    from convo.db import expected_heads
+
+    runner = CliRunner()
+    env = {"CONVO_DATABASE_URL": behind_db, "CONVO_REDIS_URL": "memory://"}
+    for args in (["serve", "--port", "0"], ["worker", "--once"]):
+        res = runner.invoke(main, args, env=env)
+        assert res.exit_code == 1, res.output
+        assert "not starting" in res.output and "run `convo db upgrade`" in res.output
+        assert f"is at schema revision {_previous_revision()}, this code needs {expected_heads()[0]}" in res.output
+    res = runner.invoke(main, ["db", "upgrade"], env=env)
+    assert res.exit_code == 0 and "up to date" in res.output
+    res = runner.invoke(main, ["worker", "--once"], env=env)      # migrated: it starts (and has nothing to send)
+    assert res.exit_code == 0, res.output
+
+
+def test_healthz_shows_the_schema_revision_and_is_503_until_the_database_is_upgraded(behind_db, redis_url):
+    from convo.db import expected_heads, upgrade
+
+    head = list(expected_heads())
+    with running_gateway(redis_url, database_url=behind_db) as (gw, _sim, _services):
+        r = requests.get(f"{gw}/healthz", timeout=5)
+        body = r.json()
+        assert r.status_code == 503 and body["failing"] == ["database"]
+        assert body["database"] == "schema behind: run convo db upgrade"
+        assert body["schema"] == {"revision": [_previous_revision()], "head": head}
+        upgrade(behind_db)
+        r = requests.get(f"{gw}/healthz", timeout=5)
+        assert r.status_code == 200 and r.json()["schema"] == {"revision": head, "head": head}
+
+
+def test_healthz_on_a_database_never_migrated(redis_url, tmp_path):
+    with running_gateway(redis_url, database_url=f"sqlite:///{tmp_path}/empty.db") as (gw, _sim, _services):
+        r = requests.get(f"{gw}/healthz", timeout=5)
+        assert r.status_code == 503 and r.json()["schema"]["revision"] == []
