@@ -86,8 +86,16 @@ class Settings:
     #: argon2id cost (OWASP: 19 MiB, 2 passes, 1 lane); lower only in tests
     pin_argon2_memory_kib: int = 19456
     pin_argon2_time_cost: int = 2
-    #: bearer token of the staff API (``/api/...``); unset = staff API refuses every call
+    #: bearer token of the staff API (``/api/...``); unset = staff API refuses every call;
+    #: at least 32 characters in production
     staff_token: str = ""
+    #: key that signs the console's session cookie; at least 32 bytes, required in production
+    #: (development without it: a random key kept in ``.convo-secret-key`` in the working directory)
+    secret_key: str = ""
+    #: wrong staff tokens (console sign-in or API bearer) per caller address, and per staff user name,
+    #: within ``staff_auth_window_seconds``, before further attempts are refused with 429 (0: no limit)
+    staff_auth_failures: int = 10
+    staff_auth_window_seconds: int = 900
     #: comma-separated CIDRs allowed to call ``/gateways/...`` and ``/hooks/...`` (empty: any)
     callback_allow_ips: str = ""
     #: reverse proxies in front of the app that append to X-Forwarded-For (0: trust no header)

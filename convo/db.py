@@ -221,7 +221,12 @@ def _sqlite_pragmas(dbapi_conn, _record):
 
 
 def make_engine(url: str, **kw) -> Engine:
-    """Engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys on."""
+    """Engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys on.
+
+    ``hide_parameters``: a database error names the statement, never its values (phone numbers,
+    message bodies, PIN hashes), in the exception text and so in every log line that shows it.
+    """
+    kw.setdefault("hide_parameters", True)
     u = sa.make_url(url)
     if u.get_backend_name() == "sqlite":
         kw.setdefault("connect_args", {}).setdefault("check_same_thread", False)

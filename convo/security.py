@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 DEV_PEPPER = "convo-development-pepper-not-for-production"
 MIN_PRODUCTION_PEPPER = 16
+MIN_STAFF_TOKEN = 32       # characters of CONVO_STAFF_TOKEN in production
+MIN_SECRET_KEY = 32        # bytes of CONVO_SECRET_KEY in production
 
 
 class ConfigurationError(RuntimeError):
@@ -45,8 +47,22 @@ def check_production_settings(settings) -> None:
             "CONVO_ENV=production needs CONVO_PIN_PEPPER: a random secret of at least "
             f"{MIN_PRODUCTION_PEPPER} characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`). "
             "Keep it out of the database; changing it invalidates every PIN.")
-    if not settings.callback_token:
-        log.warning("CONVO_ENV=production without CONVO_CALLBACK_TOKEN: gateway callbacks are not authenticated")
+    if len(settings.callback_token or "") < MIN_PRODUCTION_PEPPER:
+        # Africa's Talking does not sign its callbacks: without the token anyone can post a USSD hop for any number
+        raise ConfigurationError(
+            "CONVO_ENV=production needs CONVO_CALLBACK_TOKEN: a random secret of at least "
+            f"{MIN_PRODUCTION_PEPPER} characters, given as ?token=... in every callback URL set at the gateway "
+            "and in Fineract's hook Payload URL")
+    if settings.staff_token and len(settings.staff_token) < MIN_STAFF_TOKEN:
+        raise ConfigurationError(
+            f"CONVO_STAFF_TOKEN is shorter than {MIN_STAFF_TOKEN} characters: too easy to guess for production "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or leave it empty to "
+            "close the staff API and console")
+    if len((settings.secret_key or "").encode()) < MIN_SECRET_KEY:
+        raise ConfigurationError(
+            f"CONVO_ENV=production needs CONVO_SECRET_KEY: a random secret of at least {MIN_SECRET_KEY} bytes "
+            "that signs the console's cookies (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`); "
+            "the same on every instance, never the staff token")
 
 
 # --------------------------------------------------------------------------- PIN hashing

@@ -300,6 +300,10 @@ def _field(form: Mapping, name: str, *, required: bool = False, max_len: int = 1
     return value
 
 
+#: what of a delivery report is kept as ``raw`` (fields AT may add later included, within these bounds)
+MAX_RAW_FIELDS, MAX_RAW_KEY, MAX_RAW_VALUE = 20, 40, 200
+
+
 def parse_delivery_report(form: Mapping) -> DeliveryUpdate:
     """Parse AT's delivery report callback (form fields) into a :class:`DeliveryUpdate`.
 
@@ -314,10 +318,11 @@ def parse_delivery_report(form: Mapping) -> DeliveryUpdate:
     word = _field(form, "status", required=True, max_len=40)
     retry = _field(form, "retryCount", max_len=10)
     if retry is not None:
-        if not retry.isdigit():
+        if not (retry.isascii() and retry.isdigit()):         # "²".isdigit() is True, int("²") fails
             raise BadCallback(f"retryCount must be a whole number, not {retry!r}")
         retry = int(retry)
-    raw = {k: (v[0] if isinstance(v, (list, tuple)) and v else v) for k, v in dict(form).items()}
+    raw = {str(k)[:MAX_RAW_KEY]: str(v[0] if isinstance(v, (list, tuple)) and v else v)[:MAX_RAW_VALUE]
+           for k, v in list(dict(form).items())[:MAX_RAW_FIELDS]}
     return DeliveryUpdate(
         gateway=GATEWAY,
         provider_id=pid,
@@ -327,7 +332,7 @@ def parse_delivery_report(form: Mapping) -> DeliveryUpdate:
         network_code=_field(form, "networkCode", max_len=16),
         failure_reason=_field(form, "failureReason"),
         retry_count=retry,
-        raw={k: str(v) for k, v in raw.items()},
+        raw=raw,
     )
 
 
@@ -405,10 +410,10 @@ def _int(form: Mapping, name: str) -> int | None:
     v = form.get(name)
     if v in (None, ""):
         return None
-    try:
-        return int(str(v))
-    except ValueError:
-        raise BadCallback(f"field '{name}' must be a whole number") from None
+    v = str(v).strip()
+    if len(v) > 12 or not (v.isascii() and v.isdigit()):
+        raise BadCallback(f"field '{name}' must be a whole number of at most 12 digits")
+    return int(v)
 
 
 def parse_ussd(form: Mapping, region: str = "KE") -> UssdRequest:
@@ -458,10 +463,17 @@ def parse_ussd_event(form: Mapping, region: str = "KE") -> UssdEvent:
         except InvalidPhone:
             raise BadCallback("field 'phoneNumber' is not a phone number") from None
     error = _get(form, "errorMessage", required=False)
-    return UssdEvent(sid, status, phone or None, _get(form, "serviceCode", required=False),
-                     _get(form, "networkCode", required=False), _int(form, "hopsCount"),
-                     _int(form, "durationInMillis"), (_get(form, "cost", required=False) or None),
-                     error[:200] if error else None)
+    code = (_get(form, "serviceCode", required=False) or "").strip()
+    if code and not _CODE_RE.match(code):
+        raise BadCallback("field 'serviceCode' must look like *384*12#")
+    network = (_get(form, "networkCode", required=False) or "").strip()
+    if not _NETWORK_RE.match(network):
+        raise BadCallback("field 'networkCode' must be digits")
+    cost = (_get(form, "cost", required=False) or "").strip()
+    if len(cost) > 40:
+        raise BadCallback("field 'cost' is longer than 40 characters")
+    return UssdEvent(sid, status, phone or None, code or None, network or None, _int(form, "hopsCount"),
+                     _int(form, "durationInMillis"), cost or None, error[:200] if error else None)
 
 
 @dataclass(frozen=True)

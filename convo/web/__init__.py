@@ -5,10 +5,17 @@ configured from ``CONVO_*`` variables and an optional ``.env``.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import logging
+import math
+import os
+import secrets
+from pathlib import Path
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
+from werkzeug.exceptions import BadRequest as HTTPBadRequest, NotFound
+from werkzeug.routing import IntegerConverter
 
 from convo.config import Settings, load_dotenv_if_present
 from convo.services import Services, build_services
@@ -64,22 +71,197 @@ def check_callback_token() -> Response | None:
     return None
 
 
+# --------------------------------------------------------------------------- hostile input
+#: body size allowed per path prefix (first match); anything else gets MAX_CONTENT_LENGTH
+BODY_LIMITS = (("/gateways/", 8 * 1024),      # Africa's Talking posts a few hundred bytes of form fields
+               ("/api/", 16 * 1024), ("/console/", 16 * 1024),
+               ("/hooks/", 64 * 1024))         # a Fineract hook carries one command's JSON
+MAX_BODY = 64 * 1024
+MAX_QUERY = 2048                               # bytes of query string (?token=... and a few fields)
+MAX_PATH = 1024
+MAX_JSON_DEPTH = 32
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+class Int64Converter(IntegerConverter):
+    """``<int:...>`` in every route: within a signed 64-bit integer (PostgreSQL ``bigint``), so
+    ``/api/clients/99999999999999999999999/messages`` is a 404 that says why, never a database error.
+
+    NotFound rather than werkzeug's ValidationError: with a ValidationError a GET to a path that also
+    has a POST rule would be answered 405."""
+
+    def to_python(self, value: str):
+        if len(value.lstrip("-")) > 19 or not INT64[0] <= int(value) <= INT64[1]:
+            raise NotFound("the number in the path is beyond 64 bits")
+        return super().to_python(value)
+
+
+def _check_json(obj) -> None:
+    """Raise a 400 for JSON PostgreSQL or our code cannot take: NUL, lone surrogates, deep nesting,
+    integers beyond 64 bits, NaN/Infinity. Iterative, so depth cannot exhaust the stack."""
+    stack = [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if isinstance(o, str):
+            _check_text(o, "a JSON string")
+        elif isinstance(o, dict):
+            if depth > MAX_JSON_DEPTH:
+                raise HTTPBadRequest(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
+            for k, v in o.items():
+                _check_text(k, "a JSON key")
+                stack.append((v, depth + 1))
+        elif isinstance(o, list):
+            if depth > MAX_JSON_DEPTH:
+                raise HTTPBadRequest(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
+            stack.extend((v, depth + 1) for v in o)
+        elif isinstance(o, bool) or o is None:
+            pass
+        elif isinstance(o, int):
+            if not INT64[0] <= o <= INT64[1]:
+                raise HTTPBadRequest("a number in the JSON body is beyond 64 bits")
+        elif isinstance(o, float) and not math.isfinite(o):
+            raise HTTPBadRequest("the JSON body has NaN or Infinity, which JSON does not allow")
+
+
+def _check_text(value: str, what: str) -> None:
+    if "\x00" in value:
+        raise HTTPBadRequest(f"{what} contains a NUL byte")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HTTPBadRequest(f"{what} is not valid UTF-8") from None
+
+
+class ConvoRequest(Request):
+    """``get_json`` answers 400 with the reason for JSON that would otherwise crash a handler
+    (a RecursionError for deep nesting) or the database (NUL, 2**70), even with ``silent=True``."""
+
+    def get_json(self, force=False, silent=False, cache=True):
+        try:
+            rv = super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:
+            raise HTTPBadRequest(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+        if rv is not None:
+            _check_json(rv)
+        return rv
+
+
+def _limit_input():
+    """before_request, first of all: body size per path, URL length, NUL bytes anywhere (PostgreSQL
+    refuses them in text), each answered 4xx with the reason."""
+    path = request.path
+    for prefix, limit in BODY_LIMITS:
+        if path.startswith(prefix):
+            request.max_content_length = limit
+            break
+    if len(path) > MAX_PATH or len(request.query_string) > MAX_QUERY:
+        return plain("request URL too long", 414)
+    if "\x00" in path:
+        return plain("bad request: the path contains a NUL byte", 400)
+    for where, values in (("query", request.args), ("header", request.headers)):
+        for k, v in values.items(multi=True) if where == "query" else values.items():
+            if "\x00" in k or "\x00" in v:
+                return plain(f"bad request: {where} field {k[:40]!r} contains a NUL byte", 400)
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        for k, v in request.form.items(multi=True):
+            if "\x00" in k or "\x00" in v:
+                return plain(f"bad request: form field {k[:40]!r} contains a NUL byte", 400)
+    return None
+
+
+# --------------------------------------------------------------------------- console cookie, headers
+#: every page under /console/ (and any HTML page) carries these
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+DEV_SECRET_FILE = ".convo-secret-key"
+
+
+def _console_headers(response: Response) -> Response:
+    if request.path.startswith("/console") or response.mimetype == "text/html":
+        for k, v in CONSOLE_HEADERS.items():
+            response.headers.setdefault(k, v)
+    return response
+
+
+def cookie_secret(settings: Settings) -> bytes:
+    """The key that signs the console's session cookie: ``CONVO_SECRET_KEY``, never the staff token.
+
+    Production without a key of 32+ bytes does not start (:func:`convo.security.check_production_settings`).
+    In development a random key is created once in ``.convo-secret-key`` in the working directory (mode
+    0600), so every worker process of ``convo serve`` and every restart signs alike; where that file
+    cannot be written, each process makes its own random key (a sign-in then holds in that process only).
+    """
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = Path.cwd() / DEV_SECRET_FILE
+    for _ in range(2):
+        try:
+            key = path.read_text().strip()
+            if len(key) >= 43:
+                return key.encode()
+            break                                   # not ours, or damaged: leave it alone
+        except FileNotFoundError:
+            pass
+        except OSError:
+            break
+        key = secrets.token_urlsafe(32)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key + "\n")
+            os.link(tmp, path)                      # atomic: several workers starting at once agree on one key
+            log.info("CONVO_SECRET_KEY is not set: console cookies are signed with a random key kept in %s", path)
+            return key.encode()
+        except FileExistsError:
+            continue                                # another process won: read its key
+        except OSError:
+            break
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    log.warning("CONVO_SECRET_KEY is not set and %s is not usable: console sign-ins hold in this process only",
+                path)
+    return secrets.token_bytes(32)
+
+
 def create_app(settings: Settings | None = None, svc: Services | None = None) -> Flask:
     if settings is None and svc is None:
         load_dotenv_if_present()
     settings = settings or (svc.settings if svc else Settings.from_env())
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from convo.security import RedactSecretsFilter, check_production_settings, parse_networks
+    from convo import logs
+    from convo.security import check_production_settings, parse_networks
 
-    check_production_settings(settings)            # production without a PIN pepper: refuse to start
+    check_production_settings(settings)            # production without its secrets: refuse to start
     allow_nets = parse_networks(settings.callback_allow_ips)
-    for name in ("werkzeug", "gunicorn.access", "granian.access"):
-        lg = logging.getLogger(name)
-        if not any(isinstance(f, RedactSecretsFilter) for f in lg.filters):
-            lg.addFilter(RedactSecretsFilter())     # access logs show ?token=*** instead of the token
+    logs.install()                                 # phones masked at INFO+, access logs show ?token=***
     app = Flask(__name__)
+    app.request_class = ConvoRequest
+    app.url_map.converters["int"] = Int64Converter  # before any route is added
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY,
+        SECRET_KEY=cookie_secret(settings),
+        SESSION_COOKIE_NAME="convo_console",
+        SESSION_COOKIE_PATH="/console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",             # Strict would sign staff out on links from Mifos X
+        SESSION_COOKIE_SECURE=settings.env.strip().lower() not in ("development", "dev"),
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=8),
+    )
     app.config["CONVO_ALLOW_NETS"] = allow_nets
     app.extensions["convo"] = svc or build_services(settings)
+    app.before_request(_limit_input)
+    app.after_request(_console_headers)
 
     from convo.web.gateways import bp as gateways_bp
     from convo.web.ops import bp as ops_bp
@@ -100,7 +282,7 @@ def create_app(settings: Settings | None = None, svc: Services | None = None) ->
 
     @app.errorhandler(404)
     def _nf(e):
-        return plain("not found", 404)
+        return plain("not found" if e.description == NotFound.description else f"not found: {e.description}", 404)
 
     @app.errorhandler(405)
     def _na(e):
@@ -108,7 +290,7 @@ def create_app(settings: Settings | None = None, svc: Services | None = None) ->
 
     @app.errorhandler(413)
     def _big(e):
-        return plain("request too large", 413)
+        return plain(f"request too large: at most {request.max_content_length} bytes here", 413)
 
     @app.errorhandler(Exception)
     def _crash(e):
@@ -119,5 +301,4 @@ def create_app(settings: Settings | None = None, svc: Services | None = None) ->
         log.exception("unhandled error on %s", request.path)
         return plain("internal error", 500)
 
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     return app

@@ -10,16 +10,16 @@ Staff API (bearer token + ``X-Staff-User``, audited: the ``/api/`` guard of
 Console (server-rendered, no build step): ``/console/clients/<clientId>``
 shows the client's messages and a send form with a live character/segment
 counter. Browsers sign in at ``/console/login`` with their name and the staff
-token; a signed, HttpOnly, SameSite=Lax session cookie (8 hours) keeps them
-signed in, and every form carries a CSRF token. Link it from Mifos X's "View
+token; a session cookie ``convo_console`` (signed with ``CONVO_SECRET_KEY``,
+HttpOnly, SameSite=Lax, Secure outside development, 8 hours, path /console)
+keeps them signed in, and every form carries a CSRF token. Wrong tokens at
+sign-in are throttled with the staff API's (:mod:`convo.web.staff`). Link it from Mifos X's "View
 Client" screen as ``https://<gateway>/console/clients/{clientId}``.
 
 Fineract hooks: ``POST /hooks/fineract?token=<CONVO_CALLBACK_TOKEN>`` (see :mod:`convo.receipts`).
 """
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import hmac
 import json
 import re
@@ -38,7 +38,9 @@ console = Blueprint("notify_console", __name__, url_prefix="/console", template_
 hooks = Blueprint("hooks", __name__, url_prefix="/hooks")
 
 _USER_RE = re.compile(r"^[\w.@+\- ]{1,100}$")
-MAX_TEXT = 918  # 6 GSM-7 segments
+MAX_TEXT = 918  # 6 GSM-7 segments: free text, and a template once its variables are filled in
+MAX_VARIABLE = 100  # characters of one template variable (a date, a place, an amount)
+MAX_VARIABLES = 20
 
 
 # --------------------------------------------------------------------------- shared
@@ -102,6 +104,13 @@ def send_staff_message(client_id: int, user: str, body: dict) -> tuple[dict, int
         raise BadRequest(f"'text' must be 1 to {MAX_TEXT} characters")
     if not isinstance(variables, dict) or not all(isinstance(k, str) for k in variables):
         raise BadRequest("'variables' must be an object")
+    if len(variables) > MAX_VARIABLES:
+        raise BadRequest(f"'variables' has more than {MAX_VARIABLES} entries")
+    for k, v in variables.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise BadRequest(f"variable {k[:40]!r} must be text or a number")
+        if len(k) > 40 or len(str(v)) > MAX_VARIABLE:
+            raise BadRequest(f"variable {k[:40]!r} is longer than {MAX_VARIABLE} characters")
     key = body.get("idempotency_key") or uuid.uuid4().hex
     if not isinstance(key, str) or len(key) > 100:
         raise BadRequest("'idempotency_key' must be a string of at most 100 characters")
@@ -111,7 +120,7 @@ def send_staff_message(client_id: int, user: str, body: dict) -> tuple[dict, int
     if template is not None:
         if not isinstance(template, str) or template not in cfg.staff_templates and \
                 not locales.has("en", f"notify.staff.{template}"):
-            raise BadRequest(f"unknown template {template!r} (notify.staff.* in the locale files)")
+            raise BadRequest(f"unknown template {str(template)[:60]!r} (notify.staff.* in the locale files)")
         tkey = f"notify.staff.{template}"
         missing = cfg.template_variables(tkey) - {"first_name", "name", "lang"} - set(variables)
         if missing:
@@ -133,16 +142,21 @@ def send_staff_message(client_id: int, user: str, body: dict) -> tuple[dict, int
         return {"error": f"client {client_id}: mobile number {contact.mobile_no!r} is not valid"}, 422
     g.audit_phone = e164
     lang = notify.client_language(s, e164, office.language)
-    try:
-        msg = notify.send_to_client(
-            s, client_id=client_id, phone=e164, key=tkey, text=text,
-            variables={**variables, "first_name": contact.first_name, "name": contact.display_name},
-            kind="staff", idempotency_key=f"staff:{client_id}:{key}", sent_by=user, lang=lang, region=region,
-            locales=locales)
-    except Exception as e:  # jinja errors from staff-supplied variables
-        if isinstance(e, (KeyError, ValueError, TypeError)) or type(e).__module__.startswith("jinja2"):
-            raise BadRequest(f"cannot render the template: {e}") from None
-        raise
+    variables = {**variables, "first_name": contact.first_name, "name": contact.display_name}
+    if tkey is not None:
+        try:
+            text = notify.render_text(locales, tkey, lang, variables)
+        except Exception as e:  # jinja errors from staff-supplied variables
+            if isinstance(e, (KeyError, ValueError, TypeError)) or type(e).__module__.startswith("jinja2"):
+                raise BadRequest(f"cannot render the template: {str(e)[:200]}") from None
+            raise
+        if len(text) > MAX_TEXT:
+            raise BadRequest(f"the message would be {len(text)} characters, more than {MAX_TEXT}: "
+                             "shorten the variables")
+    msg = notify.send_to_client(
+        s, client_id=client_id, phone=e164, key=tkey, text=text, variables=variables,
+        kind="staff", idempotency_key=f"staff:{client_id}:{key}", sent_by=user, lang=lang, region=region,
+        locales=locales)
     return {"id": msg.id, "status": msg.status, "to": msg.recipient, "body": msg.body, "encoding": msg.encoding,
             "chars": msg.chars, "segments": msg.segments, "language": lang}, 202
 
@@ -168,9 +182,13 @@ def list_messages(client_id: int):
 # --------------------------------------------------------------------------- console
 
 
-def _secret() -> bytes:
+def _token_mark() -> str:
+    """Which staff token a sign-in used, keyed with the cookie secret: the (readable) cookie says nothing
+    about the token to whoever does not hold ``CONVO_SECRET_KEY``; a new token signs everyone out."""
+    from flask import current_app
+
     token = services().settings.staff_token
-    return hashlib.sha256(b"convo-console\0" + token.encode()).digest()
+    return hmac.new(current_app.secret_key, b"convo-console-token\0" + token.encode(), "sha256").hexdigest()[:32]
 
 
 def _console_user() -> str | None:
@@ -179,8 +197,7 @@ def _console_user() -> str | None:
         return None
     user = session.get("staff_user")
     mark = session.get("token_mark")
-    # signed in with the token in force: changing CONVO_STAFF_TOKEN signs everyone out
-    if user and mark == hashlib.sha256(_secret()).hexdigest()[:16]:
+    if user and isinstance(mark, str) and hmac.compare_digest(mark, _token_mark()):
         return user
     return None
 
@@ -211,18 +228,34 @@ def login_form():
 
 @console.post("/login")
 def login():
+    from convo.web import staff
+
     _check_csrf()
     token = services().settings.staff_token
     user = (request.form.get("user") or "").strip()
     given = request.form.get("token") or ""
-    nxt = request.form.get("next", "")
-    if not token or not _USER_RE.match(user) or not hmac.compare_digest(given.encode(), token.encode()):
+    nxt = request.form.get("next", "")[:300]
+    named = user if _USER_RE.match(user) else None
+    address = staff.caller_address()
+    wait = staff.throttled(address, named) if token else None
+    if wait:
+        staff.refused("console", "throttled")
+        page = render_template("console_login.html", error=f"Too many wrong tokens. Try again in "
+                               f"{(wait + 59) // 60} minute(s).", next=nxt, csrf=_csrf(), enabled=True)
+        return page, 429, {"Retry-After": str(wait)}
+    if not token or not named or not hmac.compare_digest(given.encode(), token.encode()):
+        if not token:
+            staff.refused("console", "disabled")
+        elif not hmac.compare_digest(given.encode(), token.encode()):
+            staff.wrong_token(address, named, "console")
+        else:
+            staff.refused("console", "no_user")
         return render_template("console_login.html", error="Wrong name or token.", next=nxt, csrf=_csrf(),
                                enabled=bool(token)), 401
     session.clear()
     session.permanent = True
     session["staff_user"] = user
-    session["token_mark"] = hashlib.sha256(_secret()).hexdigest()[:16]
+    session["token_mark"] = _token_mark()
     return redirect(_safe_next(nxt))
 
 
@@ -340,18 +373,8 @@ def fineract_hook():
 def install(app: Flask) -> None:
     """Register the API, console and hooks blueprints (called by ``create_app``)."""
     if not app.secret_key:
-        app.secret_key = _app_secret(app)
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", dt.timedelta(hours=8))
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_NAME", "convo_console")
+        raise RuntimeError("create_app sets SECRET_KEY (CONVO_SECRET_KEY) before the console is installed")
     app.register_blueprint(api, name="notify_api")
     app.register_blueprint(console)
     app.register_blueprint(hooks)
 
-
-def _app_secret(app: Flask) -> bytes:
-    svc = app.extensions["convo"]
-    token = svc.settings.staff_token
-    # derived from the staff token: every process signs alike, a new token invalidates old cookies
-    return hashlib.sha256(b"convo-console-cookie\0" + token.encode()).digest() if token else secrets.token_bytes(32)

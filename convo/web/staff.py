@@ -3,9 +3,18 @@
 Every request under ``/api/`` (this blueprint's and any other's) needs
 ``Authorization: Bearer <CONVO_STAFF_TOKEN>`` (compared in constant time) and
 ``X-Staff-User: <who>``; without a configured token the staff API refuses
-every call. Every call, refused or not, is written to the audit log: who
-(``staff:<user>``, or ``unauthenticated``), what (``staff.<endpoint>``,
-method, path), when, and the HTTP status.
+every call. Every authenticated call is written to the audit log: who
+(``staff:<user>``), what (``staff.<endpoint>``, method, path), when, and the
+HTTP status. Refused calls (no token, wrong token, no user, throttled) are not
+audit rows: they are counted (``convo_staff_auth_refused_total`` on
+``/metrics``) and logged in aggregate, at most one line a minute.
+
+Wrong tokens are throttled (:func:`throttled`): after
+``CONVO_STAFF_AUTH_FAILURES`` wrong tokens from one address, or naming one
+staff user, within ``CONVO_STAFF_AUTH_WINDOW_SECONDS``, every further attempt
+from that address or for that user, right or wrong, gets 429 with
+``Retry-After`` until the window ends. The console's sign-in form shares the
+counters.
 
     curl -X POST https://<host>/api/subscribers/+254700000101/pin-reset \\
          -H "Authorization: Bearer $CONVO_STAFF_TOKEN" -H "X-Staff-User: alice" \\
@@ -19,8 +28,12 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import threading
+import time
+from collections import Counter as Tally
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
+from prometheus_client import Counter
 
 from convo import subscribers
 from convo.web import BadRequest, services
@@ -29,6 +42,90 @@ log = logging.getLogger(__name__)
 bp = Blueprint("staff", __name__, url_prefix="/api")
 
 _USER_RE = re.compile(r"^[\w.@+\- ]{1,100}$")
+REFUSED = Counter("convo_staff_auth_refused_total", "Staff API calls and console sign-ins refused",
+                  ["channel", "reason"])
+
+
+# --------------------------------------------------------------------------- throttling, refusals
+def caller_address() -> str:
+    """The caller's address for throttling (``CONVO_TRUSTED_PROXIES`` as for the callback allow-list)."""
+    from convo.security import client_ip
+
+    return client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                     services().settings.trusted_proxies) or "?"
+
+
+def _keys(address: str, user: str | None) -> list[str]:
+    window = max(1, services().settings.staff_auth_window_seconds)
+    n = int(time.time() // window)
+    keys = [f"convo:staff-auth:{{ip:{address[:64]}}}:{n}"]
+    if user:
+        keys.append(f"convo:staff-auth:{{user:{user[:100].lower()}}}:{n}")
+    return keys
+
+
+def throttled(address: str, user: str | None) -> int | None:
+    """Seconds until ``address`` / ``user`` may try again, or None when neither is over the limit."""
+    st = services().settings
+    if st.staff_auth_failures <= 0:
+        return None
+    pipe = services().redis.pipeline(transaction=False)
+    for k in _keys(address, user):
+        pipe.get(k)
+    if any(int(c or 0) >= st.staff_auth_failures for c in pipe.execute()):
+        window = max(1, st.staff_auth_window_seconds)
+        return int(window - time.time() % window) + 1
+    return None
+
+
+def wrong_token(address: str, user: str | None, channel: str) -> None:
+    """Count one wrong token against ``address`` and ``user``; say so once when either reaches the limit."""
+    st = services().settings
+    refused(channel, "wrong_token")
+    if st.staff_auth_failures <= 0:
+        return
+    pipe = services().redis.pipeline(transaction=False)
+    keys = _keys(address, user)
+    for k in keys:
+        pipe.incr(k)
+        pipe.expire(k, st.staff_auth_window_seconds + 60)
+    counts = pipe.execute()[::2]
+    for k, c in zip(keys, counts):
+        if int(c) == st.staff_auth_failures:
+            who = k.split("{", 1)[1].split("}", 1)[0]
+            log.warning("staff access: %s reached %d wrong tokens; refused until the window of %ds ends",
+                        who, c, st.staff_auth_window_seconds)
+
+
+class _RefusalLog:
+    """Refused calls logged in aggregate: the first at once, then one line a minute at most."""
+
+    every = 60.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: Tally = Tally()
+        self._since = 0.0
+
+    def note(self, channel: str, reason: str) -> None:
+        with self._lock:
+            self._counts[f"{channel}/{reason}"] += 1
+            now = time.monotonic()
+            if now - self._since < self.every:
+                return
+            counts, self._counts, since, self._since = self._counts, Tally(), self._since, now
+        span = f"in the last {int(now - since)}s" if since else "since start"
+        log.warning("staff access: %d refused %s (%s)", sum(counts.values()), span,
+                    ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+_refusals = _RefusalLog()
+
+
+def refused(channel: str, reason: str) -> None:
+    """Count a refused staff call or sign-in (``/metrics``) and log it in aggregate; never an audit row."""
+    REFUSED.labels(channel, reason).inc()
+    _refusals.note(channel, reason)
 
 
 def _deny(status: int, reason: str) -> Response:
@@ -46,26 +143,39 @@ def _guard():
     g.staff_user = None
     expected = services().settings.staff_token
     if not expected:
+        refused("api", "disabled")
         return _deny(403, "the staff API is disabled: set CONVO_STAFF_TOKEN")
+    user = (request.headers.get("X-Staff-User") or "").strip()
+    named = user if _USER_RE.match(user) else None
+    address = caller_address()
+    wait = throttled(address, named)
+    if wait:
+        refused("api", "throttled")
+        r = _deny(429, "too many wrong tokens from this address or for this user; try again later")
+        r.headers["Retry-After"] = str(wait)
+        return r
     auth = request.headers.get("Authorization", "")
     scheme, _, given = auth.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        wrong_token(address, named, "api")
         return _deny(401, "missing or wrong bearer token")
-    user = (request.headers.get("X-Staff-User") or "").strip()
-    if not _USER_RE.match(user):
+    if not named:
+        refused("api", "no_user")
         return _deny(400, "header X-Staff-User must name the staff member (for the audit log)")
     g.staff_user = user
     return None
 
 
 def _audit_call(response: Response) -> Response:
-    """after_request for every ``/api/`` path: one audit row per call."""
+    """after_request for every ``/api/`` path: one audit row per authenticated call (refusals: :func:`refused`)."""
     if not request.path.startswith("/api/"):
         return response
     user = getattr(g, "staff_user", None)
+    if not user:
+        return response
     try:
         subscribers.audit(services().db, f"staff.{request.endpoint or 'unknown'}"[:60],
-                          actor=f"staff:{user}" if user else "unauthenticated", channel="api",
+                          actor=f"staff:{user}", channel="api",
                           phone=getattr(g, "audit_phone", None), client_id=getattr(g, "audit_client", None),
                           outcome=str(response.status_code),
                           detail={"method": request.method, "path": request.path[:200],
