@@ -122,10 +122,23 @@ def run_test(post: Callable[[str, dict], tuple[int, str]], file: str, test: dict
     return res
 
 
+def client_ids_of(services, phone: str) -> list[int]:
+    """The Mifos X clients registered to ``phone``, as the ``identify`` flow finds them."""
+    mifos = services.mifos
+    if hasattr(mifos, "clients_by_phone"):
+        from convo import notify
+
+        offices = notify.config_for(services)
+        refs = mifos.clients_by_phone(phone, lambda oid: offices.region(oid, services.settings.default_region))
+        return [r.id for r in refs]
+    ref = mifos.find_client_by_phone(phone)
+    return [ref.id] if ref else []
+
+
 def pin_seeder(services) -> Callable[[dict], None]:
     """``setup`` for :func:`run_test`: each test's phone starts in its own language (or
     ``language: sw``) with nothing remembered from earlier tests; ``pin: "2468"`` sets that
-    PIN (and no lock), ``pin: ""`` clears it."""
+    PIN (and no lock) for every client registered to the phone, ``pin: ""`` clears them."""
     from convo.security import PinHasher
     from convo.subscribers import reset, set_language, set_pin
 
@@ -136,7 +149,8 @@ def pin_seeder(services) -> Callable[[dict], None]:
         if "pin" not in test:
             return
         if test["pin"]:
-            set_pin(services.db, PinHasher.from_settings(services.settings), str(test["phone"]), str(test["pin"]))
+            for cid in client_ids_of(services, phone):
+                set_pin(services.db, PinHasher.from_settings(services.settings), phone, cid, str(test["pin"]))
         else:
             reset(services.db, str(test["phone"]))
     return setup

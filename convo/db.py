@@ -8,7 +8,7 @@ programmatically, no ``alembic.ini`` needed.
 Tables: ``outbox`` (:class:`OutboxMessage`), ``delivery_reports``
 (:class:`DeliveryReport`), ``opt_outs`` (:class:`OptOut`) (migration 0001);
 ``subscribers`` (:class:`Subscriber`) and ``audit_log`` (:class:`AuditEvent`)
-(migration 0002).
+(migration 0002); ``subscriber_pins`` (:class:`SubscriberPin`) (migration 0005).
 
 All timestamps are timezone-aware UTC in Python; on SQLite they are stored as
 naive UTC text (see :class:`UTCDateTime`) so comparisons stay correct.
@@ -31,6 +31,7 @@ __all__ = [
     "OptOut",
     "OutboxMessage",
     "Subscriber",
+    "SubscriberPin",
     "UTCDateTime",
     "SchemaBehind",
     "check_schema",
@@ -164,28 +165,47 @@ class OptOut(Base):
 
 
 class Subscriber(Base):
-    """A client who uses the service: phone, Mifos X client, language and PIN state.
+    """A phone number that uses the service: its language and its PIN lock.
 
-    ``pin_hash`` is argon2id over HMAC-SHA256(pepper, PIN) (:mod:`convo.security`);
-    ``new_pin_hash`` holds, for a few minutes, a new PIN entered once and not yet
-    repeated. Wrong PINs are counted here, per subscriber, so redialling or
-    switching between USSD and SMS does not reset the count.
+    The lock is per phone, across every client registered to it and every
+    channel: ``locked_until`` is set when the wrong PINs counted on its
+    :class:`SubscriberPin` rows add up to ``CONVO_PIN_MAX_ATTEMPTS``.
     """
 
     __tablename__ = "subscribers"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     phone: Mapped[str] = mapped_column(sa.String(32), nullable=False, unique=True)
-    client_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     language: Mapped[str | None] = mapped_column(sa.String(8))
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class SubscriberPin(Base):
+    """The PIN of one (phone, Mifos X client) pair: a PIN opens only the client it was set for.
+
+    ``pin_hash`` is argon2id over HMAC-SHA256(pepper, PIN) (:mod:`convo.security`);
+    ``new_pin_hash`` holds, for a few minutes, a new PIN entered once and not yet
+    repeated. ``failed_attempts`` counts wrong PINs for this client since its last
+    right one; the phone is locked (:class:`Subscriber`) when its pairs' counts add
+    up to the limit, so a right PIN for one client never earns more guesses at another.
+    """
+
+    __tablename__ = "subscriber_pins"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    phone: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    client_id: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
     pin_hash: Mapped[str | None] = mapped_column(sa.String(200))
     new_pin_hash: Mapped[str | None] = mapped_column(sa.String(200))
     new_pin_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     failed_attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
-    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     pin_set_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (sa.UniqueConstraint("phone", "client_id", name="uq_subscriber_pins_phone_client"),)
 
 
 class AuditEvent(Base):

@@ -244,9 +244,8 @@ class Engine:
         lib = self.services.flows
         fs = lib.current
         kw = fs.keywords.match(msg.text)
-        if kw:                                                   # a keyword always starts over
-            lang = kw.lang or (data or {}).get("lang")
-            return fs, self._new(fs, kw.flow, msg.phone, lang), True
+        if kw:                                                   # a keyword always starts over, in the alias's
+            return fs, self._new(fs, kw.flow, msg.phone, kw.lang), True     # language or the subscriber's own
         if data and not data.get("e") and lib.get(data["v"]):
             return lib.get(data["v"]), self._resume(data), False
         table = fs.keywords

@@ -14,12 +14,17 @@ from convo.web import create_app
 _sessions = itertools.count(1)
 
 
-def give_pin(services, phone: str, pin: str) -> None:
-    """The subscriber ``phone`` has PIN ``pin`` (set directly, unlocked)."""
+def give_pin(services, phone: str, pin: str, client_id: int | None = None) -> None:
+    """PIN ``pin`` for (``phone``, ``client_id``), set directly, phone unlocked; without ``client_id``
+    for every client Mifos X has on that phone."""
+    from convo.convtest import client_ids_of
     from convo.security import PinHasher
     from convo.subscribers import set_pin
 
-    set_pin(services.db, PinHasher.from_settings(services.settings), phone, pin)
+    ids = [client_id] if client_id is not None else client_ids_of(services, phone)
+    assert ids, f"no client on {phone}"
+    for cid in ids:
+        set_pin(services.db, PinHasher.from_settings(services.settings), phone, cid, pin)
 
 
 @contextmanager

@@ -173,7 +173,7 @@ def test_full_pin_dialogs_leave_no_pin_anywhere(stack, caplog):
             assert s not in value, (table, col)
         if "$argon2" in value:
             hashes.append((table, col, value))
-    assert {(t, c) for t, c, _ in hashes} <= {("subscribers", "pin_hash")}
+    assert {(t, c) for t, c, _ in hashes} <= {("subscriber_pins", "pin_hash")}
     assert len(hashes) == 1 and hashes[0][2].startswith("$argon2id$v=19$m=1024,t=1,p=1$")
     for msg in fake.fake.messages:                           # nor what went out through the gateway
         for s in secrets:
@@ -216,27 +216,31 @@ def test_lockout_holds_across_ussd_and_sms_until_a_staff_reset(stack):
     menu = ussd.dial()
     ussd.answer(menu_number(menu, "Balance"))
     assert "Balance: KES 8,637.50" in ussd.answer("246802")
-    r = staff(gw, "POST", f"/api/subscribers/{GRACE}/pin-reset", user="bob")      # forget the PIN
-    assert r.status_code == 200 and r.json()["pin_set"] is False
+    r = staff(gw, "POST", f"/api/subscribers/{GRACE}/pin-reset", user="bob")      # whose PIN? not said
+    assert r.status_code == 400 and "client_id" in r.text
+    r = staff(gw, "POST", f"/api/subscribers/{GRACE}/pin-reset", user="bob", json={"client_id": 1})
+    assert r.status_code == 200 and r.json()["pin_set"] is False and r.json()["clients"] == [], r.text
     menu = ussd.dial()
     assert "choose a PIN" in ussd.answer(menu_number(menu, "Balance"))
     resets = audit_rows(services, phone=GRACE, channel="api")
     assert [(a.actor, a.action) for a in resets] == [
         ("staff:alice", "staff.staff.subscriber_status"), ("staff:alice", "pin.unlocked"),
-        ("staff:alice", "staff.staff.pin_reset"), ("staff:bob", "pin.reset"), ("staff:bob", "staff.staff.pin_reset")]
+        ("staff:alice", "staff.staff.pin_reset"), ("staff:bob", "staff.staff.pin_reset"), ("staff:bob", "pin.reset"),
+        ("staff:bob", "staff.staff.pin_reset")]
     assert resets[1].detail["reason"] == "ID seen" and resets[1].detail["was_locked"] is True
 
 
 def test_the_lock_times_out(stack):
     _, _, services = stack
     hasher = PinHasher.from_settings(services.settings)
-    give_pin(services, FAITH, "975310")
+    give_pin(services, FAITH, "975310", client_id=5)
     for _ in range(3):
-        subscribers.verify(services.db, hasher, FAITH, "000001", max_attempts=3, lock_minutes=30)
-    assert subscribers.verify(services.db, hasher, FAITH, "975310").outcome == "locked"
+        subscribers.verify(services.db, hasher, FAITH, 5, "000001", max_attempts=3, lock_minutes=30)
+    assert subscribers.verify(services.db, hasher, FAITH, 5, "975310").outcome == "locked"
     later = subscribers.utcnow() + dt.timedelta(minutes=31)
-    assert subscribers.verify(services.db, hasher, FAITH, "000002", now=later).outcome == "wrong"   # count restarts
-    assert subscribers.verify(services.db, hasher, FAITH, "975310", now=later).outcome == "ok"
+    assert subscribers.verify(services.db, hasher, FAITH, 5, "000002", now=later).outcome == "wrong"   # count restarts
+    assert subscribers.verify(services.db, hasher, FAITH, 5, "000003", now=later).attempts_left == 1
+    assert subscribers.verify(services.db, hasher, FAITH, 5, "975310", now=later).outcome == "ok"
 
 
 def test_staff_api_needs_its_bearer_token_and_a_staff_user_and_audits_every_call(stack):
@@ -244,7 +248,7 @@ def test_staff_api_needs_its_bearer_token_and_a_staff_user_and_audits_every_call
     assert staff(gw, "POST", f"/api/subscribers/{GRACE}/pin-reset", token=None).status_code == 401
     assert staff(gw, "POST", f"/api/subscribers/{GRACE}/pin-reset", token="wrong").status_code == 401
     assert staff(gw, "POST", f"/api/subscribers/{GRACE}/pin-reset", user=None).status_code == 400
-    assert staff(gw, "POST", "/api/subscribers/+254799999999/pin-reset").status_code == 404
+    assert staff(gw, "POST", "/api/subscribers/+254799999999/pin-reset", json={"client_id": 1}).status_code == 404
     assert staff(gw, "POST", "/api/subscribers/not-a-phone/pin-reset").status_code == 400
     r = staff(gw, "POST", f"/api/subscribers/{FAITH}/pin-reset", json={"unlock_only": "yes"})
     assert r.status_code == 400

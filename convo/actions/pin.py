@@ -6,9 +6,13 @@ uses it must come directly after that ``ask`` (``next: <the do state>``; the
 compiler checks this). These actions also drop it as soon as they have used
 it. Only argon2id hashes reach the database (:mod:`convo.subscribers`).
 
+A PIN belongs to the caller's phone *and* the client chosen in this dialog
+(``client.id``, set by ``identify_caller``): on a shared phone each client has
+their own, and one never opens another. The lock is per phone.
+
 ``_pin_ok`` in the conversation marks a dialog whose PIN was confirmed (or
-just set); a flow variable cannot be named with a leading ``_``, so no
-``ask`` or ``choose`` can forge it.
+just set), for the client it was confirmed for; a flow variable cannot be
+named with a leading ``_``, so no ``ask`` or ``choose`` can forge it.
 """
 from __future__ import annotations
 
@@ -27,13 +31,22 @@ def _hasher(ctx: Context) -> PinHasher:
     return PinHasher.from_settings(ctx.services.settings)
 
 
-def _client_id(ctx: Context):
-    return (ctx.vars.get("client") or {}).get("id")
+def _client_id(ctx: Context) -> int:
+    """The client this dialog is for; PIN actions run only after ``identify_caller`` found one."""
+    cid = (ctx.vars.get("client") or {}).get("id")
+    if cid is None:
+        raise RuntimeError("PIN action before the caller was identified (flow 'identify' first)")
+    return int(cid)
+
+
+def _confirmed(ctx: Context) -> bool:
+    """The PIN was confirmed earlier in this dialog, for the client the dialog is for now."""
+    return ctx.vars.get(CONFIRMED) is not None and ctx.vars.get(CONFIRMED) == _client_id(ctx)
 
 
 def _audit(ctx: Context, what: str, outcome: str | None = None, **detail) -> None:
     subscribers.audit(ctx.services.db, what, actor="client", channel=ctx.channel, phone=ctx.phone,
-                      client_id=_client_id(ctx), outcome=outcome, detail=detail)
+                      client_id=(ctx.vars.get("client") or {}).get("id"), outcome=outcome, detail=detail)
 
 
 def _take(ctx: Context, var: str) -> str:
@@ -53,10 +66,10 @@ def pin_status(ctx: Context) -> str:
     ```
     """
     s = ctx.services
-    st = subscribers.status(s.db, ctx.phone, ctx.now)
+    st = subscribers.status(s.db, ctx.phone, _client_id(ctx), ctx.now)
     if st.state == "locked":
         return "locked"
-    if ctx.vars.get(CONFIRMED):
+    if _confirmed(ctx):
         return "confirmed"
     if s.settings.simswap_hold_days > 0 and not ctx.vars.get("_simswap_ok"):
         from convo.simswap import on_hold
@@ -70,8 +83,9 @@ def pin_status(ctx: Context) -> str:
 
 @action("verify_pin", outcomes=("ok", "wrong", "locked", "none"))
 def verify_pin(ctx: Context, var: str = "pin") -> str:
-    """Check the PIN just entered (the variable ``var``, default ``pin``). Wrong PINs are counted per
-    subscriber across USSD and SMS; the last allowed one locks (``CONVO_PIN_MAX_ATTEMPTS``).
+    """Check the PIN just entered (the variable ``var``, default ``pin``) against the PIN of this phone and
+    client. Wrong PINs are counted per phone, across its clients, USSD and SMS; the last allowed one locks
+    the phone (``CONVO_PIN_MAX_ATTEMPTS``).
     Sets ``pin_attempts_left``.
 
     ```yaml
@@ -87,11 +101,12 @@ def verify_pin(ctx: Context, var: str = "pin") -> str:
     """
     s = ctx.services
     pin = _take(ctx, var)
-    check = subscribers.verify(s.db, _hasher(ctx), ctx.phone, pin, max_attempts=s.settings.pin_max_attempts,
-                               lock_minutes=s.settings.pin_lock_minutes, now=ctx.now)
+    check = subscribers.verify(s.db, _hasher(ctx), ctx.phone, _client_id(ctx), pin,
+                               max_attempts=s.settings.pin_max_attempts, lock_minutes=s.settings.pin_lock_minutes,
+                               now=ctx.now)
     ctx.vars["pin_attempts_left"] = check.attempts_left
     if check.outcome == "ok":
-        ctx.vars[CONFIRMED] = True
+        ctx.vars[CONFIRMED] = _client_id(ctx)
     elif check.outcome == "wrong":
         _audit(ctx, "pin.failed", "wrong", attempts_left=check.attempts_left)
     elif check.just_locked:
@@ -107,7 +122,7 @@ def _alert_staff(ctx: Context) -> None:
         from convo import notify
 
         client = ctx.vars.get("client") or {}
-        st = subscribers.status(ctx.services.db, ctx.phone, ctx.now)
+        st = subscribers.status(ctx.services.db, ctx.phone, now=ctx.now)
         until = st.locked_until
         notify.alert(ctx.services, event="pin_locked", key=f"pin_locked:{ctx.phone}:{until.isoformat() if until else ''}",
                      phone=ctx.phone, client_id=client.get("id"), client_name=client.get("name"),
@@ -121,8 +136,6 @@ def _alert_staff(ctx: Context) -> None:
 def _birth_year(ctx: Context) -> int | None:
     """The client's birth year from Mifos X (``GET /clients/{id}``), when it is known; never cached."""
     cid = _client_id(ctx)
-    if cid is None:
-        return None
     try:
         from convo.mifos.client import parse_date
 
@@ -155,8 +168,7 @@ def stage_new_pin(ctx: Context, var: str = "new_pin") -> str:
     if reason:
         ctx.vars["pin_weak_reason"] = reason
         return "weak"
-    subscribers.stage_new_pin(ctx.services.db, _hasher(ctx), ctx.phone, pin, client_id=_client_id(ctx),
-                              language=ctx.lang, now=ctx.now)
+    subscribers.stage_new_pin(ctx.services.db, _hasher(ctx), ctx.phone, _client_id(ctx), pin, now=ctx.now)
     return "ok"
 
 
@@ -178,14 +190,16 @@ def commit_new_pin(ctx: Context, var: str = "new_pin_repeat") -> str:
     ```
     """
     pin = _take(ctx, var)
-    result = subscribers.commit_new_pin(ctx.services.db, _hasher(ctx), ctx.phone, pin,
-                                        replace_allowed=bool(ctx.vars.get(CONFIRMED)), now=ctx.now)
+    result = subscribers.commit_new_pin(ctx.services.db, _hasher(ctx), ctx.phone, _client_id(ctx), pin,
+                                        replace_allowed=_confirmed(ctx), now=ctx.now)
     if result in ("set", "changed"):
-        ctx.vars[CONFIRMED] = True
+        ctx.vars[CONFIRMED] = _client_id(ctx)
         _audit(ctx, f"pin.{result}", "ok")
         return "done"
     if result == "refused":
         log.warning("PIN change refused: the old PIN was not confirmed in this dialog")
         _audit(ctx, "pin.changed", "refused")
+        return "expired"
+    if result == "locked":                          # the phone was locked meanwhile: nothing changes
         return "expired"
     return result

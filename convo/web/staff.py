@@ -18,10 +18,14 @@ counters.
 
     curl -X POST https://<host>/api/subscribers/+254700000101/pin-reset \\
          -H "Authorization: Bearer $CONVO_STAFF_TOKEN" -H "X-Staff-User: alice" \\
-         -H "Content-Type: application/json" -d '{"reason": "forgot PIN, ID checked at branch"}'
+         -H "Content-Type: application/json" \\
+         -d '{"client_id": 1, "reason": "forgot PIN, ID checked at branch"}'
 
-``{"unlock_only": true}`` lifts a lock and keeps the PIN; without it the PIN is
-forgotten and the client chooses a new one the next time one is needed.
+A PIN belongs to a (phone, Mifos X client) pair; the lock belongs to the phone.
+A reset forgets the PIN of the client named by ``client_id`` only (required:
+on a shared phone the others keep theirs) and unlocks the phone; the client
+chooses a new PIN the next time one is needed. ``{"unlock_only": true}`` lifts
+the phone's lock and keeps every PIN (no ``client_id`` needed).
 """
 from __future__ import annotations
 
@@ -202,21 +206,35 @@ def _phone(raw: str) -> str:
     return phone
 
 
+def _client_id(value, required: bool) -> int | None:
+    if value is None and not required:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BadRequest("'client_id' must be the Mifos X client id whose PIN this is (a positive number)")
+    g.audit_client = value
+    return value
+
+
 def _describe(st: subscribers.Status) -> dict:
-    return {"pin_set": st.state in ("set", "locked") and st.pin_set_at is not None, "locked": st.state == "locked",
+    """The phone's lock, and whose PINs are set (of ``st.client_id``'s when given, else of any client)."""
+    return {"pin_set": st.pin_set_at is not None, "locked": st.state == "locked",
             "locked_until": st.locked_until.isoformat() if st.locked_until else None,
             "failed_attempts": st.failed_attempts,
-            "pin_set_at": st.pin_set_at.isoformat() if st.pin_set_at else None}
+            "pin_set_at": st.pin_set_at.isoformat() if st.pin_set_at else None,
+            "clients": [{"client_id": cid, "pin_set_at": at.isoformat() if at else None} for cid, at in st.clients]}
 
 
 @bp.get("/subscribers/<path:phone>")
 def subscriber_status(phone: str):
-    """PIN state of one subscriber (never the PIN or its hash)."""
+    """The phone's PIN lock and which clients have a PIN on it (never a PIN or its hash);
+    ``?client_id=N``: ``pin_set`` and ``pin_set_at`` of that client."""
     s = services()
     e164 = _phone(phone)
-    st = subscribers.status(s.db, e164)
-    g.audit_client = st.client_id
-    return jsonify({"phone": e164, **_describe(st)})
+    cid = _client_id(request.args.get("client_id"), required=False)
+    st = subscribers.status(s.db, e164, cid)
+    return jsonify({"phone": e164, **({"client_id": cid} if cid else {}), **_describe(st)})
 
 
 @bp.post("/subscribers/<path:phone>/pin-reset")
@@ -232,12 +250,13 @@ def pin_reset(phone: str):
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise BadRequest("'reason' must be text")
-    before = subscribers.status(s.db, e164)
-    g.audit_client = before.client_id
-    if not subscribers.reset(s.db, e164, unlock_only=unlock_only):
-        return _deny(404, "no subscriber with this phone number")
+    cid = _client_id(body.get("client_id"), required=not unlock_only)
+    before = subscribers.status(s.db, e164, cid)
+    if not subscribers.reset(s.db, e164, client_id=None if unlock_only else cid, unlock_only=unlock_only):
+        return _deny(404, "no subscriber with this phone number" if unlock_only
+                     else "no subscriber with this phone number and client")
     subscribers.audit(s.db, "pin.unlocked" if unlock_only else "pin.reset", actor=f"staff:{g.staff_user}",
-                      channel="api", phone=e164, client_id=before.client_id, outcome="ok",
+                      channel="api", phone=e164, client_id=cid, outcome="ok",
                       detail={"reason": (reason or "")[:200], "was_locked": before.state == "locked"})
-    return jsonify({"phone": e164, "reset": "unlock" if unlock_only else "pin",
-                    **_describe(subscribers.status(s.db, e164))})
+    return jsonify({"phone": e164, **({"client_id": cid} if cid else {}), "reset": "unlock" if unlock_only else "pin",
+                    **_describe(subscribers.status(s.db, e164, cid))})
