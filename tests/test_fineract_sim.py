@@ -253,7 +253,7 @@ def test_faults(app, http):
 @pytest.mark.parametrize("today", [TODAY, date(2024, 2, 29), date(2024, 3, 31), date(2025, 1, 3), date.today()])
 def test_seed_is_consistent_at_any_business_date(today):
     data = seed.build(today)
-    assert len(data["clients"]) == 40
+    assert len(data["clients"]) == 41
     for lid, loan in data["loans"].items():
         periods = loan["repaymentSchedule"]["periods"]
         assert "period" not in periods[0] and [p["period"] for p in periods[1:]] == list(range(1, len(periods)))

@@ -8,9 +8,11 @@ Contracts come from Apache Fineract's source (github:apache/fineract, 2024-10):
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from datetime import date
 
 import pytest
+import redis
 import requests
 import responses
 import sqlalchemy as sa
@@ -27,6 +29,7 @@ SHARED = seed.SHARED_PHONE                   # Achieng (37, "+254700000150") and
 ACHIENG, BARAKA = seed.SHARED_PHONE_CLIENTS
 KENYAN_WAIRIMU = "+254771000127"             # client 40 "0771000127"; Fatou (27, Dakar) is "771000127"
 KENYAN_NOBODY = "+254710000119"              # Rehema (19, Dar es Salaam) is "0710000119"
+KENYAN_NDEYE = "+254771000141"               # Ndeye (41, Dakar Médina, an office notify.yaml omits) is "771000141"
 FATOU, REHEMA = "+221771000127", "+255710000119"
 PIN = "5820"
 #: the offices of flows/notify.yaml
@@ -81,7 +84,7 @@ def test_simulator_search_answers_newest_client_first_and_at_most_50():
                      headers=auth).get_json()
     assert [r["entityId"] for r in exact] == [BARAKA] and exact[0]["parentId"] == 2
     every = http.get(api, query_string={"query": "0", "resource": "clients"}, headers=auth).get_json()
-    assert len(every) == 40 and [r["entityId"] for r in every] == sorted((r["entityId"] for r in every), reverse=True)
+    assert len(every) == 41 and [r["entityId"] for r in every] == sorted((r["entityId"] for r in every), reverse=True)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +155,60 @@ def test_one_failed_search_fails_the_whole_lookup():
             ["+254700000150", "254700000150", "0700000150", "700000150"])
 
 
+def test_the_choice_shows_first_names_and_the_next_name_only_where_two_are_the_same():
+    from convo.actions.mifos import _choice_labels
+
+    family = [{"id": 37, "name": "Achieng Akinyi Otieno", "first_name": "Achieng"},
+              {"id": 38, "name": "Baraka Ouma Otieno", "first_name": "Baraka"}]
+    _choice_labels(family)
+    assert [c["label"] for c in family] == ["Achieng", "Baraka"]
+    twins = [{"id": 1, "name": "Grace Akinyi Otieno", "first_name": "Grace"},
+             {"id": 2, "name": "Grace Atieno Otieno", "first_name": "Grace"},
+             {"id": 3, "name": "Peter Otieno", "first_name": "Peter"}]
+    _choice_labels(twins)
+    assert [c["label"] for c in twins] == ["Grace Akinyi", "Grace Atieno", "Peter Otieno"]
+
+
 # ------------------------------------------------------------------ over USSD, end to end
+
+
+@contextmanager
+def gateway_over(dataset: dict, redis_url: str, tmp_path):
+    """The gateway in front of a simulator serving ``dataset`` (both over HTTP)."""
+    from convo.cli import sim_settings
+    from convo.db import upgrade
+    from convo.web import create_app
+
+    db = f"sqlite:///{tmp_path}/convo.db"
+    upgrade(db)
+    with BackgroundServer(create_sim_app(dataset, today=TODAY)) as sim:
+        app = create_app(sim_settings(sim.url, redis_url=redis_url, database_url=db, flows_reload_seconds=0))
+        try:
+            with BackgroundServer(app) as gw:
+                yield gw.url
+        finally:
+            app.extensions["convo"].db.dispose()
+
+
+def _status(data: dict, client_id: int, word: str) -> None:
+    code = {"pending": 100, "active": 300, "closed": 600}[word]
+    data["clients"][client_id].update(status={"id": code, "code": f"clientStatusType.{word}", "value": word.title()},
+                                      active=word == "active")
+
+
+def test_pending_clients_are_offered_only_when_no_client_of_the_phone_is_active(redis_url, tmp_path):
+    data = seed.build(TODAY)
+    _status(data, 39, "pending")                             # Otieno Were, "254700000150"
+    with gateway_over(data, redis_url, tmp_path) as gw:
+        assert Phone(gw, SHARED).dial() == "CON Choose your name:\n1. Achieng\n2. Baraka"
+    for cid in (ACHIENG, BARAKA):
+        _status(data, cid, "closed")
+    redis.Redis.from_url(redis_url).flushdb()                # forget the cached phone -> clients answer
+    (tmp_path / "later").mkdir()
+    with gateway_over(data, redis_url, tmp_path / "later") as gw:
+        assert Phone(gw, SHARED).dial().startswith("CON Welcome Otieno.")
+
+
 
 
 @pytest.fixture(scope="module")
@@ -191,9 +247,35 @@ def test_a_kenyan_caller_never_opens_the_dakar_client_with_her_digits(gateway):
     assert "KES 640.00" in screen and "CFA" not in screen and "Tontine" not in screen
 
 
-def test_a_kenyan_caller_with_a_tanzanian_clients_digits_is_unknown(gateway):
-    screen = Phone(gateway, KENYAN_NOBODY).dial()
+def test_a_kenyan_caller_with_a_tanzanian_clients_digits_is_unknown(stack):
+    gw, _, services = stack
+    from convo.services import client_key
+
+    screen = Phone(gw, KENYAN_NOBODY).dial()
     assert screen == "END Sorry, this phone number is not registered with us. Please visit your branch to register it."
+    # an unknown number is remembered for a minute, a known one for CONVO_CLIENT_CACHE_TTL (5 minutes)
+    assert 0 < services.redis.ttl(client_key(KENYAN_NOBODY)) <= 60
+    Phone(gw, KENYAN_WAIRIMU).dial()
+    assert 60 < services.redis.ttl(client_key(KENYAN_WAIRIMU)) <= 300
+
+
+def test_an_office_without_a_region_reads_numbers_in_its_parent_offices_region(stack):
+    """Dakar Médina (8) is not in flows/notify.yaml; it sits under Dakar Plateau (6, SN) in Mifos X
+    (``GET /offices``: ``parentId``), so "771000141" there is Senegalese, not the Kenyan default's."""
+    gw, _, services = stack
+    assert Phone(gw, KENYAN_NDEYE).dial().startswith("END Sorry, this phone number is not registered")
+    assert Phone(gw, "+221771000141").dial().startswith("CON Bienvenue Ndeye.")
+    assert 0 < services.redis.ttl("convo:office-parents") <= 3600        # the office tree, cached an hour
+
+
+def test_a_phone_to_client_mapping_cached_by_an_earlier_release_is_not_trusted(stack):
+    """Before this change the cache held one client found by reading numbers in the caller's country."""
+    gw, _, services = stack
+    from convo.services import client_key
+
+    services.cache.put(client_key(KENYAN_WAIRIMU), {"id": 27, "name": "Fatou Bintou Sow", "first_name": "Fatou",
+                                                    "office_id": 6}, 300)
+    assert Phone(gw, KENYAN_WAIRIMU).dial().startswith("CON Welcome Wairimu.")
 
 
 def test_the_tanzanian_and_senegalese_clients_still_reach_their_accounts(gateway):
@@ -307,6 +389,8 @@ def test_by_sms_the_caller_answers_with_the_number_of_their_name(sms):
     answer = replies(services, SHARED)[-1]
     assert "Akiba Bora" in answer and "KES 12,750.00" in answer
     assert not any("3,400.00" in r for r in replies(services, SHARED))     # nothing of Achieng's, ever
+    handset.text("BAL")                                       # every keyword asks again
+    assert replies(services, SHARED)[-1].startswith("Choose your name:\n1. Achieng\n2. Baraka")
 
 
 def test_by_sms_due_for_achieng(sms):

@@ -16,8 +16,13 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from convo.actions import Context, action
+from convo.services import client_key
 
 log = logging.getLogger(__name__)
+
+#: seconds an unknown number is remembered (a client registered meanwhile gets in that soon)
+UNKNOWN_CALLER_TTL = 60
+
 
 class _Unavailable(Exception):
     pass
@@ -31,8 +36,10 @@ def _as_of(ctx: Context, stamp: str) -> str:
     return f"{format_date(when.date(), 'medium', ctx.lang)} {when:%H:%M}"
 
 
-def _fetch(ctx: Context, key: str, load: Callable[[], Any], ttl: int) -> Any:
-    """Cached answer, else a fresh one from Mifos X, else the last good one (with ``as_of``)."""
+def _fetch(ctx: Context, key: str, load: Callable[[], Any], ttl: int | Callable[[Any], int]) -> Any:
+    """Cached answer, else a fresh one from Mifos X, else the last good one (with ``as_of``).
+
+    ``ttl`` may depend on the answer (a function of it)."""
     from convo.mifos.client import MifosError
 
     s = ctx.services
@@ -50,7 +57,7 @@ def _fetch(ctx: Context, key: str, load: Callable[[], Any], ttl: int) -> Any:
         if isinstance(value, dict):
             value = {**value, "as_of": _as_of(ctx, stamp)}
         return value
-    s.cache.remember(key, value, ttl, s.settings.last_good_ttl, ctx.now.isoformat())
+    s.cache.remember(key, value, ttl(value) if callable(ttl) else ttl, s.settings.last_good_ttl, ctx.now.isoformat())
     return {**value, "as_of": None} if isinstance(value, dict) else value
 
 
@@ -60,19 +67,58 @@ def _slim_account(a) -> dict:
             "currency": {"code": c.code, "decimal_places": c.decimal_places, "in_multiples_of": c.in_multiples_of}}
 
 
-def clients_key(phone: str) -> str:
-    """Cache key of the phone -> clients mapping (a list: a phone may belong to several clients)."""
-    return f"convo:clients:{phone}"
-
-
 def _choice_labels(clients: list[dict]) -> None:
-    """``label`` of each client on the "who is calling" menu: the first name, with the last
-    name's initial where two share a first name. Names only: never an id or a figure."""
-    firsts = [c["first_name"] for c in clients]
-    for c in clients:
-        words = c["name"].split()
-        c["label"] = c["first_name"] if firsts.count(c["first_name"]) == 1 or len(words) < 2 \
-            else f"{c['first_name']} {words[-1][0]}."
+    """``label`` of each client on the "choose your name" menu: the first name, or as many of
+    the names as it takes to tell two apart (families share last names, rarely first and middle
+    names). Names only: never an id or a figure."""
+    words = [c["name"].split() or [c["first_name"]] for c in clients]
+    for n in range(1, max(len(w) for w in words) + 1):
+        labels = [" ".join(w[:n]) for w in words]
+        if len(set(labels)) == len(labels):
+            break
+    for c, label in zip(clients, labels):
+        c["label"] = label
+
+
+def office_regions(ctx: Context) -> Callable[[Any], str]:
+    """Office id → the region its clients' numbers are read in.
+
+    The office's ``region`` in ``flows/notify.yaml``; for an office not listed
+    there, the nearest listed office above it in Mifos X (``GET /offices``,
+    cached for an hour), so a new branch under Dakar reads its numbers as
+    Senegalese; ``CONVO_DEFAULT_REGION`` when no office above it has one.
+    """
+    from convo import notify
+
+    s = ctx.services
+    default = s.settings.default_region
+    listed = {oid: o.region for oid, o in notify.config_for(s).offices.items() if o.region}
+    parents: dict[int, int | None] | None = None
+
+    def region(office_id) -> str:
+        nonlocal parents
+        try:
+            oid = int(office_id)
+        except (TypeError, ValueError):
+            return default
+        if oid in listed or not listed:
+            return listed.get(oid, default)
+        if parents is None:
+            cached = s.cache.get("convo:office-parents")
+            if cached is None:
+                cached = {str(k): v for k, v in s.mifos.office_parents().items()}
+                s.cache.put("convo:office-parents", cached, 3600)
+            parents = {int(k): v for k, v in cached.items()}
+        seen = {oid}
+        up = parents.get(oid)
+        while up is not None and up not in seen:
+            if up in listed:
+                return listed[up]
+            seen.add(up)
+            up = parents.get(up)
+        return default
+
+    return region
 
 
 @action("identify_caller", outcomes=("found", "many", "unknown", "unavailable"))
@@ -80,8 +126,8 @@ def identify_caller(ctx: Context) -> str:
     """Find the caller in Mifos X by phone number (all the formats MFIs store).
 
     A client counts only when the number stored in Mifos X, read in the
-    client's own country (the office's ``region`` in ``flows/notify.yaml``,
-    else ``CONVO_DEFAULT_REGION``), is the caller's E.164 number. Active
+    client's own country (see :func:`office_regions`), is the caller's E.164
+    number. Active
     clients win over pending ones. One client: sets ``client`` (``id``,
     ``name``, ``first_name``, ``office_id``), outcome ``found``. Several (a
     family's shared phone): sets ``clients`` (each also with a ``label``, the
@@ -99,19 +145,24 @@ def identify_caller(ctx: Context) -> str:
     s = ctx.services
 
     def load() -> dict:
-        from convo import notify
-
-        offices = notify.config_for(s)
-        refs = s.mifos.clients_by_phone(ctx.phone, lambda oid: offices.region(oid, s.settings.default_region))
+        refs = s.mifos.clients_by_phone(ctx.phone, office_regions(ctx))
         live = [r for r in refs if r.active] or refs
         return {"clients": [{"id": r.id, "name": r.display_name, "first_name": (r.display_name.split() or [""])[0],
                              "office_id": r.office_id} for r in live]}
 
+    key = client_key(ctx.phone)
+    ttl = s.settings.client_cache_ttl
+    ttl_of = lambda v: ttl if v["clients"] else min(ttl, UNKNOWN_CALLER_TTL)  # noqa: E731 - a newcomer gets in soon
     try:
-        hit = _fetch(ctx, clients_key(ctx.phone), load, s.settings.client_cache_ttl)
+        hit = _fetch(ctx, key, load, ttl_of)
+        if "clients" not in hit:                    # cached by an earlier release: one client, read in the
+            s.cache.drop(key)                       # caller's country; never trusted
+            hit = _fetch(ctx, key, load, ttl_of)
     except _Unavailable:
         return "unavailable"
-    clients = [dict(c) for c in hit.get("clients") or []]
+    if "clients" not in hit:
+        return "unavailable"
+    clients = [dict(c) for c in hit["clients"]]
     if not clients:
         return "unknown"
     if len(clients) == 1:

@@ -785,6 +785,12 @@ class MifosClient:
                 found[ref.id] = ref
         return [found[k] for k in sorted(found)]
 
+    def office_parents(self) -> dict[int, int | None]:
+        """Office id → parent office id (None for the head office), from ``GET /offices``
+        (``OfficeReadPlatformServiceImpl``: every office with ``parentId``, absent at the top)."""
+        return {int(o["id"]): (int(o["parentId"]) if o.get("parentId") is not None else None)
+                for o in self.get("/offices") or []}
+
     def client_accounts(self, client_id: int) -> list[Account]:
         """Active savings and loan accounts (pending, closed, shares left out)."""
         return accounts_from_overview(self.get(f"/clients/{int(client_id)}/accounts") or {})

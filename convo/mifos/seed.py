@@ -1,4 +1,4 @@
-"""The simulator's data set: 40 clients in Kenya, Tanzania, Senegal and Côte d'Ivoire.
+"""The simulator's data set: 41 clients in Kenya, Tanzania, Senegal and Côte d'Ivoire.
 
 :func:`build` returns plain dicts already in Fineract's GET shapes (Python
 ``date`` and ``Decimal`` values; the simulator writes dates as ``[y, m, d]``
@@ -41,8 +41,12 @@ CURRENCIES = {
 
 OFFICES = {
     1: "Head Office", 2: "Nairobi Eastlands", 3: "Kisumu", 4: "Arusha", 5: "Dar es Salaam",
-    6: "Dakar Plateau", 7: "Abidjan Yopougon",
+    6: "Dakar Plateau", 7: "Abidjan Yopougon", 8: "Dakar Médina",
 }
+#: office id → parent office id (Fineract ``m_office.parent_id``). Dakar Médina (8) is a branch of
+#: Dakar Plateau (6) that flows/notify.yaml does not list: its clients' numbers are read as Senegalese
+#: because its parent's are.
+OFFICE_PARENTS = {1: None, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 6}
 
 #: (id, name, short name) per product
 SAVINGS_PRODUCTS = {
@@ -190,6 +194,8 @@ _CLIENTS = [
     (39, "Otieno", "", "Were", 2, "254700000150", "closed", []),      # left the MFI: never offered
     # A Kenyan whose national digits are those of Fatou Bintou Sow (Dakar, stored "771000127")
     (40, "Wairimu", "Njeri", "Kamau", 3, "0771000127", "active", [("sav", "VS", "KES", "640", "active")]),
+    # A client of an office notify.yaml does not list (8, under Dakar Plateau), stored without country code
+    (41, "Ndeye", "", "Faye", 8, "771000141", "active", [("sav", "EP", "XOF", "22500", "active")]),
 ]
 
 #: ids the tests and the demo rely on
@@ -207,7 +213,7 @@ SHARED_PHONE_CLIENTS = (37, 38)
 #: stored without a country code in another country's office: Fatou (27, Dakar, "771000127") and
 #: Rehema (19, Dar es Salaam, "0710000119"); the Kenyan numbers with the same digits are not theirs
 #: (+254771000127 is Wairimu's, client 40; +254710000119 is nobody's)
-FOREIGN_DIGITS = {"+254771000127": 40, "+254710000119": None}
+FOREIGN_DIGITS = {"+254771000127": 40, "+254710000119": None, "+254771000141": None}
 
 DEMO_PHONES: list[tuple[str, str]] = [
     ("+254700000101", "Grace Wanjiru Kamau (KES): savings 8,637.50 (7,637.50 available), loan 29 five days in arrears"),

@@ -257,6 +257,23 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
         rows = [search_row(c) for c in clients if _matches(c, query, exact)]
         return _reply(rows[:50])
 
+    @app.get(API + "/offices")
+    def offices():
+        """OfficeReadPlatformServiceImpl.OfficeMapper: id, name, nameDecorated, openingDate, hierarchy
+        (head office ".", then parent's hierarchy + id + "." per Office.hierarchyOf), parentId, parentName."""
+        def hierarchy(oid):
+            parent = seed.OFFICE_PARENTS.get(oid)
+            return "." if parent is None else hierarchy(parent) + f"{oid}."
+        out = []
+        for oid, name in sorted(data()["offices"].items()):
+            row = {"id": oid, "name": name, "nameDecorated": "...." * (hierarchy(oid).count(".") - 1) + name,
+                   "openingDate": date(2015, 1, 1), "hierarchy": hierarchy(oid)}
+            parent = seed.OFFICE_PARENTS.get(oid)
+            if parent is not None:
+                row.update(parentId=parent, parentName=data()["offices"][parent])
+            out.append(row)
+        return _reply(out)
+
     @app.get(API + "/clients/<int:client_id>")
     def client(client_id: int):
         found = data()["clients"].get(client_id)
