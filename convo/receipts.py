@@ -1,4 +1,4 @@
-"""Receipts from Fineract webhook hooks (``POST /hooks/fineract``).
+"""Receipts from Fineract webhook hooks (``POST /hooks/fineract/<token>/``).
 
 What Fineract sends (``WebHookProcessor`` / ``WebHookService``, hook template
 "Web", content type json): a POST to the hook's Payload URL with headers
@@ -26,9 +26,16 @@ Handled: LOAN REPAYMENT, LOAN DISBURSE, SAVINGSACCOUNT DEPOSIT,
 SAVINGSACCOUNT WITHDRAWAL (each also raises the matching alert event).
 Everything else is answered 200 and ignored.
 
+Who gets the receipt: the client who owns the loan or savings account *as read
+from Mifos X* (``clientId`` of ``GET /loans/{id}`` or ``GET /savingsaccounts/{id}``),
+never the ``clientId`` the hook body names: a forged or mistaken body cannot
+send someone's figures to another client. Hooks of another tenant are refused
+by the route (:mod:`convo.web.notify_api`).
+
 Idempotency: the hook row's key is ``<tenant>:<entity>:<action>:<account>:<resource>``
-(unique), the receipt's outbox key ``receipt:<tenant>:<entity>:<account>:<transaction>``:
-a replayed hook (or two hooks configured for one event) sends one receipt.
+(unique), the receipt's outbox key ``receipt:<tenant>:<entity>:<transaction>``:
+a replayed hook (or two hooks configured for one event, or a replay naming
+another account) sends one receipt per transaction.
 When Mifos X cannot be asked the row stays ``pending`` and the worker's
 scheduler retries it (Fineract itself never re-sends a hook).
 """
@@ -174,7 +181,7 @@ def _receipt(services, row) -> HookResult:
         loan = mifos.get(f"/loans/{loan_id}", {"associations": "transactions"} if action == "DISBURSE" else None)
         currency = reads.loan_currency(loan)
         account_no = str(loan.get("accountNo", loan_id))
-        client_id = ids.get("clientId") or loan.get("clientId")
+        client_id = loan.get("clientId")                 # the loan's owner in Mifos X, not the hook's word
         if action == "DISBURSE":
             txs = [t for t in loan.get("transactions") or []
                    if (t.get("type") or {}).get("disbursement") and not t.get("manuallyReversed")]
@@ -199,20 +206,21 @@ def _receipt(services, row) -> HookResult:
         tx = reads.savings_transaction(mifos, sid, tx_id)
         if tx.get("reversed"):
             return HookResult(status="ignored", detail="the transaction was reversed")
-        acc = None
-        if tx.get("runningBalance") is None or not tx.get("accountNo"):
-            acc = reads.savings_account(mifos, sid)
+        acc = reads.savings_account(mifos, sid)          # its clientId: the owner, not the hook's word
         from convo.mifos.client import Currency
 
         currency = Currency.from_fineract(tx.get("currency") or (acc or {}).get("currency"))
         account_no = str(tx.get("accountNo") or (acc or {}).get("accountNo") or sid)
         balance = to_decimal(tx["runningBalance"]) if tx.get("runningBalance") is not None else \
             to_decimal(((acc or {}).get("summary") or {}).get("accountBalance"))
-        client_id = ids.get("clientId") or (acc or {}).get("clientId")
-        if client_id is None:
-            client_id = reads.savings_account(mifos, sid).get("clientId")
-        account_key, office_id, officer = f"savings{sid}", ids.get("officeId"), None
+        client_id = acc.get("clientId")
+        account_key, office_id, officer = f"savings{sid}", None, None
         extra = {"savings_id": sid}
+    if client_id is None:
+        return HookResult(status="ignored", detail="the account has no client in Mifos X (a group account?)")
+    if ids.get("clientId") is not None and ids["clientId"] != int(client_id):
+        log.warning("hook %s names client %s but %s belongs to client %s: the receipt goes to the owner",
+                    row.key, ids["clientId"], account_key, client_id)
     payment = tx.get("paymentDetailData") or {}
     reference = payment.get("receiptNumber") or payment.get("transactionNumber") or str(tx_id)
     amount = to_decimal(tx.get("amount"))
@@ -223,7 +231,7 @@ def _receipt(services, row) -> HookResult:
              "loan_officer_id": officer or contact.staff_id, "amount": amount, "currency": cur,
              "account_no": account_no, "balance": balance, "reference": reference,
              "date": parse_date(tx.get("date")), **extra}
-    notify.alert(services, event, key=f"{row.tenant}:{account_key}:{tx_id}", **facts)
+    notify.alert(services, event, key=f"{row.tenant}:{entity}:{tx_id}", **facts)
 
     cfg = notify.config_for(services)
     if not cfg.receipts or not getattr(services.settings, "receipts_enabled", True):
@@ -241,7 +249,7 @@ def _receipt(services, row) -> HookResult:
                  "date": facts["date"] or utcnow().date()}
     msg = notify.send_to_client(
         services, client_id=client_id, phone=e164, key=template, variables=variables, kind="receipt",
-        idempotency_key=f"receipt:{row.tenant}:{entity}:{account_key}:{tx_id}", sent_by="fineract-hook",
+        idempotency_key=f"receipt:{row.tenant}:{entity}:{tx_id}", sent_by="fineract-hook",
         lang=notify.client_language(services, e164, office.language), region=region,
         requested_by_client=True)  # a receipt for the client's own transaction: sent even after STOP
     return HookResult(status="done", detail=f"receipt {msg.status}", outbox_id=msg.id)

@@ -145,9 +145,13 @@ def redact_ussd_text(text: str, secret_positions) -> str:
 _TOKEN_RE = re.compile(r"(?i)((?:^|[?&\s])(?:token|api_?key|pepper)=)[^&\s\"']+")
 
 
+_HOOK_PATH_RE = re.compile(r"(/hooks/fineract/)[^/?#\s\"']+")
+
+
 def redact_query_secrets(line: str) -> str:
-    """``...?token=abc&x=1`` -> ``...?token=***&x=1`` (access logs)."""
-    return _TOKEN_RE.sub(r"\1***", line)
+    """``...?token=abc&x=1`` -> ``...?token=***&x=1``, ``/hooks/fineract/abc/`` -> ``/hooks/fineract/***/``
+    (access logs)."""
+    return _HOOK_PATH_RE.sub(r"\1***", _TOKEN_RE.sub(r"\1***", line))
 
 
 class RedactSecretsFilter(logging.Filter):

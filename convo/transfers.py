@@ -5,13 +5,25 @@ A repayment asked for over USSD or SMS becomes one ``transfer_requests`` row
 a slow Mifos X can never time the session out. The runner (a thread of
 ``convo worker``, and of ``convo demo``) leases due rows like the outbox
 worker does (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), calls
-``POST /accounttransfers`` with the row's key as ``Idempotency-Key`` and
-writes the outcome to the outbox as an SMS in the client's language:
+``POST /accounttransfers`` and writes the outcome to the outbox as an SMS in
+the client's language.
+
+The transfer date is Fineract's business date (:meth:`MifosClient.business_date`:
+``GET /businessdate/BUSINESS_DATE`` when that feature is on, else today in
+``CONVO_TIMEZONE``, which must be the tenant's time zone), chosen at the first
+attempt and stored in ``transfer_date``. The ``Idempotency-Key`` is derived
+from the row's key and that date (``<key>@<date>``, sent as a 46-character
+digest: Fineract's column holds 50). So:
 
 * done: money moved once (a retried call is answered from Fineract's cache);
-* insufficient funds (403), other refusals (400/403): failed at once, the SMS says why;
-* loan locked by close-of-business (409), Mifos X down, timeout, 425: retried
-  with backoff under the same key; after ``max_attempts`` the row is
+* date after Fineract's business date (400 ``...transaction.in.the.future``):
+  nothing moved; the business date is read again, stored, and the transfer is
+  sent at once with it and its own key (Fineract keeps the 400 under the old key);
+* insufficient funds (403, either code variant), other refusals (400/403):
+  failed at once, the SMS says why;
+* Mifos X down, timeout, 425 (and 409, which ``/accounttransfers`` does not
+  answer today: the close-of-business lock guards ``/loans/...`` only): retried
+  with backoff under the same date and key; after ``max_attempts`` the row is
   ``unknown`` (money may have moved) and the SMS asks the client to check
   with the branch.
 """
@@ -56,6 +68,8 @@ class TransferRequest(Base):
     leased_by: Mapped[str | None] = mapped_column(sa.String(80), nullable=True)
     resource_id: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
     error: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    #: the date sent to Fineract (chosen at the first attempt; changed only after a 400 "in the future")
+    transfer_date: Mapped[dt.date | None] = mapped_column(sa.Date, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
@@ -129,18 +143,37 @@ class TransferRunner:
                                 .values(**values)).rowcount
         return bool(done)
 
+    def _store_date(self, row, day: dt.date) -> None:
+        with self.db.begin() as conn:
+            conn.execute(sa.update(table).where(table.c.id == row.id, table.c.leased_by == self.name)
+                         .values(transfer_date=day, updated_at=utcnow()))
+
     def _process(self, row) -> None:
-        from convo.mifos.client import MifosError, MifosRejected, is_insufficient_funds, is_loan_locked
+        from convo.mifos.client import (MifosError, MifosRejected, is_future_date, is_insufficient_funds,
+                                        is_loan_locked)
 
         mifos = self.services.mifos
+        tz = self.services.settings.timezone
         try:
             office = row.office_id
             if office is None:
                 office = int(mifos.get(f"/clients/{int(row.client_id)}", {}).get("officeId"))
-            result = mifos.transfer_savings_to_loan(
-                client_id=row.client_id, office_id=office, savings_id=row.savings_id, loan_id=row.loan_id,
-                amount=Decimal(row.amount), on=dt.date.today(), idempotency_key=row.idempotency_key,
-                note="Loan repayment from savings, asked for by the client (mifos-convo)")
+            day = row.transfer_date
+            if day is None:                       # stored before sending: a retry sends the same date and key
+                day = mifos.business_date(tz)
+                self._store_date(row, day)
+            try:
+                result = self._send(mifos, row, office, day)
+            except MifosRejected as e:
+                if not is_future_date(e):
+                    raise
+                # Fineract answered, nothing moved: its business date is before ``day``
+                earlier = min(mifos.business_date(tz, refresh=True), day - dt.timedelta(days=1))
+                log.info("transfer %s: %s is after Fineract's business date; sending again dated %s",
+                         row.id, day, earlier)
+                day = earlier
+                self._store_date(row, day)
+                result = self._send(mifos, row, office, day)
         except MifosRejected as e:
             if is_loan_locked(e):
                 self._retry_or_give_up(row, "loan locked by close-of-business", "repay.locked")
@@ -160,6 +193,13 @@ class TransferRunner:
                 self.services.cache.drop(key)             # the next BAL/DUE shows the new figures
             log.info("transfer %s done (resource %s%s)", row.id, result.resource_id,
                      ", served from Fineract's cache" if result.served_from_cache else "")
+
+    @staticmethod
+    def _send(mifos, row, office: int, day: dt.date):
+        return mifos.transfer_savings_to_loan(
+            client_id=row.client_id, office_id=office, savings_id=row.savings_id, loan_id=row.loan_id,
+            amount=Decimal(row.amount), on=day, idempotency_key=f"{row.idempotency_key}@{day.isoformat()}",
+            note="Loan repayment from savings, asked for by the client (mifos-convo)")
 
     def _retry_or_give_up(self, row, reason: str, text_key: str) -> None:
         if row.attempts >= self.max_attempts:

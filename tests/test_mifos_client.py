@@ -258,13 +258,12 @@ def test_savings_transactions_fall_back_on_old_servers(client, mocked, status, b
     assert paths.count("/fineract-provider/api/v1/savingsaccounts/42/transactions/search") == 1
 
 
-def test_savings_transactions_search_404_for_a_missing_account_is_not_found(client, mocked):
-    body = _jsonable(sample("error_404.json"))
-    body["errors"][0]["userMessageGlobalisationCode"] = "error.msg.saving.account.id.invalid"
-    mocked.add(responses.GET, BASE + "/savingsaccounts/9999/transactions/search", json=body, status=404)
-    with pytest.raises(MifosNotFound):
-        client.savings_transactions(9999)
-    assert len(mocked.calls) == 1 and client.has_transactions_search is not False
+def test_savings_transactions_search_of_a_missing_account_is_an_empty_page(client, mocked):
+    """SavingsAccountTransactionsSearchServiceImpl.searchTransactions has no account check: COUNT(*) = 0
+    gives ``PageableExecutionUtils.getPage(emptyList)``, 200."""
+    mocked.add(responses.GET, BASE + "/savingsaccounts/9999/transactions/search", json={"total": 0, "content": []})
+    assert client.savings_transactions(9999) == []
+    assert len(mocked.calls) == 1 and client.has_transactions_search is True
 
 
 def test_savings_transactions_search_pages_past_reversed_rows(client, mocked):
@@ -276,7 +275,7 @@ def test_savings_transactions_search_pages_past_reversed_rows(client, mocked):
                match=[responses.matchers.query_param_matcher({"offset": "0", "limit": "10"})])
     mocked.add(responses.GET, BASE + "/savingsaccounts/42/transactions/search",
                json={"total": 13, "content": rows},
-               match=[responses.matchers.query_param_matcher({"offset": "10", "limit": "10"})])
+               match=[responses.matchers.query_param_matcher({"offset": "1", "limit": "10"})])  # page 1
     assert [t.id for t in client.savings_transactions(42, limit=5)] == [318, 316]
     assert len(mocked.calls) == 2
 

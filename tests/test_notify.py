@@ -354,7 +354,7 @@ def hook(gw: str, entity: str, action: str, response: dict, *, token: str = TOKE
                 "response": {**response, "officeId": None}, "timestamp": "2024-05-01T09:30:00Z"}
         if status:
             body["status"] = status
-    return requests.post(f"{gw}/hooks/fineract?token={token}", json=body, headers=headers, timeout=10)
+    return requests.post(f"{gw}/hooks/fineract/{token}/", json=body, headers=headers, timeout=10)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ one of three exceptions a flow can act on:
 * :class:`MifosRejected`: Fineract refused the request (validation 400,
   domain rule 403, loan locked by COB 409...), with ``.errors``.
 
-Every error also has a ``.reason`` (``insufficient_funds``, ``loan_locked``,
+Every error also has a ``.reason`` (``insufficient_funds``, ``future_date``, ``loan_locked``,
 ``invalid``, ``rule``, ``not_found``, ``in_progress``, ``circuit_open``,
 ``timeout``, ``unavailable``) so callers pick a text without parsing codes.
 
@@ -85,7 +85,8 @@ class MifosError(Exception):
 
     @property
     def reason(self) -> str:
-        """What happened, for choosing a text: ``insufficient_funds``, ``loan_locked``,
+        """What happened, for choosing a text: ``insufficient_funds``, ``future_date`` (400, the
+        date is after Fineract's business date), ``loan_locked``,
         ``invalid`` (400), ``rule`` (another 403 domain rule), ``not_found``,
         ``in_progress`` (425, same Idempotency-Key still running), ``circuit_open``,
         ``timeout``, ``unavailable``."""
@@ -97,8 +98,10 @@ class MifosError(Exception):
             return "timeout" if self.code == "timeout" else "unavailable"
         if isinstance(self, MifosNotFound):
             return "not_found"
-        if any(c.endswith("insufficient.account.balance") for c in self.codes):
+        if any(_INSUFFICIENT in c for c in self.codes):
             return "insufficient_funds"
+        if any(c.endswith(_IN_THE_FUTURE) for c in self.codes):
+            return "future_date"
         if self.status == 409 or "error.msg.loan.locked" in self.codes:
             return "loan_locked"
         return "invalid" if self.status == 400 else "rule"
@@ -128,13 +131,31 @@ class MifosRejected(MifosError):
     """
 
 
+#: ``InsufficientAccountBalanceException`` (fineract-savings): ``error.msg.savingsaccount.transaction.
+#: insufficient.account.balance`` or, when a withdrawal fee applies, ``....insufficient.account.balance.withdraw``
+_INSUFFICIENT = "insufficient.account.balance"
+#: ``SavingsAccount.withdraw``/``deposit``: ``error.msg.savingsaccount.transaction.in.the.future`` (400)
+_IN_THE_FUTURE = ".transaction.in.the.future"
+
+
 def is_insufficient_funds(err: BaseException) -> bool:
-    """Fineract's 403 ``...insufficient.account.balance`` (savings cannot cover the amount)."""
+    """Fineract's 403 ``...insufficient.account.balance`` or ``...insufficient.account.balance.withdraw``
+    (savings cannot cover the amount, or the amount and the withdrawal fee)."""
     return isinstance(err, MifosError) and err.reason == "insufficient_funds"
 
 
+def is_future_date(err: BaseException) -> bool:
+    """Fineract's 400 ``error.msg.savingsaccount.transaction.in.the.future``: the transfer date is after
+    the server's business date. Ask :meth:`MifosClient.business_date` and send again (with a new key:
+    Fineract keeps the 400 under the old one)."""
+    return isinstance(err, MifosError) and err.reason == "future_date"
+
+
 def is_loan_locked(err: BaseException) -> bool:
-    """Fineract's 409 ``error.msg.loan.locked``: the close-of-business job holds the loan."""
+    """Fineract's 409 ``error.msg.loan.locked``: the close-of-business job holds the loan.
+
+    Only ``/loans/...`` writes can get it (``LoanCOBFilterHelper.LOAN_PATH_PATTERN``);
+    ``POST /accounttransfers`` never does. Kept for callers that write to ``/loans``."""
     return isinstance(err, MifosError) and err.reason == "loan_locked"
 
 
@@ -617,6 +638,19 @@ def meeting_from_group(group: dict, today: date) -> Meeting | None:
                    center_name=group.get("centerName") if center else None)
 
 
+#: ``m_portfolio_command_source.idempotency_key`` is VARCHAR(50)
+#: (``db/changelog/tenant/parts/0061_add_idempotency_key_to_command_source.xml``)
+FINERACT_KEY_MAX = 50
+
+
+def fineract_idempotency_key(key: str) -> str:
+    """The ``Idempotency-Key`` Fineract gets for our (longer) local key: ``convo-`` and 40 hex
+    digits of its SHA-256, 46 characters, the same for the same key in every process."""
+    import hashlib
+
+    return "convo-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+
+
 #: Fineract's ``dd MMMM yyyy`` with locale ``en`` (not strftime: it follows the process locale)
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December")
@@ -705,6 +739,8 @@ class MifosClient:
         self.breaker = breaker or breaker_for(self.base_url, breaker_failures, breaker_reset)
         #: None until known: does the server have /savingsaccounts/{id}/transactions/search (1.9+)?
         self.has_transactions_search: bool | None = None
+        #: (is the business-date feature on?, when that was read) for :meth:`business_date`
+        self._business_date_enabled: tuple[bool, float] | None = None
         self.session = requests.Session()
         self.session.auth = (user, password)
         self.session.verify = verify_tls
@@ -805,9 +841,11 @@ class MifosClient:
     def savings_transactions(self, savings_id: int, limit: int = 5) -> list[Transaction]:
         """Latest ``limit`` non-reversed savings transactions, newest first.
 
-        Fineract 1.9+: ``GET /savingsaccounts/{id}/transactions/search?offset=0&limit=N``
-        (sorted newest first by the server), asking for more pages while
-        reversed rows leave fewer than ``limit``. Fineract 1.8 has no search:
+        Fineract 1.9+: ``GET /savingsaccounts/{id}/transactions/search?offset=P&limit=N``
+        where ``offset`` is a **page number** (``TransactionSearchRequest.pageable``:
+        ``PageRequest.of(offset, limit)``), sorted newest first by the server,
+        asking for the next page while reversed rows leave fewer than ``limit``.
+        An unknown account is an empty page (200), so it gives no lines. Fineract 1.8 has no search:
         the path falls on ``{transactionId}`` and Jersey answers a 404 that is
         not Fineract's JSON (the segment ``search`` is not a number), which
         this client reads as :class:`MifosUnavailable` with status 404 (405
@@ -831,19 +869,18 @@ class MifosClient:
         body = self.get(f"/savingsaccounts/{sid}", {"associations": "transactions"})
         return savings_transactions_from(body.get("transactions") or [], limit)
 
-    def _search_savings_transactions(self, sid: int, limit: int, max_pages: int = 3) -> list[dict]:
+    def _search_savings_transactions(self, sid: int, limit: int, max_pages: int = 4) -> list[dict]:
         rows: dict[Any, dict] = {}
-        page = max(limit * 2, limit + 5)  # reversed rows and their reversals are dropped after paging
-        offset = 0
-        for _ in range(max_pages):
-            body = self.get(f"/savingsaccounts/{sid}/transactions/search", {"offset": offset, "limit": page})
+        size = max(limit * 2, limit + 5)  # reversed rows are dropped after paging
+        for page in range(max_pages):
+            body = self.get(f"/savingsaccounts/{sid}/transactions/search", {"offset": page, "limit": size})
             content = (body or {}).get("content") or []
             fresh = [r for r in content if r.get("id") not in rows]
             rows.update((r.get("id"), r) for r in fresh)
-            offset += len(content)
             kept = sum(1 for r in rows.values() if not (r.get("reversed") or r.get("isReversal")))
             total = (body or {}).get("total")
-            if kept >= limit or not fresh or len(content) < page or (total is not None and offset >= int(total)):
+            if kept >= limit or not fresh or len(content) < size or \
+                    (total is not None and (page + 1) * size >= int(total)):
                 break
         return list(rows.values())
 
@@ -872,6 +909,37 @@ class MifosClient:
                 best = found
         return best
 
+    def business_date(self, timezone: str, *, refresh: bool = False) -> date:
+        """The date Fineract checks transactions against (``DateUtils.isDateInTheFuture``).
+
+        With the business-date feature on (global configuration
+        ``enable-business-date``, ``enable_business_date`` before Fineract
+        1.10), ``GET /businessdate/BUSINESS_DATE``; otherwise today in the
+        tenant's time zone (``DateUtils.getLocalDateOfTenant``), which is
+        ``timezone`` here. Whether the feature is on is read from ``GET
+        /configurations`` once every ten minutes; a user without permission to
+        read it gets the tenant's today. ``refresh`` reads the configuration again.
+        """
+        now = time.monotonic()
+        cached = self._business_date_enabled
+        if refresh or cached is None or now - cached[1] > 600:
+            enabled = False
+            try:
+                body = self.get("/configurations") or {}
+                for item in body.get("globalConfiguration") or []:
+                    if str(item.get("name", "")).replace("_", "-") == "enable-business-date":
+                        enabled = bool(item.get("enabled"))
+            except (MifosRejected, MifosNotFound) as exc:
+                log.info("cannot read Fineract's configuration (%s): using the tenant's today", exc)
+            self._business_date_enabled = cached = (enabled, now)
+        if cached[0]:
+            found = parse_date((self.get("/businessdate/BUSINESS_DATE") or {}).get("date"))
+            if found is not None:
+                return found
+        from zoneinfo import ZoneInfo
+
+        return datetime.now(ZoneInfo(timezone)).date()
+
     # ---- writes
 
     def transfer_savings_to_loan(self, *, client_id: int, office_id: int, savings_id: int, loan_id: int,
@@ -880,7 +948,9 @@ class MifosClient:
         """Repay loan ``loan_id`` from the same client's savings ``savings_id``.
 
         ``POST /accounttransfers`` (fromAccountType 2 = savings, toAccountType
-        1 = loan) with ``Idempotency-Key``. Never retried here: on
+        1 = loan) with ``Idempotency-Key: fineract_idempotency_key(idempotency_key)``:
+        Fineract stores the key in a 50-character column, so a longer local key
+        is sent as its digest. Never retried here: on
         :class:`MifosUnavailable` (timeout, 5xx, circuit open) or
         :class:`MifosInProgress` (425) the outcome is unknown or pending, so
         send it again later **with the same key**: Fineract 1.9+ answers a key
@@ -889,15 +959,17 @@ class MifosClient:
         carries it (``ref …``) so staff can reconcile.
 
         Raises :class:`MifosRejected`: ``reason`` ``insufficient_funds`` (403),
-        ``loan_locked`` (409, close of business running; retry later, same
-        key), ``invalid`` (400), ``rule`` (another 403); Fineract stores 400s
-        and 403s under the key, so a retry with it gets the same error.
+        ``future_date`` (400: ``on`` is after the business date), ``invalid``
+        (400), ``rule`` (another 403); Fineract stores 400s and 403s under the
+        key, so a retry with it gets the same error. (No 409 here: the
+        close-of-business lock filter covers ``/loans/...`` only.)
         """
         if not idempotency_key:
             raise ValueError("idempotency_key is required for a money transfer")
+        sent_key = fineract_idempotency_key(idempotency_key)
         amount = to_decimal(amount)
         description = (note.strip() or "Loan repayment from savings")
-        suffix = f" (ref {idempotency_key})"
+        suffix = f" (ref {sent_key})"
         description = description[:max(0, 200 - len(suffix))] + suffix if len(suffix) < 200 else description[:200]
         body = {
             "fromOfficeId": int(office_id), "fromClientId": int(client_id), "fromAccountType": 2,
@@ -908,7 +980,7 @@ class MifosClient:
             "transferAmount": format(amount, "f"), "transferDescription": description,
         }
         result, headers = self._call("POST", "/accounttransfers", body=body,
-                                     headers={"Idempotency-Key": idempotency_key}, timeout=timeout)
+                                     headers={"Idempotency-Key": sent_key}, timeout=timeout)
         cached = str(headers.get("x-served-from-cache", "")).lower() == "true"
         if not isinstance(result, dict) or result.get("resourceId") is None:
             raise MifosUnavailable(f"unexpected transfer answer: {str(result)[:120]}", status=200,

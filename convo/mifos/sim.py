@@ -21,18 +21,28 @@ Writes: ``POST /accounttransfers`` (savings → loan only) moves the money in
 the in-memory data set: the savings balance and available balance drop, the
 loan's installments are paid oldest first, both accounts get a transaction.
 Fineract's checks and error shapes: 400 validation (amount, date and its
-``dateFormat``, description), 403 insufficient balance, 404 unknown account.
-Like Fineract 1.9+, an ``Idempotency-Key`` seen before gets the stored answer
-again (the same status and body, header ``x-served-from-cache: true``, no
-second move; 400 and 403 answers are stored too); while the first request
-with a key is still running, another gets 425. ``fineract_version="1.8"``
-ignores the key (1.8 has no idempotency) and answers the savings transactions
-search with a Spring 404 (1.8 has no such endpoint).
+``dateFormat``, description), 400 ``error.msg.savingsaccount.transaction.in.the.future``
+for a date after the business date, 403 insufficient balance, 404 unknown
+account. Like Fineract 1.9+, an ``Idempotency-Key`` seen before gets the
+stored answer again (the same status and body, header ``x-served-from-cache:
+true``, no second move; 400 and 403 answers are stored too); while the first
+request with a key is still running, another gets 425; a key longer than
+Fineract's 50-character column fails its insert (403 ``error.msg.data.integrity.issue``,
+nothing moves). ``fineract_version="1.8"`` ignores the key (1.8 has no
+idempotency) and answers the savings transactions search with a Spring 404
+(1.8 has no such endpoint). The search takes ``offset`` as a page number and
+answers an unknown account with an empty page.
+
+Business date: ``GET /configurations`` (``enable-business-date``), ``GET
+/businessdate/BUSINESS_DATE`` and ``POST /businessdate``; ``business_date=``
+and ``business_date_enabled=`` of :func:`create_sim_app` (default: on, at the
+data set's ``today``). Off, the business date is today in ``tenant_timezone``.
 
 Fault injection: ``POST /__sim/faults {"delay": 3, "down": true}`` (down
-answers 503), ``{"locked_loans": [29]}`` (writes to loan 29 answer 409 "locked
-by the COB job"), ``{"transfer_delay": 0.5}`` (a transfer takes that long
-inside, for duplicate races); ``DELETE /__sim/faults``; or
+answers 503), ``{"locked_loans": [29]}`` (POST/PUT/DELETE under ``/loans/29``
+answer 409 "locked by the COB job", like Fineract's ``LoanCOBApiFilter``;
+``/accounttransfers`` is not under that filter), ``{"transfer_delay": 0.5}``
+(a transfer takes that long inside, for duplicate races); ``DELETE /__sim/faults``; or
 ``app.config["SIM_FAULTS"]``. ``app.config["SIM_HITS"]`` (and ``GET
 /__sim/stats``) counts the API requests that reached the simulator.
 """
@@ -40,6 +50,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from datetime import date, datetime, timezone
@@ -164,11 +175,14 @@ def _version(text: str) -> tuple[int, ...]:
 
 def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
                    username: str = "mifos", password: str = "password",
-                   fineract_version: str = NEWEST_VERSION) -> Flask:
+                   fineract_version: str = NEWEST_VERSION, business_date: date | None = None,
+                   business_date_enabled: bool = True, tenant_timezone: str = "Africa/Nairobi") -> Flask:
     """The simulator as a Flask app; ``dataset`` defaults to :func:`seed.build(today)`.
 
     ``fineract_version`` ("1.8", "1.9", "1.10"...) switches what differs
     between versions: the savings transactions search and Idempotency-Key.
+    ``business_date`` (default the data set's ``today``) is what transfers are
+    checked against while ``business_date_enabled``; else today in ``tenant_timezone``.
     """
     app = Flask(__name__)
     app.config.update(
@@ -179,15 +193,30 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
         SIM_VERSION=str(fineract_version),
         SIM_HITS=0,
         SIM_IDEMPOTENCY={},
+        SIM_BUSINESS_DATE=business_date,
+        SIM_BUSINESS_DATE_ENABLED=bool(business_date_enabled),
+        SIM_TIMEZONE=tenant_timezone,
     )
     lock = threading.RLock()  # the data set and the idempotency store are written by request threads
+    app.config["SIM_LOCK"] = lock
     hits_lock = threading.Lock()
 
     def data() -> dict:
         return app.config["SIM_DATA"]
 
-    def business_date() -> date:
+    def data_today() -> date:
         return data().get("today") or date.today()
+
+    def business_date() -> date:
+        """``DateUtils.getBusinessLocalDate``: the stored BUSINESS_DATE while the feature is on, else the
+        tenant's today (``BusinessDateReadPlatformServiceImpl.getBusinessDates``)."""
+        if app.config["SIM_BUSINESS_DATE_ENABLED"]:
+            return app.config["SIM_BUSINESS_DATE"] or data_today()
+        from zoneinfo import ZoneInfo
+
+        return datetime.now(ZoneInfo(app.config["SIM_TIMEZONE"])).date()
+
+    app.config["SIM_BUSINESS_DATE_OF"] = business_date
 
     @app.before_request
     def faults_and_security():
@@ -209,7 +238,7 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
             return None
         if _basic_auth() != tuple(app.config["SIM_CREDENTIALS"]):
             return _spring_error(401, "Unauthorized")
-        return None
+        return _cob_lock(faults)
 
     @app.post("/__sim/faults")
     def set_faults():
@@ -307,13 +336,49 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
         if _version(app.config["SIM_VERSION"]) < (1, 9):
             # 1.8: ".../transactions/{transactionId}" with "search" for a Long: Jersey's 404, Spring's body
             return _spring_error(404, "Not Found")
-        acc = data()["savings"].get(savings_id)
-        if acc is None:
-            return _not_found("Savings account", "error.msg.saving.account.id.invalid", savings_id)
-        offset = max(0, request.args.get("offset", 0, type=int))
-        limit = max(1, request.args.get("limit", 50, type=int))
-        rows = acc.get("transactions") or []
-        return _reply({"total": len(rows), "content": rows[offset:offset + limit]})
+        # SavingsAccountTransactionsSearchServiceImpl.searchTransactions: WHERE savings_account_id = ? AND
+        # is_reversal = false, ORDER BY transaction_date DESC, created_date DESC, id DESC; no account check,
+        # so an unknown account is an empty page. TransactionSearchRequest.pageable: PageRequest.of(offset, limit),
+        # offset is the page number.
+        acc = data()["savings"].get(savings_id) or {}
+        page = max(0, request.args.get("offset", 0, type=int))
+        size = max(1, request.args.get("limit", 50, type=int))
+        rows = sorted((r for r in acc.get("transactions") or [] if not r.get("isReversal")),
+                      key=lambda r: (r["date"], r["id"]), reverse=True)
+        return _reply({"total": len(rows), "content": rows[page * size:(page + 1) * size]})
+
+    @app.get(API + "/configurations")
+    def configurations():
+        """GlobalConfigurationApiResource.retrieveConfiguration (only what the simulator models)."""
+        return _reply({"globalConfiguration": [
+            {"name": "enable-business-date", "enabled": app.config["SIM_BUSINESS_DATE_ENABLED"], "value": 0,
+             "id": 41, "description": "Whether the logical business date functionality is enabled",
+             "trapDoor": False}]})
+
+    @app.get(API + "/businessdate/<kind>")
+    def get_business_date(kind: str):
+        """BusinessDateApiResource.getBusinessDate: the stored row (whether or not the feature is on)."""
+        if kind not in ("BUSINESS_DATE", "COB_DATE"):
+            return _reply(_not_found_body("Business date", "error.msg.businessdate.type.not.exist", kind), 404)
+        day = app.config["SIM_BUSINESS_DATE"] or data_today()
+        if kind == "COB_DATE":
+            day = date.fromordinal(day.toordinal() - 1)
+        return _reply({"description": "Business Date" if kind == "BUSINESS_DATE" else "Close of Business Date",
+                       "type": kind, "date": day})
+
+    @app.post(API + "/businessdate")
+    def set_business_date():
+        """BusinessDateApiResource.updateBusinessDate: ``{"type", "date", "dateFormat", "locale"}``."""
+        body = request.get_json(silent=True) or {}
+        if not app.config["SIM_BUSINESS_DATE_ENABLED"]:
+            return _reply(_domain_error("error.msg.business.date.is.disabled",
+                                        "Business date functionality is not enabled", []), 403)
+        day = _parse_fineract_date(body.get("date", ""), body.get("dateFormat", ""))
+        if body.get("type") != "BUSINESS_DATE" or day is None:
+            return _reply(_validation_error([("date", "validation.msg.invalid.date.format",
+                                              "The parameter `date` is invalid.", [])]), 400)
+        app.config["SIM_BUSINESS_DATE"] = day
+        return _reply({"changes": {"BUSINESS_DATE": day}})
 
     @app.get(API + "/loans/<int:loan_id>")
     def loan(loan_id: int):
@@ -328,14 +393,14 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
 
     @app.get(API + "/groups/<int:group_id>")
     def group(group_id: int):
-        body = seed.group_body(data(), group_id, _associations(), business_date())
+        body = seed.group_body(data(), group_id, _associations(), data_today())
         if body is None:
             return _not_found("Group", "error.msg.group.id.invalid", group_id)
         return _reply(body)
 
     @app.get(API + "/centers/<int:center_id>")
     def center(center_id: int):
-        body = seed.center_body(data(), center_id, _associations(), business_date())
+        body = seed.center_body(data(), center_id, _associations(), data_today())
         if body is None:
             return _not_found("Center", "error.msg.center.id.invalid", center_id)
         return _reply(body)
@@ -351,14 +416,12 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
         if not isinstance(body, dict):
             return _reply(_validation_error([("body", "error.msg.invalid.request.body",
                                               "The JSON body of the request is invalid.", [])]), 400)
-        loan_id = body.get("toAccountId")
-        if loan_id is not None and str(loan_id) in {str(x) for x in faults.get("locked_loans") or []}:
-            # Fineract's loan COB filter answers before any command runs: nothing stored under the key
-            return _reply(_loan_locked(loan_id), 409)
         key = request.headers.get("Idempotency-Key")
         if _version(app.config["SIM_VERSION"]) < (1, 9):
             key = None  # no idempotency before 1.9
         store = app.config["SIM_IDEMPOTENCY"]
+        if key and len(key) > KEY_COLUMN_LENGTH:
+            return _reply(_key_too_long(), 403)
         if key:
             with lock:
                 seen = store.get(("accounttransfer", key))
@@ -374,7 +437,7 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
             if faults.get("transfer_delay"):
                 time.sleep(float(faults["transfer_delay"]))
             with lock:
-                status, answer = _transfer(app, body, business_date())
+                status, answer = _transfer(app, body, business_date(), data_today())
             text = to_json(answer)
         except BaseException:
             if key:
@@ -387,6 +450,8 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
                     store[("accounttransfer", key)] = (status, text)
                 else:
                     store.pop(("accounttransfer", key), None)
+        if status == 200 and app.config.get("SIM_PUBLISH_HOOK"):
+            app.config["SIM_PUBLISH_HOOK"]("ACCOUNTTRANSFER", "CREATE", body, answer)
         return Response(text, status=status, mimetype="application/json")
 
     from convo.mifos import sim_notify
@@ -423,6 +488,43 @@ def _domain_error(code: str, message: str, args: list) -> dict:
             "errors": [_param_error("id", code, message, args)]}
 
 
+#: ``m_portfolio_command_source.idempotency_key`` VARCHAR(50) (0061_add_idempotency_key_to_command_source.xml)
+KEY_COLUMN_LENGTH = 50
+_LOAN_PATH = re.compile("^" + re.escape(API) + r"/(?:reschedule)?loans/(?:external-id/)?([^/?]+)")
+
+
+def _cob_lock(faults: dict) -> Response | None:
+    """LoanCOBApiFilter / LoanCOBFilterHelper.isOnApiList: POST, PUT, DELETE on ``/loans/{id}...``
+    (not ``/loans/catch-up``) for a loan the COB job holds answer 409 before any command runs."""
+    locked = {str(x) for x in faults.get("locked_loans") or []}
+    if not locked or request.method not in ("POST", "PUT", "DELETE"):
+        return None
+    found = _LOAN_PATH.match(request.path)
+    if found and found.group(1) in locked and found.group(1) != "catch-up":
+        return _reply(_loan_locked(int(found.group(1)) if found.group(1).isdigit() else found.group(1)), 409)
+    return None
+
+
+def _key_too_long() -> dict:
+    """A longer Idempotency-Key fails the INSERT of m_portfolio_command_source (CommandSourceService.saveInitial,
+    before the command runs). EclipseLink's error reaches SynchronousCommandProcessingService's fallback as a
+    JpaSystemException (a NonTransientDataAccessException), ErrorHandler.getMappable makes it a
+    PlatformDataIntegrityException "error.msg.data.integrity.issue", PlatformDataIntegrityExceptionMapper answers
+    403. The message is the database's (PostgreSQL's here; MySQL/MariaDB: "Data too long for column")."""
+    msg = "ERROR: value too long for type character varying(50)"
+    return {"developerMessage": "The request caused a data integrity issue to be fired by the database.",
+            "httpStatusCode": "403", "defaultUserMessage": msg,
+            "userMessageGlobalisationCode": "error.msg.data.integrity.issue",
+            "errors": [_param_error(None, "error.msg.data.integrity.issue", msg, [])]}
+
+
+def _format_fineract_date(day: date, pattern: str) -> str:
+    if pattern == "yyyy-MM-dd":
+        return day.isoformat()
+    names = sorted(_MONTHS, key=_MONTHS.get)
+    return f"{day.day:02d} {names[day.month - 1].capitalize()} {day.year}"
+
+
 def _loan_locked(loan_id) -> dict:
     msg = f"Loan is locked by the COB job. Loan ID: {loan_id}"
     return {"developerMessage": msg, "httpStatusCode": "409", "defaultUserMessage": msg,
@@ -442,8 +544,10 @@ def _parse_fineract_date(text: str, pattern: str) -> date | None:
     return None
 
 
-def _transfer(app: Flask, body: dict, today: date) -> tuple[int, dict]:
-    """AccountTransfersWritePlatformServiceImpl.create for savings → loan, on the data set."""
+def _transfer(app: Flask, body: dict, business_day: date, today: date) -> tuple[int, dict]:
+    """AccountTransfersWritePlatformServiceImpl.create for savings → loan, on the data set.
+
+    ``business_day`` is what the date is checked against, ``today`` the data set's date."""
     data = app.config["SIM_DATA"]
     unknown = sorted(set(body) - _TRANSFER_PARAMS)
     if unknown:
@@ -516,9 +620,11 @@ def _transfer(app: Flask, body: dict, today: date) -> tuple[int, dict]:
     if not loan["status"].get("active"):
         return 403, _domain_error("error.msg.loan.transaction.account.is.not.active",
                                   "Loan transaction is not allowed. Loan is not active.", [lid])
-    if day > today:
-        return 403, _domain_error("error.msg.savingsaccount.transaction.in.the.future",
-                                  "The transaction date cannot be in the future.", [day])
+    if day > business_day:
+        # SavingsAccount.withdraw: DateUtils.isDateInTheFuture -> PlatformApiDataValidationException (400)
+        return 400, _validation_error([("transactionDate", "error.msg.savingsaccount.transaction.in.the.future",
+                                        "Transaction date cannot be in the future.",
+                                        [_format_fineract_date(day, body["dateFormat"])])])
     summary = acc["summary"]
     if amount > summary["availableBalance"]:
         return 403, _domain_error("error.msg.savingsaccount.transaction.insufficient.account.balance",

@@ -61,11 +61,12 @@ def _protect_callbacks():
 
 
 def check_callback_token() -> Response | None:
-    """403 unless the ``token`` query parameter matches ``CONVO_CALLBACK_TOKEN`` (when set)."""
+    """403 unless the ``token`` query parameter, or the route's ``<token>`` path segment
+    (``/hooks/fineract/<token>/``), matches ``CONVO_CALLBACK_TOKEN`` (when set)."""
     expected = services().settings.callback_token
     if not expected:
         return None
-    given = request.args.get("token", "")
+    given = request.args.get("token", "") or str((request.view_args or {}).get("token") or "")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         return plain("forbidden: missing or wrong token", 403)
     return None

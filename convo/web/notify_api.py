@@ -16,7 +16,8 @@ keeps them signed in, and every form carries a CSRF token. Wrong tokens at
 sign-in are throttled with the staff API's (:mod:`convo.web.staff`). Link it from Mifos X's "View
 Client" screen as ``https://<gateway>/console/clients/{clientId}``.
 
-Fineract hooks: ``POST /hooks/fineract?token=<CONVO_CALLBACK_TOKEN>`` (see :mod:`convo.receipts`).
+Fineract hooks: ``POST /hooks/fineract/<CONVO_CALLBACK_TOKEN>/`` (see :mod:`convo.receipts`). The token
+is in the path because Fineract sends hooks with Retrofit, which drops a query string.
 """
 from __future__ import annotations
 
@@ -342,19 +343,34 @@ def client_send(client_id: int):
 # --------------------------------------------------------------------------- Fineract hooks
 
 
-@hooks.post("/fineract")
-def fineract_hook():
-    """Fineract's "Web" hook. Authenticated by ``?token=`` = CONVO_CALLBACK_TOKEN (required here)."""
+@hooks.route("/fineract/<token>/", methods=["GET", "POST"])
+def fineract_hook(token: str):
+    """Fineract's "Web" hook; Payload URL ``https://<host>/hooks/fineract/<CONVO_CALLBACK_TOKEN>/``.
+
+    Fineract posts through Retrofit (``ProcessorHelper.createWebHookService``:
+    ``baseUrl(url)``, which must end in ``/``; ``WebHookService``: ``@POST(".")``,
+    which keeps the path and drops the query), so the token is a path segment.
+    Saving the hook in Mifos X first sends a GET to the same URL: answered 200.
+    Only hooks of our own tenant (``Fineract-Platform-TenantId`` =
+    CONVO_FINERACT_TENANT) are taken: another tenant's hook is refused (403).
+    """
     from convo import receipts
 
     s = services()
     expected = s.settings.callback_token
-    given = request.args.get("token") or request.headers.get("X-Convo-Token") or ""
     if not expected:
-        return jsonify({"error": "hooks are disabled: set CONVO_CALLBACK_TOKEN and put ?token=... "
-                                 "in the hook's Payload URL"}), 403
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return jsonify({"error": "hooks are disabled: set CONVO_CALLBACK_TOKEN and use "
+                                 "https://<host>/hooks/fineract/<token>/ as the hook's Payload URL"}), 403
+    if not hmac.compare_digest(token.encode(), expected.encode()):
         return jsonify({"error": "missing or wrong token"}), 403
+    if request.method == "GET":
+        return jsonify({"status": "ok"})      # HookWritePlatformServiceJpaRepositoryImpl: sendEmptyRequest()
+    tenant = request.headers.get("Fineract-Platform-TenantId") or ""
+    if not tenant:
+        raise BadRequest("the Fineract-Platform-TenantId header is required")
+    if tenant != s.settings.fineract_tenant:
+        return jsonify({"error": f"this gateway serves Mifos X tenant {s.settings.fineract_tenant!r}, "
+                                 f"not {tenant!r}"}), 403
     body = request.get_json(silent=True, force=True)
     if body is None and request.form:
         body = request.form.to_dict()   # content type "form": Fineract sends the fields flat
@@ -362,8 +378,6 @@ def fineract_hook():
         raise BadRequest("the hook body must be a JSON object")
     entity = request.headers.get("X-Fineract-Entity") or body.get("entityName") or ""
     action = request.headers.get("X-Fineract-Action") or body.get("actionName") or ""
-    tenant = (request.headers.get("Fineract-Platform-TenantId") or request.headers.get("X-Fineract-Tenant-Id")
-              or s.settings.fineract_tenant)
     if not entity or not action:
         raise BadRequest("X-Fineract-Entity and X-Fineract-Action headers are required")
     result = receipts.receive(s, entity=entity, action=action, tenant=tenant, body=body)
