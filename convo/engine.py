@@ -145,9 +145,13 @@ class Engine:
             if not saved:
                 store.release(sid, token)
 
-    def _session_key(self, msg: Inbound) -> str:
+    @staticmethod
+    def _session_key(msg: Inbound) -> str:
+        """USSD: the gateway's session id *and* the phone, so a callback with another phone number and
+        the same ``sessionId`` is another, new session: it never continues this one, never gets its
+        stored reply, never takes its lock. SMS: channel and phone."""
         if msg.channel == "ussd":
-            return f"ussd:{msg.gateway}:{msg.session_id}"
+            return f"ussd:{msg.gateway}:{msg.session_id}:{msg.phone}"
         return f"{msg.channel}:{msg.phone}"
 
     def _ttl(self, msg: Inbound) -> int:

@@ -5,7 +5,7 @@ conversation's lock *and* reads its value in one Lua script;
 :meth:`SessionStore.save` writes the new value and
 releases the lock in one Lua script that checks the lock is still ours, so two
 concurrent callbacks for one session can never both advance it. Keys carry a
-hash tag (``convo:{ussd:at:ATUid_1}:s``) so a value and its lock live in one
+hash tag (``convo:{ussd:africastalking:ATUid_1:+254700000101}:s``) so a value and its lock live in one
 Redis Cluster slot.
 """
 from __future__ import annotations
