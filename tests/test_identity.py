@@ -169,6 +169,46 @@ def test_the_choice_shows_first_names_and_the_next_name_only_where_two_are_the_s
     assert [c["label"] for c in twins] == ["Grace Akinyi", "Grace Atieno", "Peter Otieno"]
 
 
+def _services_with_offices(tmp_path, offices_yaml: str, parents: dict):
+    """Just what :func:`office_regions` uses: settings, the cache, and Mifos X's office tree."""
+    from types import SimpleNamespace
+
+    import fakeredis
+
+    from convo.cache import Cache
+    from convo.config import Settings
+
+    (tmp_path / "notify.yaml").write_text(offices_yaml, encoding="utf-8")
+    asked = []
+
+    class Mifos:
+        def office_parents(self):
+            asked.append(1)
+            return parents
+
+    services = SimpleNamespace(settings=Settings(flows_dir=str(tmp_path), default_region="KE"),
+                               cache=Cache(fakeredis.FakeRedis()), mifos=Mifos())
+    return services, asked
+
+
+def test_office_regions_listed_inherited_and_default(tmp_path):
+    from convo.actions.mifos import office_regions
+
+    tree = {1: None, 2: 1, 6: 1, 8: 6, 9: 8}
+    services, asked = _services_with_offices(tmp_path, "offices:\n  6: {region: SN}\n", tree)
+    region = office_regions(services)
+    assert [region(o) for o in (6, 8, 9, 2, 1, None, 404)] == ["SN", "SN", "SN", "KE", "KE", "KE", "KE"]
+    assert asked == [1]                                          # the tree is read once, then cached
+    assert office_regions(services)(9) == "SN" and asked == [1]
+
+
+def test_office_regions_without_any_region_use_the_default_and_never_ask_mifos(tmp_path):
+    from convo.actions.mifos import office_regions
+
+    services, asked = _services_with_offices(tmp_path, "offices:\n  6: {timezone: Africa/Dakar}\n", {})
+    assert office_regions(services)(6) == "KE" and office_regions(services)(8) == "KE" and asked == []
+
+
 # ------------------------------------------------------------------ over USSD, end to end
 
 

@@ -80,17 +80,20 @@ def _choice_labels(clients: list[dict]) -> None:
         c["label"] = label
 
 
-def office_regions(ctx: Context) -> Callable[[Any], str]:
-    """Office id → the region its clients' numbers are read in.
+def office_regions(services) -> Callable[[Any], str]:
+    """Office id → the region its clients' numbers are read in (for any code that reads a
+    number stored in Mifos X: identification here, and whoever texts a client).
 
     The office's ``region`` in ``flows/notify.yaml``; for an office not listed
     there, the nearest listed office above it in Mifos X (``GET /offices``,
     cached for an hour), so a new branch under Dakar reads its numbers as
     Senegalese; ``CONVO_DEFAULT_REGION`` when no office above it has one.
+    When ``notify.yaml`` lists no region at all, Mifos X is never asked. May
+    raise :class:`~convo.mifos.client.MifosError` (the office tree, once an hour).
     """
     from convo import notify
 
-    s = ctx.services
+    s = services
     default = s.settings.default_region
     listed = {oid: o.region for oid, o in notify.config_for(s).offices.items() if o.region}
     parents: dict[int, int | None] | None = None
@@ -145,7 +148,7 @@ def identify_caller(ctx: Context) -> str:
     s = ctx.services
 
     def load() -> dict:
-        refs = s.mifos.clients_by_phone(ctx.phone, office_regions(ctx))
+        refs = s.mifos.clients_by_phone(ctx.phone, office_regions(s))
         live = [r for r in refs if r.active] or refs
         return {"clients": [{"id": r.id, "name": r.display_name, "first_name": (r.display_name.split() or [""])[0],
                              "office_id": r.office_id} for r in live]}
