@@ -224,6 +224,7 @@ def publish_hook(app: Flask, entity: str, action: str, request_json: dict, resul
                  tenant: str | None = None) -> None:
     """SynchronousCommandProcessingService.publishHookEvent + FineractHookListener: the 1.9+ body to every
     active hook registered for (entity, action)."""
+    app = getattr(app, "_get_current_object", lambda: app)()      # the thread needs the app, not the proxy
     result = dict(result)
     body = {"entityName": entity, "actionName": action, "createdBy": 1, "createdByName": "mifos",
             "createdByFullName": "App Administrator", "request": request_json,
