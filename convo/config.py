@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +114,10 @@ class Settings:
     remind_cron: str = ""
     #: receipts for Fineract transactions (false: the MFI turned them off)
     receipts_enabled: bool = True
+    # ---- repayments from savings (README "Repaying a loan from savings")
+    #: the most one repayment may move, per currency ("KES:100000,TZS:2000000"); ``*`` for any currency
+    #: not listed; a currency with no cap (and no ``*``) is not capped; empty: no cap at all
+    repay_max_amount: str = "KES:100000,UGX:3000000,TZS:2000000,XOF:500000"
 
     @property
     def production(self) -> bool:
@@ -136,10 +141,37 @@ class Settings:
             else:
                 values[f.name] = raw
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        settings.repay_cap("*")  # a malformed CONVO_REPAY_MAX_AMOUNT stops the start, not a repayment
+        return settings
+
+    def repay_cap(self, currency: str) -> "Decimal | None":
+        """The most one repayment in ``currency`` may move (``repay_max_amount``), or None: no cap."""
+        caps = _amount_caps(self.repay_max_amount)
+        return caps.get(currency.upper(), caps.get("*"))
 
     def replace(self, **changes) -> "Settings":
         return replace(self, **changes)
+
+
+@lru_cache(maxsize=8)
+def _amount_caps(text: str) -> dict:
+    """``"KES:100000, TZS:2000000, *:500"`` -> {"KES": Decimal("100000"), ...}; a clear ValueError if malformed."""
+    from decimal import Decimal, InvalidOperation
+
+    caps = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        code, _, amount = part.partition(":")
+        code = code.strip().upper()
+        try:
+            value = Decimal(amount.strip()) if amount.strip().isascii() else None
+        except InvalidOperation:
+            value = None
+        if not (code == "*" or (len(code) == 3 and code.isascii() and code.isalpha())) \
+                or value is None or not value.is_finite() or value <= 0:
+            raise ValueError(f"CONVO_REPAY_MAX_AMOUNT: {part!r} is not CURRENCY:AMOUNT (e.g. KES:100000)")
+        caps[code] = value
+    return caps
 
 
 def load_dotenv_if_present(path: str | os.PathLike | None = None) -> None:

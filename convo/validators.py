@@ -10,7 +10,12 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-_AMOUNT_RE = re.compile(r"^\d{1,12}([.,]\d{1,2})?$")
+#: ASCII digits only (``re.ASCII``: ``\d`` alone also matches ``٣``, ``１`` and every other Unicode digit,
+#: which ``int`` and ``Decimal`` would happily read); up to 12 digits, up to 2 decimals after ``.`` or ``,``
+_AMOUNT_RE = re.compile(r"[0-9]{1,12}([.,][0-9]{1,2})?", re.ASCII)
+#: ``1,000`` / ``12,345,678`` and ``1,000.50``: commas that group thousands
+_GROUPED_RE = re.compile(r"[0-9]{1,3}(,[0-9]{3})+", re.ASCII)
+_GROUPED_DECIMAL_RE = re.compile(r"[0-9]{1,3}(,[0-9]{3})+\.[0-9]{1,2}", re.ASCII)
 
 
 def _bounds(value: Decimal, spec: dict) -> bool:
@@ -26,6 +31,29 @@ def _length(text: str, spec: dict, default_max: int = 160) -> bool:
     return spec.get("min_length", 1) <= len(text) <= spec.get("max_length", default_max)
 
 
+def _amount(raw: str, spec: dict) -> tuple[bool, str | None]:
+    """A positive amount typed in ASCII digits: ``1500``, ``1,500``, ``1500.5``, ``1000,50``, ``1,000.50``.
+
+    Anything else is refused, never guessed: other scripts' digits (``٣٠٠``, ``१००``), fullwidth
+    ``１００``, ``1.000`` (thousands or one?), exponents, signs, more than 2 decimals. The value is
+    returned as a plain decimal string (``"1000.50"``).
+    """
+    compact = raw.strip(" \t\r\n").replace(" ", "")
+    if not compact.isascii():
+        return False, None
+    if _GROUPED_DECIMAL_RE.fullmatch(compact) or _GROUPED_RE.fullmatch(compact):
+        compact = compact.replace(",", "")              # 1,000.50 / 1,000
+    if not _AMOUNT_RE.fullmatch(compact):
+        return False, None
+    try:
+        value = Decimal(compact.replace(",", "."))
+    except InvalidOperation:  # pragma: no cover - the pattern admits only plain decimals
+        return False, None
+    if value <= 0 or not _bounds(value, spec):
+        return False, None
+    return True, str(value)
+
+
 def validate(spec: dict, raw: str) -> tuple[bool, str | None]:
     """Check ``raw`` against an ask state's validator; returns (ok, value)."""
     kind = spec.get("type", "text")
@@ -37,20 +65,7 @@ def validate(spec: dict, raw: str) -> tuple[bool, str | None]:
             return False, None
         return True, text
     if kind == "amount":
-        compact = text.replace(" ", "")
-        if compact.count(",") and compact.count("."):
-            compact = compact.replace(",", "")          # 1,000.50
-        elif re.fullmatch(r"\d{1,3}(,\d{3})+", compact):
-            compact = compact.replace(",", "")          # 1,000
-        if not _AMOUNT_RE.match(compact):
-            return False, None
-        try:
-            value = Decimal(compact.replace(",", "."))
-        except InvalidOperation:
-            return False, None
-        if value <= 0 or not _bounds(value, spec):
-            return False, None
-        return True, str(value)
+        return _amount(raw, spec)
     if kind == "pin":
         lo, hi = spec.get("min_length", 4), spec.get("max_length", 6)
         ok = text.isascii() and text.isdigit() and lo <= len(text) <= hi

@@ -90,11 +90,13 @@ def test_repay_from_savings_moves_money_once_and_texts_a_receipt(stack):
 
     phone = Phone(gw, GRACE)
     menu = phone.dial()
-    ask = phone.answer(menu_number(menu, "Repay loan"))
+    assert phone.answer(menu_number(menu, "Repay loan")) == "CON Enter your PIN:"     # before any figure
+    ask = phone.answer(PIN)
     assert ask.startswith("CON Biashara") and "Available in savings: KES 7,637.50" in ask
     assert phone.answer("999999").startswith("CON You have only KES 7,637.50 available")
-    assert phone.answer("1000") == "CON Enter your PIN:"
-    done = phone.answer(PIN)
+    assert phone.answer("1000") == ("CON Pay KES 1,000.00 to Biashara Flat 6M *0029 from Voluntary Savings *0042?"
+                                    "\n1. Confirm\n2. Cancel")
+    done = phone.answer("1")
     assert done == "END Your payment of KES 1,000.00 to Biashara Flat 6M is being made. You will receive an SMS."
     assert phone.repeat() == done                                   # AT retried the last callback
 

@@ -1,23 +1,34 @@
 """Actions of the repay-from-savings dialog (flows/repay.yaml).
 
-The dialog never moves money itself: :func:`request_repayment` records the
-request (see :mod:`convo.transfers`) and the worker does the transfer after
-the session, then texts the outcome.
+The dialog asks the PIN before it shows any figure (``pin_required``), then
+says exactly what will happen and moves nothing until the client picks
+"1. Confirm". Even then it never moves money itself: :func:`request_repayment`
+records the request (see :mod:`convo.transfers`) and the worker does the
+transfer after the session, then texts the outcome.
 """
 from __future__ import annotations
 
+import secrets
 from decimal import Decimal
 
 from convo.actions import Context, action
-from convo.actions.mifos import _Unavailable, client_accounts, offer
+from convo.actions.mifos import _slim_account, offer
+
+#: ``DepositAccountType.SAVINGS_DEPOSIT`` (apache/fineract
+#: fineract-core/src/main/java/org/apache/fineract/portfolio/savings/DepositAccountType.java). The client's
+#: accounts overview lists fixed (200) and recurring (300) deposits among ``savingsAccounts`` too, and
+#: Fineract refuses to debit them; only plain savings pay a loan.
+SAVINGS_DEPOSIT = 100
 
 
 @action("repay_sources", outcomes=("one", "many", "none", "unavailable"))
 def repay_sources(ctx: Context) -> str:
     """Keep the chosen loan as ``loan`` and list the savings accounts it can be paid from.
 
-    Sets ``loan`` (the chosen ``account``), ``sources`` (savings accounts)
-    and, when there is exactly one, ``source``.
+    Sets ``loan`` (the chosen ``account``), ``sources`` (active savings accounts,
+    ``depositType`` 100, in the loan's currency; never a fixed or recurring
+    deposit) and, when there is exactly one, ``source``. Read fresh from Mifos X,
+    never from a cache: money is about to move.
 
     ```yaml
     sources:
@@ -25,14 +36,18 @@ def repay_sources(ctx: Context) -> str:
       on: {one: figures, many: choose_source, none: no_savings, unavailable: mifos_down}
     ```
     """
+    from convo.mifos.client import MifosError, accounts_from_overview
+
     ctx.vars["loan"] = ctx.vars["account"]
     try:
-        accounts = client_accounts(ctx)
-    except _Unavailable:
+        body = ctx.services.mifos.get(f"/clients/{int(ctx.vars['client']['id'])}/accounts") or {}
+    except MifosError:
         return "unavailable"
+    savings = [a for a in body.get("savingsAccounts") or []
+               if (a.get("depositType") or {}).get("id") == SAVINGS_DEPOSIT]
     loan_cur = ctx.vars["loan"]["currency"]["code"]
-    return offer(ctx, [a for a in accounts if a["kind"] == "savings" and a["currency"]["code"] == loan_cur],
-                 "sources", "source")
+    accounts = [_slim_account(a) for a in accounts_from_overview({"savingsAccounts": savings})]
+    return offer(ctx, [a for a in accounts if a["currency"]["code"] == loan_cur], "sources", "source")
 
 
 @action("repay_figures", outcomes=("ok", "nothing_due", "unavailable"))
@@ -61,21 +76,36 @@ def repay_figures(ctx: Context) -> str:
     return "ok" if d.outstanding > 0 else "nothing_due"
 
 
-@action("repay_check", outcomes=("ok", "over_savings", "over_loan"))
+@action("repay_check", outcomes=("ok", "over_savings", "over_loan", "over_cap", "too_precise"))
 def repay_check(ctx: Context) -> str:
-    """Check the ``amount`` the client typed: at most the savings available and the loan outstanding.
+    """Check the ``amount`` the client typed before the confirmation screen.
+
+    At most the savings ``available``, the loan's ``due.outstanding`` and the
+    cap per repayment (``CONVO_REPAY_MAX_AMOUNT``, kept as ``cap``); no more
+    decimals than the loan's currency has (``too_precise``: 500.50 XOF). On
+    ``ok`` it sets ``repay_ref``, the request's reference for this confirmation.
 
     ```yaml
     check:
       do: repay_check
-      on: {ok: confirm, over_savings: amount_over_savings, over_loan: amount_over_loan}
+      on: {ok: confirm, over_savings: amount_over_savings, over_loan: amount_over_loan,
+           over_cap: amount_over_cap, too_precise: amount_again}
     ```
     """
     amount = Decimal(ctx.vars["amount"])
+    currency = ctx.vars["loan"]["currency"]
+    places = currency.get("decimal_places")
+    if places is not None and amount != amount.quantize(Decimal(1).scaleb(-int(places))):
+        return "too_precise"
     if amount > Decimal(ctx.vars["available"]):
         return "over_savings"
     if amount > Decimal(ctx.vars["due"]["outstanding"]):
         return "over_loan"
+    cap = ctx.services.settings.repay_cap(currency["code"])
+    if cap is not None and amount > cap:
+        ctx.vars["cap"] = str(cap)
+        return "over_cap"
+    ctx.vars["repay_ref"] = secrets.token_hex(8)
     return "ok"
 
 
@@ -83,8 +113,9 @@ def repay_check(ctx: Context) -> str:
 def request_repayment(ctx: Context) -> str:
     """Record the repayment (``amount`` from ``source`` to ``loan``); the worker makes it and texts the result.
 
-    The request's idempotency key comes from the dialog, so a repeated or
-    duplicated request can never move money twice.
+    Reached only from the confirmation screen's "1. Confirm". The request's
+    idempotency key comes from that screen (``repay_ref``), so a repeated or
+    duplicated confirmation can never move money twice.
 
     ```yaml
     submit:
@@ -95,7 +126,9 @@ def request_repayment(ctx: Context) -> str:
     from convo.transfers import request_transfer
 
     v = ctx.vars
-    key = f"repay:{ctx.channel}:{ctx.session_id}:{v['loan']['id']}:{v['amount']}"
+    # one reference per confirmation screen (set by repay_check): a repeated or retried "1. Confirm"
+    # is the same request; the next repayment, even of the same amount in the same SMS thread, is not
+    key = f"repay:{ctx.channel}:{v['repay_ref']}:{v['loan']['id']}:{v['amount']}"
     try:
         request_transfer(ctx.services.db, idempotency_key=key, phone=ctx.phone, lang=ctx.lang,
                          client_id=v["client"]["id"], office_id=v["client"].get("office_id"),

@@ -1027,6 +1027,19 @@ def _grace(today: date, data: dict) -> None:
         first_due=today + timedelta(days=42), payments=[], status="pending", today=today)
 
 
+def _term_deposit(today: date, data: dict) -> None:
+    """Kevin (client 15, one savings account, one active loan) also holds a fixed deposit, savings id 90.
+
+    ``GET /clients/{id}/accounts`` lists it among ``savingsAccounts`` with ``depositType`` 200
+    (``DepositAccountType.FIXED_DEPOSIT``); Fineract refuses to debit it, so repayments never offer it.
+    """
+    acc = savings_account(id=90, client=data["clients"][15], product="VS", currency="KES", status="active",
+                          txs=[(today - timedelta(days=60), "deposit", "50000", False)], today=today)
+    acc.update(depositType={"id": 200, "code": "depositAccountType.fixedDeposit", "value": "Fixed Deposit"},
+               savingsProductId=12, savingsProductName="Fixed Deposit 12M", _short="FD12")
+    data["savings"][90] = acc
+
+
 def build(today: date | None = None) -> dict:
     """The whole data set: ``{"clients", "savings", "loans", "groups", "centers", "offices"}``, keyed by id."""
     today = today or date.today()
@@ -1061,5 +1074,6 @@ def build(today: date | None = None) -> dict:
                     months=months, rate=rate, first_due=first_due, payments=payments, status=acc_status,
                     today=today, closed_on=payments[-1][0] if payments and acc_status == "closed" else None)
                 next_loan += 1
+    _term_deposit(today, data)
     _groups_and_centers(today, data)
     return data
