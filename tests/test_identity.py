@@ -347,19 +347,18 @@ def test_the_chosen_client_is_whose_balance_due_and_statement_are_shown(gateway,
 
     phone = Phone(gateway, SHARED)
     menu = phone.answer(number_of(phone.dial(), name))
-    due = phone.answer(number_of(menu, "Amount due"))
-    if due == "CON Enter your PIN:":
-        due = phone.answer(PIN)
-    assert loans and f"*{loans[0]['accountNo'][-4:]}" in due and "Amount due" in due
+    assert phone.answer(number_of(menu, "Amount due")) == "CON Enter your PIN:"
+    due = phone.answer(PIN)
+    assert len(loans) == 1 and f"*{loans[0]['accountNo'][-4:]}" in due and "Amount due: KES" in due
 
     phone = Phone(gateway, SHARED)
     menu = phone.answer(number_of(phone.dial(), name))
-    mini = phone.answer(number_of(menu, "Mini-statement"))
-    if mini == "CON Enter your PIN:":
-        mini = phone.answer(PIN)
-    if mini.startswith("CON Choose an account:"):
-        mini = phone.answer(number_of(mini, next(o for o in options(mini) if o.startswith(product))))
-    assert mini.startswith(f"CON {product}") or mini.startswith(f"END {product}"), mini
+    assert phone.answer(number_of(menu, "Mini-statement")) == "CON Enter your PIN:"
+    accounts = phone.answer(PIN)
+    assert accounts.startswith("CON Choose an account:") and len(options(accounts)) == 2   # a savings, a loan
+    assert all(o.startswith((product, loans[0]["loanProductName"])) for o in options(accounts)), accounts
+    mini = phone.answer(number_of(accounts, next(o for o in options(accounts) if o.startswith(product))))
+    assert mini.startswith((f"CON {product}", f"END {product}")), mini
 
 
 def test_typing_a_client_id_or_anything_off_the_list_is_refused(gateway):
@@ -439,7 +438,7 @@ def test_by_sms_due_for_achieng(sms):
     handset.text("DUE")
     assert replies(services, SHARED)[-1].startswith("Choose your name:\n1. Achieng\n2. Baraka")
     handset.text("1")
-    if replies(services, SHARED)[-1] == "Enter your PIN:":
-        handset.text(PIN)
+    assert replies(services, SHARED)[-1] == "Enter your PIN:"
+    handset.text(PIN)
     loan = next(l for l in seed.build(TODAY)["loans"].values() if l["clientId"] == ACHIENG)
     assert f"*{loan['accountNo'][-4:]}" in replies(services, SHARED)[-1]
