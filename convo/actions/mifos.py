@@ -130,12 +130,13 @@ def identify_caller(ctx: Context) -> str:
 
     A client counts only when the number stored in Mifos X, read in the
     client's own country (see :func:`office_regions`), is the caller's E.164
-    number. Active
-    clients win over pending ones. One client: sets ``client`` (``id``,
-    ``name``, ``first_name``, ``office_id``), outcome ``found``. Several (a
-    family's shared phone): sets ``clients`` (each also with a ``label``, the
-    first name) for the caller to choose from, outcome ``many``; nobody is
-    picked for them. Unknown numbers are remembered briefly too.
+    number. Active clients win over pending ones. One client: sets ``client``
+    (``id``, ``name``, ``first_name``, ``office_id``), outcome ``found``.
+    Several (a family's shared phone): sets ``clients`` (each also with a
+    ``label``: the first name, more names where two are the same) for the
+    caller to choose from, outcome ``many``; nobody is picked for them.
+    Unknown numbers are remembered for a minute, clients for
+    ``client_cache_ttl``.
 
     ```yaml
     lookup:
