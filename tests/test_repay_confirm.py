@@ -328,3 +328,42 @@ def test_a_fixed_deposit_is_never_offered_to_pay_a_loan(stack):
     assert phone.answer("1").startswith("END Your payment of KES 100.00")
     TransferRunner(services).run_once()
     assert [r.savings_id for r in requests_made(services)] == [savings["id"]]
+
+
+@pytest.mark.parametrize("deposit_type", [
+    {"id": 200, "code": "depositAccountType.fixedDeposit", "value": "Fixed Deposit"},
+    {"id": 300, "code": "depositAccountType.recurringDeposit", "value": "Recurring Deposit"},
+    {"id": 400, "code": "depositAccountType.currentDeposit", "value": "Current Deposit"},
+    None,                                              # no depositType at all: not known to be savings
+])
+def test_only_savings_deposits_are_sources(deposit_type):
+    """GET /clients/1/accounts as in the shared samples (client_accounts.json), with a second active KES
+    account of another deposit type beside savings 42: only 42 pays the loan."""
+    import copy
+    import json
+    from types import SimpleNamespace
+
+    import responses
+
+    from convo.actions import Context
+    from convo.actions.repay import repay_sources
+    from tests.samples import SAMPLES
+
+    body = json.loads((SAMPLES / "client_accounts.json").read_text())
+    other = copy.deepcopy(next(a for a in body["savingsAccounts"] if a["id"] == 42))
+    other.update(id=77, accountNo="000000077", productName="Term Saver")
+    if deposit_type is None:
+        other.pop("depositType")
+    else:
+        other["depositType"] = deposit_type
+    body["savingsAccounts"].insert(0, other)
+    base = "http://fineract.test/fineract-provider/api/v1"
+    mifos = MifosClient(base, "mifos", "password", "default")
+    loan = {"id": 29, "kind": "loan", "account_no": "000000029", "product": "Biashara Flat 6M",
+            "currency": {"code": "KES", "decimal_places": 2, "in_multiples_of": 0}}
+    ctx = Context(vars={"client": {"id": 1}, "account": loan}, phone=GRACE, channel="ussd",
+                  services=SimpleNamespace(mifos=mifos))
+    with responses.RequestsMock() as mocked:
+        mocked.get(f"{base}/clients/1/accounts", json=body)
+        assert repay_sources(ctx) == "one"
+    assert ctx.vars["source"]["id"] == 42 and [a["id"] for a in ctx.vars["sources"]] == [42]
