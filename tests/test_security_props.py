@@ -169,7 +169,7 @@ def test_hostile_answers_in_real_dialogs(app, answers, phone):
 
 @hsettings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(HOSTILE, st.text(max_size=40)), st.one_of(st.none(), st.dictionaries(
-    st.sampled_from(["unlock_only", "reason", "x"]), st.one_of(st.booleans(), st.integers(), HOSTILE,
+    st.sampled_from(["unlock_only", "reason", "client_id", "x"]), st.one_of(st.booleans(), st.integers(), HOSTILE,
                                                                  st.lists(st.integers(), max_size=3)),
     max_size=3)), st.sampled_from(["GET", "POST", "DELETE"]), st.booleans())
 def test_staff_api_answers_hostile_calls_without_a_500(app, phone, body, method, authed):
@@ -177,7 +177,8 @@ def test_staff_api_answers_hostile_calls_without_a_500(app, phone, body, method,
 
     c = app.test_client()
     headers = {"Authorization": f"Bearer {STAFF}", "X-Staff-User": "fuzz"} if authed else {}
-    for path in (f"/api/subscribers/{quote(phone, safe='')}/pin-reset", f"/api/subscribers/{quote(phone, safe='')}"):
+    for path in (f"/api/subscribers/{quote(phone, safe='')}/pin-reset", f"/api/subscribers/{quote(phone, safe='')}",
+                 f"/api/subscribers/%2B254700000101?client_id={quote(phone, safe='')}"):
         r = c.open(path, method=method, json=body, headers=headers)
         assert r.status_code < 500, (path, body, r.get_data(as_text=True))
         if not authed:

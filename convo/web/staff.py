@@ -209,9 +209,9 @@ def _phone(raw: str) -> str:
 def _client_id(value, required: bool) -> int | None:
     if value is None and not required:
         return None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2 ** 63:
         raise BadRequest("'client_id' must be the Mifos X client id whose PIN this is (a positive number)")
     g.audit_client = value
     return value
