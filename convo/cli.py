@@ -220,30 +220,40 @@ def fineract_sim(host: str, port: int) -> None:
 
 @main.command()
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
-def lint(path: Path | None) -> None:
-    """Validate flows (default: the configured flows directory)."""
-    from convo.compiler import load_flowset
-    from convo.flowspec import FlowValidationError
+@click.option("--json", "as_json", is_flag=True, help="one JSON document: errors and warnings with file, line, "
+                                                      "state, key, language (for editors and CI)")
+@click.option("--warnings-as-errors", is_flag=True, help="fail on warnings too (texts cut on a USSD screen, ...)")
+def lint(path: Path | None, as_json: bool, warnings_as_errors: bool) -> None:
+    """Validate flows, texts and notifications (default: the configured flows directory).
+
+    Exit status 0 when the running service would accept these files, 1 when not."""
+    import json
+
+    from convo.compiler import lint_directory
 
     path = path or Path(_settings().flows_dir)
-    try:
-        fs = load_flowset(path)
-    except FlowValidationError as e:
-        for err in e.errors:
-            click.echo(str(err), err=True)
-        click.echo(f"{len(e.errors)} problem(s); nothing was changed in the running service.", err=True)
-        sys.exit(1)
-    from convo import notify
-
-    rep = notify.lint(path, fs.locales)     # notify.yaml, alerts.yaml, notify.* texts (variables, segments)
-    for w in rep.warnings:
+    res = lint_directory(path)
+    failed = bool(res.errors) or (warnings_as_errors and bool(res.warnings))
+    if as_json:
+        fs = res.flowset
+        click.echo(json.dumps({"ok": not failed, "version": fs.version if fs else None,
+                               "flows": len(fs.flows) if fs else 0, "languages": list(fs.languages) if fs else [],
+                               "errors": [e.as_dict() for e in res.errors],
+                               "warnings": [w.as_dict() for w in res.warnings]}, indent=1))
+        sys.exit(1 if failed else 0)
+    if not failed:
+        fs = res.flowset
+        click.echo(f"OK: {len(fs.flows)} flows, languages {', '.join(fs.languages)}, version {fs.version}"
+                   + (f", {len(res.warnings)} warning(s)" if res.warnings else ""))
+    for err in res.errors:
+        click.echo(str(err), err=True)
+    for w in res.warnings:
         click.echo(f"warning: {w}", err=True)
-    if rep.errors:
-        for err in rep.errors:
-            click.echo(str(err), err=True)
-        click.echo(f"{len(rep.errors)} problem(s) in the notifications.", err=True)
+    if failed:
+        what = f"{len(res.errors)} problem(s)" + (f", {len(res.warnings)} warning(s)" if res.warnings else "")
+        refused = "the running service would refuse these files" if res.errors else "--warnings-as-errors"
+        click.echo(f"{what}; {refused}.", err=True)
         sys.exit(1)
-    click.echo(f"OK: {len(fs.flows)} flows, languages {', '.join(fs.languages)}, version {fs.version}")
 
 
 @main.command()

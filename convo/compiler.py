@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from transitions import Machine
 
-from convo import render
+from convo import render, varcheck
 from convo.actions import REGISTRY, Action, load_builtin_actions
 from convo.keywords import KeywordTable, build_table
 from convo.flowspec import (Clause, FlowError, FlowSpec, FlowValidationError, State, Where, line_of, load_yaml,
@@ -38,8 +38,6 @@ CHANNELS_FILE = "channels.yaml"
 #: notification settings and alert rules, read and validated by convo.notify (not flows)
 NOTIFY_FILES = ("notify.yaml", "alerts.yaml")
 NAV_MORE, NAV_BACK = "98", "0"
-# an option line must fit a page beside the More/Back lines and the "CON " prefix
-OPTION_BUDGET = 160 - 4 - len("\n98. More\n0. Back") - 10
 
 
 class FlowMachine(Machine):
@@ -118,6 +116,8 @@ class FlowSet:
     files: dict[str, float] = field(default_factory=dict)
     env: Any = None
     _texts: dict = field(default_factory=dict)
+    #: problems that do not stop the flows (texts cut on a USSD screen, undeclared actions): `convo lint` shows them
+    warnings: list[FlowError] = field(default_factory=list)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -170,13 +170,12 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             return str(p)
 
     try:
-        locales = render.Locales.load(directory / "locales")
+        locales = render.Locales.load(directory / "locales", display_root=directory.parent)
     except render.LocaleError as e:
         raise FlowValidationError([FlowError(Where(e.file, e.line or 1), e.message)]) from None
-    for lang, key, file, line in locales.missing():
-        errors.append(FlowError(Where(file, line), f"text '{key}' is missing from the '{lang}' locale"))
 
     specs: dict[str, FlowSpec] = {}
+    broken: dict[str, str] = {}                      # flow name -> file, for flow files that do not parse
     channels_doc: dict = {}
     channels_file = directory / CHANNELS_FILE
     for p in files:
@@ -195,6 +194,8 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             spec = parse_flow(text, rel(p))
         except FlowValidationError as e:
             errors.extend(e.errors)
+            m = re.search(r"(?m)^flow:\s*['\"]?([a-z][a-z0-9_]*)", text)
+            broken[m.group(1) if m else p.stem] = rel(p)
             continue
         if spec.name in specs:
             errors.append(FlowError(spec.where(), f"flow '{spec.name}' is also defined in {specs[spec.name].file}"))
@@ -204,6 +205,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
     env = render.make_env()
     langs = locales.languages
     compiled_locale: dict[tuple[str, str], Any] = {}
+    key_usage: dict[str, Where] = {}                 # text key -> first place a flow uses it
 
     def locale_template(lang: str, key: str, where: Where) -> Any:
         k = (lang, key)
@@ -231,6 +233,8 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
                     return None
             return Text(tpls, src, None)
         if KEY_RE.match(src):
+            if where.state is not None:
+                key_usage.setdefault(src, where)
             missing = [l for l in langs if not locales.has(l, src)]
             if len(missing) == len(langs):
                 errors.append(FlowError(where, f"unknown text key '{src}' (not in any locale file)"))
@@ -270,10 +274,73 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
         cf = _compile_flow(spec, specs, actions, env, compile_text, errors)
         if cf:
             flows[spec.name] = cf
+    _missing_texts(locales, key_usage, errors)
+    warnings: list[FlowError] = []
+    _check_variables(specs, flows, actions, locales, env, common, channels, keywords, errors, warnings)
+    if broken:                                      # a file that does not parse is reported once, not again
+        errors = [e for e in errors if e.where.file in broken.values()     # by every file that names it
+                  or not any(f"flow '{n}'" in e.message for n in broken)]
     if errors:
-        raise FlowValidationError(errors)
+        raise FlowValidationError(errors, warnings)
     return FlowSet(version=version, flows=flows, channels=channels, locales=locales, common=common, keywords=keywords,
-                   files=stamps, env=env)
+                   files=stamps, env=env, warnings=warnings)
+
+
+def _missing_texts(locales, key_usage: dict[str, Where], errors: list[FlowError]) -> None:
+    """A key one language lacks: named in that language's file, beside the line it should mirror."""
+    for lang, key, file, line in locales.missing():
+        owner = next(l for l in locales.languages if locales.has(l, key))
+        used = key_usage.get(key)
+        at = f"; used by {used.file}:{used.line}" if used else ""
+        errors.append(FlowError(Where(locales.file(lang), locales.insertion_line(lang, key, owner),
+                                      used.state if used else None),
+                                f"text '{key}' is missing from the '{lang}' locale ({locales.file(lang)}); "
+                                f"add it like {file}:{line}{at}", key=key, lang=lang))
+
+
+def channel_roots(channels: dict, keywords: KeywordTable) -> set[str]:
+    """Flows a channel starts afresh (USSD codes, SMS keywords, the SMS fallback)."""
+    ussd = channels.get("ussd") if isinstance(channels.get("ussd"), dict) else {}
+    roots = {ussd.get("start")} | set((ussd.get("codes") or {}).values() if isinstance(ussd.get("codes"), dict) else ())
+    roots |= {kw.flow for kw in keywords.words.values()}
+    if keywords.otherwise:
+        roots.add(keywords.otherwise)
+    return {r for r in roots if isinstance(r, str)}
+
+
+def _check_variables(specs, flows, actions, locales, env, common, channels, keywords, errors, warnings) -> None:
+    """Every text, condition and ``with:`` value against the variables set on every path to its state
+    (convo.varcheck), each text rendered in every language with example values, USSD screens measured."""
+    base = {"phone": varcheck.Leaf("phone"), "lang": varcheck.Leaf("lang"),
+            "features": varcheck.Obj({n: varcheck.Leaf("bool") for n in specs})}
+    analysis = varcheck.analyse(specs, actions, channel_roots(channels, keywords), base)
+    lint = varcheck.TextLint(specs, flows, actions, locales, env, analysis, common, locales.languages)
+    lint.run()
+    errors.extend(lint.errors)
+    warnings.extend(lint.warnings)
+
+
+@dataclass
+class LintResult:
+    """Everything ``convo lint`` checks: the flows (``load_flowset``) and the notifications (convo.notify)."""
+
+    flowset: FlowSet | None
+    errors: list[FlowError]
+    warnings: list[FlowError]
+
+
+def lint_directory(directory: str | Path, actions: dict[str, Action] | None = None) -> LintResult:
+    """Load ``directory`` as the service would and run every check ``convo lint`` runs."""
+    try:
+        fs = load_flowset(directory, actions)
+    except FlowValidationError as e:
+        return LintResult(None, list(e.errors), list(e.warnings))
+    from convo import notify
+
+    rep = notify.lint(directory, fs.locales)     # notify.yaml, alerts.yaml, notify.* texts (variables, segments)
+    for w in rep.warnings:
+        w.severity = "warning"
+    return LintResult(fs if not rep.errors else None, list(rep.errors), fs.warnings + list(rep.warnings))
 
 
 def _check_channels(doc: Any, specs: dict[str, FlowSpec], file: str, errors: list[FlowError]) -> dict:
@@ -428,10 +495,6 @@ def _compile_flow(spec: FlowSpec, specs: dict[str, FlowSpec], actions: dict[str,
                 t = compile_text(o.label, spec.where(st.name, o.line))
                 if t:
                     texts[(st.name, f"opt{i}")] = t
-                    if isinstance(o.label, str) and not KEY_RE.match(o.label) and "{" not in o.label \
-                            and len(f"{i}. {o.label}") > OPTION_BUDGET:
-                        err(st, f"option {i} is {len(o.label)} characters; an option must fit one USSD screen "
-                                f"(at most {OPTION_BUDGET - 4})", o.line)
                 if o.when:
                     c = cond(st, o.when, o.line)
                     if c:
@@ -564,19 +627,33 @@ class FlowLibrary:
     """The flows being served: the current version plus older ones still in use.
 
     ``maybe_reload()`` is cheap (a stat per file at most every ``interval``
-    seconds); an invalid edit is logged with its errors and the last good
-    version keeps serving.
+    seconds). An edited folder goes live only if it passes everything
+    ``convo lint`` checks and, with ``run_tests`` (``CONVO_FLOWS_RELOAD_TESTS``),
+    its conversation tests (``flows/tests/*.yaml``, run on a snapshot of the
+    files in a background thread, against the built-in Fineract simulator).
+    Otherwise callers keep the last good version; ``refused`` describes the
+    refused version (``/healthz`` shows it), the log says so once per version
+    and ``on_refused(refused)`` is called once per version (staff alerts).
     """
 
-    def __init__(self, directory: str | Path, interval: float = 2.0, keep_seconds: float = 900.0):
+    def __init__(self, directory: str | Path, interval: float = 2.0, keep_seconds: float = 900.0,
+                 run_tests: bool = False, on_refused: Callable[[dict], None] | None = None):
         self.directory = Path(directory)
         self.interval = interval
         self.keep_seconds = keep_seconds
+        self.run_tests = run_tests
+        self.on_refused = on_refused
         self._lock = threading.Lock()
         self.current = load_flowset(self.directory)
         self._versions: dict[str, tuple[FlowSet, float]] = {self.current.version: (self.current, float("inf"))}
         self._next_check = time.monotonic() + interval
         self.last_error: FlowValidationError | None = None
+        #: the last refused version: {"version", "errors" (first few, as text), "count", "tests_failed"}
+        self.refused: dict | None = None
+        #: the version being checked in the background, if any
+        self.checking: str | None = None
+        self._refused_stamps: dict | None = None
+        self._worker: threading.Thread | None = None
 
     def get(self, version: str) -> FlowSet | None:
         entry = self._versions.get(version)
@@ -590,26 +667,71 @@ class FlowLibrary:
                 out[rel.as_posix()] = p.stat().st_mtime_ns
         return out
 
-    def maybe_reload(self, force: bool = False) -> bool:
-        """Reload if files changed; returns True when a new version was installed."""
+    def maybe_reload(self, force: bool = False, wait: bool = False) -> bool:
+        """Check for edited files; returns True when a new version was installed by this call.
+
+        With ``run_tests`` the check runs in a background thread (a caller's hop never waits
+        for it) unless ``wait`` (or ``force``) is given."""
         now = time.monotonic()
         if not force and (self.interval <= 0 or now < self._next_check):
             return False
         with self._lock:
             self._next_check = now + self.interval
             try:
-                if not force and self._stamps() == self.current.files:
-                    return False
-                new = load_flowset(self.directory)
-            except FlowValidationError as e:
-                if not self.last_error or str(self.last_error) != str(e):
-                    log.error("flow edit refused, still serving version %s:\n%s", self.current.version, e)
-                self.last_error = e
-                return False
+                stamps = self._stamps()
             except OSError as e:
                 log.error("cannot read flows: %s", e)
                 return False
-            self.last_error = None
+            if not force and (stamps == self.current.files or stamps == self._refused_stamps):
+                return False
+            if self._worker is not None and self._worker.is_alive():
+                return False
+            if self.run_tests and not (force or wait):
+                self._worker = threading.Thread(target=self._check, args=(stamps,), daemon=True,
+                                                name="flows-reload-check")
+                self._worker.start()
+                return False
+        return self._check(stamps)
+
+    def _check(self, stamps: dict[str, float]) -> bool:
+        """Lint (and test) the folder as it is now; install it or record why it was refused."""
+        import shutil
+        import tempfile
+
+        try:
+            version = _digest(self.directory)[0]
+        except OSError as e:
+            log.error("cannot read flows: %s", e)
+            return False
+        if version == self.current.version:
+            with self._lock:
+                self.current.files.update(stamps)
+                self._clear_refusal()
+            return False
+        self.checking = version
+        try:
+            with tempfile.TemporaryDirectory(prefix="convo-flows-") as tmp:
+                snap = Path(tmp) / self.directory.name       # same name: messages read flows/main.yaml:12
+                shutil.copytree(self.directory, snap)
+                res = lint_directory(snap)
+                failures: list[str] = []
+                if not res.errors and self.run_tests and (snap / "tests").is_dir():
+                    from convo.convtest import run_directory
+
+                    failures = [f"{Path(r.file).name}: {r.failure}" for r in run_directory(snap) if r.failure]
+        except OSError as e:
+            log.error("cannot read flows: %s", e)
+            return False
+        finally:
+            self.checking = None
+        if res.errors or failures:
+            self._refuse(version, stamps, res.errors, failures)
+            return False
+        new = res.flowset
+        new.files = dict(stamps)
+        now = time.monotonic()
+        with self._lock:
+            self._clear_refusal()
             if new.version == self.current.version:
                 self.current.files.update(new.files)
                 return False
@@ -620,5 +742,28 @@ class FlowLibrary:
             for v, (_, until) in list(self._versions.items()):
                 if until < now:
                     del self._versions[v]
-            log.info("flows reloaded: version %s (was %s)", new.version, old.version)
-            return True
+        log.info("flows reloaded: version %s (was %s)", new.version, old.version)
+        return True
+
+    def _clear_refusal(self) -> None:
+        self.last_error = None
+        self.refused = None
+        self._refused_stamps = None
+
+    def _refuse(self, version: str, stamps: dict, errors: list[FlowError], failures: list[str]) -> None:
+        texts = [str(e) for e in errors] + [f"conversation test failed: {f}" for f in failures]
+        first = self.refused is None or self.refused.get("version") != version
+        self.refused = {"version": version, "errors": texts[:5], "count": len(texts),
+                        "tests_failed": len(failures)}
+        self.last_error = FlowValidationError(errors or [FlowError(Where(f"{self.directory.name}/tests", 1), t)
+                                                         for t in texts])
+        self._refused_stamps = dict(stamps)
+        if not first:
+            return
+        log.error("flow edit refused (version %s), still serving version %s:\n%s", version, self.current.version,
+                  "\n".join(texts))
+        if self.on_refused is not None:
+            try:
+                self.on_refused(dict(self.refused))
+            except Exception:  # noqa: BLE001 - an alert that fails never stops the service
+                log.exception("flows refused: alert failed")

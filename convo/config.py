@@ -36,6 +36,9 @@ class Settings:
     flows_dir: str = str(REPO_ROOT / "flows")
     #: seconds between checks for edited flow files (0 = never reload)
     flows_reload_seconds: float = 2.0
+    #: an edited flows folder goes live only if its conversation tests (flows/tests/*.yaml) pass too,
+    #: run in the background against the built-in Fineract simulator (lint always runs)
+    flows_reload_tests: bool = True
     default_region: str = "KE"
     default_language: str = "en"
     #: first language of a caller by country calling code, until they choose one ("255:sw,221:fr")

@@ -170,3 +170,27 @@ def flask_poster(client) -> Callable[[str, dict], tuple[int, str]]:
         r = client.post(path, data=form)
         return r.status_code, r.get_data(as_text=True)
     return post
+
+
+def run_directory(flows_dir: str | Path, tests: str | Path | None = None) -> list[Result]:
+    """Run the conversation tests of ``flows_dir`` (default ``<flows_dir>/tests``) against its own
+    flows, the built-in Fineract simulator, an in-memory Redis and a throwaway SQLite database.
+    The service runs this before it switches to an edited flows folder (``CONVO_FLOWS_RELOAD_TESTS``)."""
+    import tempfile
+
+    from convo.cli import sim_settings, start_simulator
+    from convo.web import create_app
+
+    flows_dir = Path(flows_dir)
+    found = load_tests(tests or flows_dir / "tests")
+    sim = start_simulator()
+    try:
+        with tempfile.TemporaryDirectory(prefix="convo-convtest-") as tmp:
+            app = create_app(sim_settings(sim.url, redis_url="memory://", flows_dir=str(flows_dir),
+                                          database_url=f"sqlite:///{tmp}/conversations.db",
+                                          flows_reload_seconds=0, flows_reload_tests=False))
+            setup = prepare_app(app)
+            post = flask_poster(app.test_client())
+            return [run_test(post, file, t, setup=setup) for file, t in found]
+    finally:
+        sim.stop()

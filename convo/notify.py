@@ -78,6 +78,8 @@ EVENTS: dict[str, set[str]] = {
     "savings_deposit": _TX | {"savings_id"},
     "savings_withdrawal": _TX | {"savings_id"},
     "pin_locked": {"phone", "client_id", "client_name", "office_id", "channel", "locked_until"},
+    #: an edited flows folder the running service refused (convo.compiler.FlowLibrary)
+    "flows_refused": {"version", "count", "first_error"},
 }
 
 #: values lint renders every text with: long, realistic, to measure the worst case in segments

@@ -494,7 +494,7 @@ def _parse_locale(path: Path, data: bytes) -> dict[str, tuple[str, int]]:
     """Flatten one locale file to ``{key: (text, line)}``."""
     file = str(path)
     try:
-        root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+        root = yaml.compose(data.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except UnicodeDecodeError as exc:
         raise LocaleError(f"not UTF-8: {exc}", file) from None
     except yaml.YAMLError as exc:
@@ -554,13 +554,23 @@ class Locales:
         self.languages: tuple[str, ...] = tuple(langs)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Locales":
+    def load(cls, directory: str | Path, display_root: str | Path | None = None) -> "Locales":
         """Read every ``*.yaml`` / ``*.yml`` in ``directory``. Raises :class:`LocaleError`
         for invalid YAML, non-text values (quote ``Yes``, ``No``, numbers), duplicate
-        keys, a file name that is not a language code, or two files for one language."""
+        keys, a file name that is not a language code, or two files for one language.
+        Files are named relative to ``display_root`` when given (``flows/locales/fr.yaml``)."""
         directory = Path(directory)
+
+        def shown(p: Path) -> str:
+            if display_root is not None:
+                try:
+                    return p.relative_to(display_root).as_posix()
+                except ValueError:
+                    pass
+            return str(p)
+
         if not directory.is_dir():
-            raise LocaleError("locale directory not found", str(directory))
+            raise LocaleError("locale directory not found", shown(directory))
         paths = sorted(p for p in directory.iterdir()
                        if p.is_file() and p.suffix in (".yaml", ".yml"))
         tables: dict[str, dict[str, tuple[str, int]]] = {}
@@ -571,14 +581,14 @@ class Locales:
             if not is_language_code(lang):
                 raise LocaleError(
                     f"file name {path.name!r} is not a language code (e.g. en.yaml, sw.yaml, fr-CI.yaml)",
-                    str(path))
+                    shown(path))
             if lang in tables:
-                raise LocaleError(f"language {lang!r} defined twice ({files[lang]})", str(path))
+                raise LocaleError(f"language {lang!r} defined twice ({files[lang]})", shown(path))
             data = path.read_bytes()
             digest.update(f"{path.name}\0{len(data)}\0".encode())
             digest.update(data)
-            tables[lang] = _parse_locale(path, data)
-            files[lang] = str(path)
+            tables[lang] = _parse_locale(Path(shown(path)), data)
+            files[lang] = shown(path)
         return cls(tables, files, digest.hexdigest())
 
     def keys(self, lang: str) -> set[str]:
@@ -616,6 +626,18 @@ class Locales:
         order = {lang: i for i, lang in enumerate(self.languages)}
         out.sort(key=lambda m: (order[m[0]], m[1]))
         return out
+
+    def insertion_line(self, lang: str, key: str, like: str) -> int:
+        """Where ``key`` (missing in ``lang``) belongs in ``lang``'s file: the line of the last key
+        that comes before it in ``like``'s file and exists in ``lang`` (1 when there is none)."""
+        order = sorted(self._tables.get(like, {}).items(), key=lambda kv: kv[1][1])
+        line = 1
+        for k, _ in order:
+            if k == key:
+                break
+            if k in self._tables.get(lang, {}):
+                line = self._tables[lang][k][1]
+        return line
 
     def content_hash(self) -> str:
         """sha256 hex of the files' names and bytes, in name order."""

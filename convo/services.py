@@ -84,6 +84,17 @@ class Services:
 def build_services(settings: Settings | None = None) -> Services:
     settings = settings or Settings.from_env()
     redis = make_redis(settings.redis_url, settings.redis_timeout)
-    return Services(settings=settings, redis=redis, sessions=SessionStore(redis),
-                    flows=FlowLibrary(settings.flows_dir, interval=settings.flows_reload_seconds),
-                    cache=Cache(redis))
+    services = Services(settings=settings, redis=redis, sessions=SessionStore(redis),
+                        flows=FlowLibrary(settings.flows_dir, interval=settings.flows_reload_seconds,
+                                          run_tests=settings.flows_reload_tests),
+                        cache=Cache(redis))
+    services.flows.on_refused = lambda refused: _alert_flows_refused(services, refused)
+    return services
+
+
+def _alert_flows_refused(services: "Services", refused: dict) -> None:
+    """Staff alert rules ``when: flows_refused`` (flows/alerts.yaml) fire once per refused flows version."""
+    from convo import notify
+
+    notify.alert(services, event="flows_refused", key=f"flows_refused:{refused['version']}",
+                 version=refused["version"], count=refused["count"], first_error=refused["errors"][0][:300])

@@ -5,6 +5,13 @@ path. Each action is a plain function ``fn(ctx, **params) -> outcome`` declared
 with :func:`action`, which records its outcomes and parameters so the compiler
 can check every ``do:`` state at load time. The docstring of each action
 carries a YAML example; flows.md lists them (a test keeps the two in step).
+
+An action also declares what it puts into the conversation (``provides=``, with
+shapes, see :mod:`convo.varcheck`) and what it reads (``needs=``), so lint
+knows which variables every text can use in every state::
+
+    @action("savings_balance", outcomes=("ok", "unavailable"), needs=("account",),
+            provides={"balance": on("ok", {"total": "amount", "available": "amount", "as_of": "time?"})})
 """
 from __future__ import annotations
 
@@ -21,13 +28,38 @@ class Action:
     outcomes: tuple[str, ...]
     params: dict[str, bool]          # name -> required
     doc: str
+    #: variable -> (shape, outcomes it is set on; None = every outcome), see convo.varcheck
+    provides: dict[str, tuple[Any, frozenset | None]] = field(default_factory=dict)
+    #: variables the action reads (must be set on every path to its ``do:`` state)
+    needs: tuple[str, ...] = ()
+    #: False for an action registered without ``provides=`` (lint warns: its variables are unknown)
+    declared: bool = False
 
 
 REGISTRY: dict[str, Action] = {}
 
 
-def action(name: str, *, outcomes: tuple[str, ...]):
-    """Register ``fn`` as the action ``name`` returning one of ``outcomes``."""
+@dataclass(frozen=True)
+class On:
+    """A variable an action sets only on some outcomes: ``on("found", {"id", "name"})``."""
+
+    outcomes: frozenset
+    shape: Any
+
+
+def on(outcomes: str | tuple[str, ...], shape: Any) -> On:
+    return On(frozenset((outcomes,) if isinstance(outcomes, str) else outcomes), shape)
+
+
+def action(name: str, *, outcomes: tuple[str, ...], provides: dict[str, Any] | None = None,
+           needs: tuple[str, ...] = ()):
+    """Register ``fn`` as the action ``name`` returning one of ``outcomes``.
+
+    ``provides`` maps each variable the action sets to its shape (a type name
+    such as ``"amount"``, a set or dict of attributes, a one-item list for a
+    list; :mod:`convo.varcheck`), wrapped in :func:`on` when it is set only on
+    some outcomes. ``needs`` names the variables it reads."""
+    from convo.varcheck import shape_of_declaration
 
     def register(fn):
         if name in REGISTRY:
@@ -35,7 +67,14 @@ def action(name: str, *, outcomes: tuple[str, ...]):
         sig = inspect.signature(fn)
         params = {p.name: p.default is inspect.Parameter.empty
                   for p in list(sig.parameters.values())[1:]}
-        REGISTRY[name] = Action(name, fn, tuple(outcomes), params, inspect.getdoc(fn) or "")
+        decl = {}
+        for var, spec in (provides or {}).items():
+            outs = spec.outcomes if isinstance(spec, On) else None
+            if outs is not None and not outs <= set(outcomes):
+                raise ValueError(f"action {name!r}: {var} is set on unknown outcome(s) {sorted(outs - set(outcomes))}")
+            decl[var] = (shape_of_declaration(spec.shape if isinstance(spec, On) else spec, f"{name}: {var}"), outs)
+        REGISTRY[name] = Action(name, fn, tuple(outcomes), params, inspect.getdoc(fn) or "", decl, tuple(needs),
+                                provides is not None)
         return fn
 
     return register
@@ -66,3 +105,35 @@ def load_builtin_actions() -> dict[str, Action]:
     from convo.actions import core, mifos, pin, repay  # noqa: F401
 
     return REGISTRY
+
+
+def declaration_text(a: Action) -> str:
+    """What flows.md says an action sets and reads, generated from its declaration:
+    ``Provides `balance` {total, available, as_of} on ok. Reads `account`.``"""
+    from convo.varcheck import describe
+
+    sets = []
+    for var, (shape, when) in a.provides.items():
+        d = describe(shape)
+        sets.append(f"`{var}`" + (f" {d}" if d else "") + (f" on {', '.join(sorted(when))}" if when else ""))
+    out = ("Provides " + "; ".join(sets) + ".") if sets else "Provides nothing."
+    if a.needs:
+        out += " Reads " + ", ".join(f"`{n}`" for n in a.needs) + "."
+    return out
+
+
+def markdown(registry: dict[str, Action] | None = None) -> str:
+    """A flows.md action line per action: name, parameters, outcomes, first docstring line, declaration.
+    flows.md keeps its own words for each action; a test checks outcomes, parameters and declarations."""
+    registry = registry if registry is not None else load_builtin_actions()
+    lines = []
+    for name in sorted(registry, key=lambda n: (registry[n].fn.__module__, n)):
+        a = registry[name]
+        params = []
+        for p in list(inspect.signature(a.fn).parameters.values())[1:]:
+            params.append(f"`{p.name}`" + ("" if p.default is inspect.Parameter.empty else f", default {p.default}"))
+        head = f"- `{name}`" + (f" (with {'; '.join(params)})" if params else "")
+        outs = f"outcome{'s' if len(a.outcomes) > 1 else ''} {', '.join(a.outcomes)}."
+        first = " ".join(a.doc.split("\n\n", 1)[0].split()).replace("``", "`")
+        lines.append(f"{head}: {outs} {first} {declaration_text(a)}")
+    return "\n".join(lines)

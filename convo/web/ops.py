@@ -59,7 +59,9 @@ def healthz():
     body = {"ok": not failing, "failing": failing, "redis": redis_state, "database": db_state,
             "schema": {"revision": revision, "head": head},
             "flows_version": lib.current.version,
-            "flows_error": str(lib.last_error) if lib.last_error else None}
+            "flows_error": str(lib.last_error) if lib.last_error else None,
+            # an edited flows folder that failed lint or its conversation tests: callers keep flows_version
+            "flows_refused": lib.refused, "flows_checking": lib.checking}
     return jsonify(body), 503 if failing else 200
 
 
