@@ -213,6 +213,28 @@ def test_business_date_read_where_the_feature_is_on_else_the_tenants_today(sim, 
         assert mifos.business_date(tz) == dt.datetime.now(ZoneInfo(tz)).date()
 
 
+def test_a_user_without_business_date_permission_gets_the_tenants_today(mifos):
+    """``BusinessDateApiResource.getBusinessDate`` checks ``READ_BUSINESS_DATE``; the refusal is
+    ``NoAuthorizationExceptionMapper`` → ``ApiGlobalErrorResponse.unAuthorized`` (fineract-core, line 124), a
+    Fineract 403. A repayment must not fail for it: the tenant's today is used, and a wrong guess is
+    corrected by the 400 "in the future" path."""
+    import responses
+
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, mifos.base_url + "/configurations",
+                 json={"globalConfiguration": [{"name": "enable-business-date", "enabled": True}]})
+        msg = "User has no authority to view business_dates"
+        rsps.add(responses.GET, mifos.base_url + "/businessdate/BUSINESS_DATE", status=403, json={
+            "developerMessage": "The user associated with credentials passed on this request does not have "
+                                "sufficient privileges to perform this action.",
+            "httpStatusCode": "403", "defaultUserMessage": "Insufficient privileges to perform this action.",
+            "userMessageGlobalisationCode": "error.msg.not.authorized",
+            "errors": [{"developerMessage": msg, "defaultUserMessage": msg,
+                        "userMessageGlobalisationCode": "error.msg.not.authorized", "args": []}]})
+        assert mifos.business_date("Africa/Nairobi", refresh=True) == \
+            dt.datetime.now(ZoneInfo("Africa/Nairobi")).date()
+
+
 @contextmanager
 def gateway_and_sim(redis_url: str, database_url: str, **sim_kw):
     """The gateway app over HTTP in front of a simulator whose Flask app the test can reach."""

@@ -749,7 +749,9 @@ class MifosClient:
             "Accept": "application/json",
             "User-Agent": "mifos-convo",
         })
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+        # every hop thread of `convo serve` (64 per process) may wait on Mifos X at once, each with up to
+        # four searches side by side: keep their connections instead of dropping them ("pool is full")
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=256, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -918,7 +920,8 @@ class MifosClient:
         tenant's time zone (``DateUtils.getLocalDateOfTenant``), which is
         ``timezone`` here. Whether the feature is on is read from ``GET
         /configurations`` once every ten minutes; a user without permission to
-        read it gets the tenant's today. ``refresh`` reads the configuration again.
+        read it, or the business date, gets the tenant's today (and a 400 "in
+        the future" if that is wrong). ``refresh`` reads the configuration again.
         """
         now = time.monotonic()
         cached = self._business_date_enabled
@@ -933,7 +936,11 @@ class MifosClient:
                 log.info("cannot read Fineract's configuration (%s): using the tenant's today", exc)
             self._business_date_enabled = cached = (enabled, now)
         if cached[0]:
-            found = parse_date((self.get("/businessdate/BUSINESS_DATE") or {}).get("date"))
+            try:
+                found = parse_date((self.get("/businessdate/BUSINESS_DATE") or {}).get("date"))
+            except (MifosRejected, MifosNotFound) as exc:   # no READ_BUSINESS_DATE, or no row: never fail a
+                log.warning("cannot read Fineract's business date (%s): using the tenant's today", exc)  # repayment
+                found = None
             if found is not None:
                 return found
         from zoneinfo import ZoneInfo
