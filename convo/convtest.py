@@ -191,6 +191,11 @@ def run_directory(flows_dir: str | Path, tests: str | Path | None = None) -> lis
                                           flows_reload_seconds=0, flows_reload_tests=False))
             setup = prepare_app(app)
             post = flask_poster(app.test_client())
-            return [run_test(post, file, t, setup=setup) for file, t in found]
+            try:
+                return [run_test(post, file, t, setup=setup) for file, t in found]
+            finally:
+                services = app.extensions["convo"]
+                services.audit.flush()                  # nothing left for the (idle) writer thread to write
+                services.db.dispose()
     finally:
         sim.stop()
