@@ -1,12 +1,15 @@
 """Outbox dispatch benchmark: messages/s with 1 and 4 worker processes on PostgreSQL (run on demand, not in pytest).
 
     .venv/bin/python bench/outbox_bench.py [--messages 5000] [--workers 1,4] [--gateway null|fake-at|both]
+                                           [--concurrency 8]
 
 For each worker count: a fresh PostgreSQL schema, migrations, N messages
 enqueued, then K worker processes (started and connected first, then released
 together) drain the outbox with ``Worker.run(once=True)``. Reported: enqueue
 rate, dispatch rate (N / wall time from release to the last worker done), the
-4/1 ratio, and duplicates / losses counted at the gateway side.
+4/1 ratio, and duplicates / losses counted at the gateway side. Each worker
+sends ``--concurrency`` requests at once and records each result as it comes
+back (``CONVO_WORKER_CONCURRENCY``).
 
 Gateways:
 * ``null``    - in-process sender that records every batch it "sends" into a
@@ -52,23 +55,23 @@ class NullRecordingSender:
         return [SendResult("sent", provider_id=f"null-{m.id}", cost="KES 0.8000", parts=m.segments) for m in messages]
 
 
-def _worker(url, gateway, at_url, batch, go, out, name):
+def _worker(url, gateway, at_url, batch, concurrency, go, out, name):
     from convo.db import make_engine
     from convo.worker import Worker
     from gateways.africastalking import AfricasTalkingSender
 
-    engine = make_engine(url, pool_size=2)
+    engine = make_engine(url, pool_size=2, max_overflow=concurrency + 2)
     if gateway == "null":
         sender = NullRecordingSender(engine)
     else:
         sender = AfricasTalkingSender("bench", "k", base_url=at_url, concurrency=16)
-    w = Worker(engine, sender, batch=batch, name=name, sweep_seconds=1e9)
+    w = Worker(engine, sender, batch=batch, name=name, sweep_seconds=1e9, concurrency=concurrency)
     with engine.connect():
         pass  # connect before the start signal
     go.wait()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     n = w.run(once=True)
-    out.put((name, n, t0, time.perf_counter(), dict(w.stats)))
+    out.put((name, n, t0, time.perf_counter(), dict(w.stats), time.process_time() - cpu0))
     engine.dispose()
 
 
@@ -82,7 +85,8 @@ def _fresh_schema():
     return admin, schema, f"{PG_BASE}?options=-csearch_path%3D{schema}"
 
 
-def run_once(n_messages: int, n_workers: int, gateway: str, at_url: str | None, batch: int) -> dict:
+def run_once(n_messages: int, n_workers: int, gateway: str, at_url: str | None, batch: int,
+             concurrency: int = 8) -> dict:
     import requests
     import sqlalchemy as sa
     from sqlalchemy.orm import Session
@@ -111,7 +115,7 @@ def run_once(n_messages: int, n_workers: int, gateway: str, at_url: str | None, 
 
         ctx = mp.get_context("spawn")
         go, out = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_worker, args=(url, gateway, at_url, batch, go, out, f"w{k}"))
+        procs = [ctx.Process(target=_worker, args=(url, gateway, at_url, batch, concurrency, go, out, f"w{k}"))
                  for k in range(n_workers)]
         for p in procs:
             p.start()
@@ -137,6 +141,7 @@ def run_once(n_messages: int, n_workers: int, gateway: str, at_url: str | None, 
             "seconds": elapsed, "per_s": n_messages / elapsed, "duplicates": total - distinct,
             "lost": n_messages - distinct, "status": status,
             "per_worker": {r[0]: r[1] for r in sorted(results)},
+            "cpu_ms_per_msg": 1000 * sum(r[5] for r in results) / n_messages,
         }
     finally:
         with admin.connect() as c:
@@ -149,12 +154,13 @@ def main() -> None:
     p.add_argument("--messages", type=int, default=5000)
     p.add_argument("--workers", default="1,4")
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--concurrency", type=int, default=8, help="send requests in flight per worker")
     p.add_argument("--gateway", choices=["null", "fake-at", "both"], default="both")
     p.add_argument("--fake-port", type=int, default=18089)
     a = p.parse_args()
     counts = [int(x) for x in a.workers.split(",")]
     gateways = ["null", "fake-at"] if a.gateway == "both" else [a.gateway]
-    print(f"outbox bench: {a.messages} messages, batch {a.batch}, PostgreSQL {PG_BASE.split('@')[-1]}, "
+    print(f"outbox bench: {a.messages} messages, batch {a.batch}, concurrency {a.concurrency}, PostgreSQL {PG_BASE.split('@')[-1]}, "
           f"{os.cpu_count()} CPUs")
     for gw in gateways:
         fake = None
@@ -175,10 +181,10 @@ def main() -> None:
         try:
             rates = {}
             for k in counts:
-                r = run_once(a.messages, k, gw, at_url, a.batch)
+                r = run_once(a.messages, k, gw, at_url, a.batch, a.concurrency)
                 rates[k] = r["per_s"]
                 print(f"  [{gw:7}] {k} worker(s): {r['per_s']:8.0f} msg/s  ({r['seconds']:.2f} s; "
-                      f"enqueue {r['enqueue_per_s']:.0f}/s)  duplicates={r['duplicates']} lost={r['lost']}  "
+                      f"enqueue {r['enqueue_per_s']:.0f}/s; worker CPU {r['cpu_ms_per_msg']:.2f} ms/msg)  duplicates={r['duplicates']} lost={r['lost']}  "
                       f"status={r['status']}  per worker={r['per_worker']}")
             if len(counts) >= 2:
                 lo, hi = counts[0], counts[-1]

@@ -117,10 +117,18 @@ def demo(host: str, port: int, sim_port: int) -> None:
 def worker(once: bool) -> None:
     """Send queued SMS, make repayments from savings, run reminders on CONVO_REMIND_CRON.
 
-    Run as many as you like against PostgreSQL (one with SQLite)."""
-    from convo.worker import run_worker
+    Run as many as you like against PostgreSQL (one with SQLite).
+
+    Refuses to start unless CONVO_WORKER_LEASE_SECONDS >= 2 x the gateway's
+    send timeout + 5 s (Africa's Talking: 2 x (3.05 + CONVO_AT_TIMEOUT) + 5,
+    31.1 s with the default CONVO_AT_TIMEOUT=10)."""
+    from convo.worker import LeaseTooShort, check_lease, run_worker
 
     settings = _settings()
+    try:
+        check_lease(settings)
+    except LeaseTooShort as exc:
+        raise click.ClickException(str(exc)) from None
     require_schema(settings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not once:  # reminders on CONVO_REMIND_CRON, pending Fineract hooks retried (convo/reminders.py)

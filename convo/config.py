@@ -69,10 +69,15 @@ class Settings:
     at_api_key: str = ""
     at_sender_id: str = ""
     at_base_url: str = ""
-    #: outbox worker: rows claimed per batch, seconds a claim (lease) holds, idle poll interval
+    #: seconds Africa's Talking may take to answer one send (plus 3.05 s to connect)
+    at_timeout: float = 10.0
+    #: outbox worker: rows claimed per batch, seconds a claim (lease) holds - at least
+    #: 2 x (3.05 + at_timeout) + 5, or the worker refuses to start -, idle poll interval
     worker_batch: int = 100
     worker_lease_seconds: float = 60.0
     worker_poll_seconds: float = 1.0
+    #: send requests one worker has in flight at once (a SIGKILL re-sends at most these)
+    worker_concurrency: int = 8
     #: retries: attempts before a message is failed for good, and the backoff between them
     outbox_max_attempts: int = 8
     outbox_retry_base_seconds: float = 30.0

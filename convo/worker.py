@@ -9,34 +9,43 @@ One dispatch round (:meth:`Worker.dispatch_once`):
    ``FOR UPDATE SKIP LOCKED``, so concurrent workers on any number of
    machines never claim the same row. Commit. This commit is the durable
    "about to send" record.
-2. **Send** outside any transaction: the gateway gets the whole batch (it
-   groups and parallelizes HTTP itself) plus the lease deadline, after which
-   it starts no new request.
-3. **Record** (one transaction): each result is written only if the row is
-   still ``sending`` under *our* token (``SELECT … FOR UPDATE`` then guarded
-   UPDATEs). ``sent`` stores provider id/cost/parts; ``retry`` re-queues with
-   exponential backoff and jitter, or ends ``failed`` after
-   ``max_attempts``; ``failed`` is final with the reason.
+2. **Send** outside any transaction, one *unit* at a time on
+   ``concurrency`` threads. A unit is one message, or (for a gateway with
+   bulk sends, ``sender.max_recipients``) the messages of the batch with the
+   same text and sender id - one HTTP request either way. Each unit gets the
+   lease deadline; a unit that could not finish before it is not started.
+3. **Record** each unit's results as they come back: a sending thread hands
+   its results to the dispatching thread and waits until they are committed
+   before it takes another unit. The dispatching thread commits whatever has
+   come back in one transaction (group commit); each result is written only
+   if the row is still ``sending`` under *our* token (``SELECT … FOR UPDATE``
+   then guarded UPDATEs). ``sent`` stores provider id/cost/parts; ``retry``
+   re-queues with exponential backoff and jitter, or ends ``failed`` after
+   ``max_attempts``; ``failed`` is final with the reason. Units not started
+   (stop requested, deadline near) go back to ``queued`` as they were.
 
 Guarantees and the honest remaining window: while a lease holds nobody else
-sends the row. If a worker is killed *after* the gateway accepted a message
-but *before* step 3 commits, the lease expires and another worker sends it
-again (at-least-once; Africa's Talking has no idempotency key to dedupe on).
-The reclaimed row's ``last_error`` says "previous lease … expired". Keep
-``lease_seconds`` well above the gateway timeout so a slow-but-alive worker
-never loses its lease mid-send; the sender is given the deadline and stops
-starting requests before it. Clocks of worker machines must be NTP-synced
-(lease times are written by the workers).
+sends the row. At any moment at most ``concurrency`` units are sent and not
+yet recorded, so a worker killed with SIGKILL re-sends at most those (at
+least once; Africa's Talking has no idempotency key to dedupe on): with
+distinct texts that is ``concurrency`` messages, not the batch. Rows taken
+over after a lease expiry say so in ``last_error`` ("lease expired: worker …
+did not finish; retrying (may have been sent)"), and keep saying so once
+sent. The lease must cover a whole send (see :func:`min_lease_seconds`: the
+worker refuses to start otherwise). Clocks of worker machines must be
+NTP-synced (lease times are written by the workers).
 
 SQLite works for one worker (the claim is one atomic ``UPDATE … RETURNING``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import inspect
 import logging
 import os
+import queue
 import random
 import signal
 import socket
@@ -44,17 +53,19 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from convo.db import OutboxMessage, make_engine, utcnow
 from convo.outbox import apply_pending_reports, attach_unmatched_reports, opted_out_among
 from gateways.base import OutgoingSms, SendResult, SmsSender, sender_from_settings
 
-__all__ = ["Claimed", "Worker", "backoff_seconds", "main", "run_worker"]
+__all__ = ["Claimed", "LeaseTooShort", "Worker", "backoff_seconds", "check_lease", "gateway_timeout", "main", "min_lease_seconds",
+           "run_worker"]
 
 log = logging.getLogger("convo.worker")
 outbox = OutboxMessage.__table__
@@ -68,6 +79,71 @@ class Claimed:
     attempts: int
     requested_by_client: bool
     token: str
+    #: the "lease expired: worker … did not finish" note when this row was taken over from a dead worker
+    taken_over: str | None = None
+
+
+TAKEOVER = "lease expired: worker "
+LEASE_MARGIN_SECONDS = 5.0
+
+
+class LeaseTooShort(ValueError):
+    """``CONVO_WORKER_LEASE_SECONDS`` does not cover a send; the message says what to set."""
+
+
+def gateway_timeout(sender) -> float:
+    """Seconds one send request of ``sender`` may take at most (connect + read), 0 when it does not say.
+
+    Read from ``sender.send_timeout`` or ``sender.timeout`` (a number, or a
+    ``(connect, read)`` pair as requests takes it - the Africa's Talking sender's).
+    """
+    t = getattr(sender, "send_timeout", None)
+    if t is None:
+        t = getattr(sender, "timeout", None)
+    if isinstance(t, (tuple, list)):
+        return float(sum(float(x) for x in t if x is not None))
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        return float(t)
+    return 0.0
+
+
+def min_lease_seconds(timeout: float) -> float:
+    """The rule: a lease must be at least ``2 x gateway timeout + 5 s`` (0 for a gateway without a timeout).
+
+    One timeout in which sends may still start, one for the last send to
+    finish, and 5 s to record the results; a shorter lease would expire under
+    a slow-but-alive worker, or leave no time to start any send at all.
+    """
+    return 2 * timeout + LEASE_MARGIN_SECONDS if timeout > 0 else 0.0
+
+
+def check_lease(settings, sender: SmsSender | None = None) -> None:
+    """Raise :class:`LeaseTooShort` unless ``settings.worker_lease_seconds`` covers a send (``convo worker`` at start)."""
+    own = sender is None
+    sender = sender or sender_from_settings(settings)
+    try:
+        lease = float(getattr(settings, "worker_lease_seconds", 60.0))
+        need = min_lease_seconds(gateway_timeout(sender))
+        if lease < need:
+            raise LeaseTooShort(_lease_message(lease, sender, need))
+    finally:
+        close = getattr(sender, "close", None)
+        if own and callable(close):
+            close()
+
+
+def _lease_message(lease: float, sender, need: float) -> str:
+    return (f"CONVO_WORKER_LEASE_SECONDS={lease:g} is too short for gateway {getattr(sender, 'name', '?')!r}: one "
+            f"send may take {gateway_timeout(sender):g} s (connect + read timeout, CONVO_AT_TIMEOUT), and the lease "
+            f"must be at least 2 x that + {LEASE_MARGIN_SECONDS:g} s = {need:g} s. Raise CONVO_WORKER_LEASE_SECONDS "
+            f"or lower the gateway timeout; with this lease messages would be retried forever, or sent twice.")
+
+
+def _takeover_note(last_error: str | None) -> str | None:
+    if not last_error:
+        return None
+    i = last_error.find(TAKEOVER)
+    return last_error[i:] if i >= 0 else None
 
 
 def backoff_seconds(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
@@ -87,6 +163,7 @@ class Worker:
         name: str | None = None,
         batch: int = 100,
         lease_seconds: float = 60.0,
+        concurrency: int = 8,
         max_attempts: int = 8,
         retry_base_seconds: float = 30.0,
         retry_max_seconds: float = 3600.0,
@@ -99,6 +176,11 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.batch = max(1, int(batch))
         self.lease = dt.timedelta(seconds=float(lease_seconds))
+        self.concurrency = max(1, int(concurrency))
+        self.send_timeout = gateway_timeout(sender)
+        need = min_lease_seconds(self.send_timeout)
+        if float(lease_seconds) < need:
+            raise LeaseTooShort(_lease_message(float(lease_seconds), sender, need))
         self.max_attempts = max(1, int(max_attempts))
         self.retry_base = float(retry_base_seconds)
         self.retry_max = float(retry_max_seconds)
@@ -111,7 +193,8 @@ class Worker:
             self._pass_deadline = "deadline" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
         except (TypeError, ValueError):
             self._pass_deadline = False
-        self.stats = {"sent": 0, "retry": 0, "failed": 0, "suppressed": 0, "lost_lease": 0}
+        self.stats = {"sent": 0, "retry": 0, "failed": 0, "suppressed": 0, "lost_lease": 0, "released": 0}
+        self._stop = threading.Event()
 
     # -- 1. claim
 
@@ -139,12 +222,13 @@ class Worker:
                 updated_at=now,
                 last_error=sa.case(
                     (c.status == "sending",
-                     sa.literal("previous lease expired (may have been sent): ") + sa.func.coalesce(c.leased_by, "")),
+                     sa.literal(TAKEOVER) + sa.func.coalesce(c.leased_by, "?")
+                     + sa.literal(" did not finish; retrying (may have been sent)")),
                     else_=c.last_error,
                 ),
             )
             .returning(c.id, c.recipient, c.body, c.sender_id, c.link_id, c.encoding, c.segments, c.kind,
-                       c.idempotency_key, c.attempts, c.requested_by_client)
+                       c.idempotency_key, c.attempts, c.requested_by_client, c.last_error)
         )
         with self.engine.begin() as conn:
             rows = conn.execute(stmt).all()
@@ -154,7 +238,7 @@ class Worker:
                 Claimed(
                     OutgoingSms(r.id, r.recipient, r.body, r.sender_id, r.link_id, r.encoding, r.segments, r.kind,
                                 r.idempotency_key),
-                    r.attempts, r.requested_by_client, token,
+                    r.attempts, r.requested_by_client, token, _takeover_note(r.last_error),
                 )
                 for r in rows
             ]
@@ -200,7 +284,17 @@ class Worker:
 
     # -- 3. record
 
-    def record(self, claimed: Sequence[Claimed], results: Sequence[SendResult]) -> int:
+    @contextlib.contextmanager
+    def _tx(self, conn: Connection | None):
+        """A transaction on ``conn`` (the dispatch's own connection), or on a fresh one from the pool."""
+        if conn is None:
+            with self.engine.begin() as own:
+                yield own
+        else:
+            with conn.begin():
+                yield conn
+
+    def record(self, claimed: Sequence[Claimed], results: Sequence[SendResult], conn: Connection | None = None) -> int:
         """Write results for rows still leased under their token; returns how many were written."""
         if not claimed:
             return 0
@@ -209,7 +303,7 @@ class Worker:
         gateway = getattr(self.sender, "name", None)
         params = []
         pending: dict[str, int] = {}
-        with self.engine.begin() as conn:
+        with self._tx(conn) as conn:
             token = claimed[0].token
             held = set(
                 conn.execute(
@@ -225,7 +319,7 @@ class Worker:
                     continue
                 status, error, nxt, final_at, sent_at = r.status, r.error, now, None, None
                 if status == "sent":
-                    sent_at, error = now, None
+                    sent_at, error = now, x.taken_over  # None, or the takeover note: it may have gone twice
                     if r.provider_id:
                         pending[r.provider_id] = mid
                 elif status == "retry":
@@ -237,6 +331,8 @@ class Worker:
                         nxt = now + dt.timedelta(seconds=backoff_seconds(x.attempts, self.retry_base, self.retry_max))
                 else:
                     status, final_at = "failed", now
+                if status != "sent" and x.taken_over:
+                    error = f"{error}; {x.taken_over}"
                 self.stats["sent" if status == "sent" else "retry" if status == "queued" else "failed"] += 1
                 params.append(dict(
                     _id=mid, _tok=token, _status=status, _pid=r.provider_id, _cost=r.cost, _parts=r.parts,
@@ -264,24 +360,111 @@ class Worker:
 
     # -- loop
 
-    def dispatch_once(self) -> int:
-        """Claim one batch, send it, record the results. Returns the number of rows claimed."""
-        claimed = self.claim()
+    def release(self, claimed: Sequence[Claimed], conn: Connection | None = None) -> int:
+        """Put rows we hold but did not send back to ``queued``, due now, this attempt not counted."""
         if not claimed:
             return 0
-        margin = min(5.0, self.lease.total_seconds() * 0.2)
-        deadline = time.monotonic() + self.lease.total_seconds() - margin
-        results = self._send(claimed, deadline)
+        now = self.clock()
+        c = outbox.c
+        with self._tx(conn) as conn:
+            n = conn.execute(
+                sa.update(outbox)
+                .where(c.id.in_([x.message.id for x in claimed]), c.leased_by == claimed[0].token,
+                       c.status == "sending")
+                .values(status="queued", attempts=c.attempts - 1, leased_by=None, lease_until=None,
+                        next_attempt_at=now, updated_at=now)
+            ).rowcount
+        self.stats["released"] += n
+        return n
+
+    def units(self, claimed: Sequence[Claimed]) -> list[list[Claimed]]:
+        """Split a claimed batch into send units (one request each; see the module doc)."""
+        cap = getattr(self.sender, "max_recipients", 1)
+        cap = cap if isinstance(cap, int) and cap > 1 else 1
+        out: list[list[Claimed]] = []
+        open_: dict[tuple, list[Claimed]] = {}
+        for x in claimed:
+            m = x.message
+            if cap == 1 or m.link_id:
+                out.append([x])
+                continue
+            key = (m.body, m.sender_id)
+            g = open_.get(key)
+            if g is None or len(g) >= cap:
+                g = open_[key] = []
+                out.append(g)
+            g.append(x)
+        return out
+
+    def _record_retrying(self, claimed: Sequence[Claimed], results: Sequence[SendResult], deadline: float,
+                         conn: Connection) -> None:
         # The gateway has these now: try hard to record that (a lost result means a resend after the lease).
         for attempt in range(5):
             try:
-                self.record(claimed, results)
-                break
+                self.record(claimed, results, conn)
+                return
             except sa.exc.OperationalError:
                 if attempt == 4 or time.monotonic() > deadline:
                     raise
                 log.warning("recording results failed (database); retrying", exc_info=True)
                 time.sleep(0.2 * 2 ** attempt)
+
+    def dispatch_once(self) -> int:
+        """Claim one batch, send it unit by unit, record each unit's results as they come back.
+
+        Returns the number of rows claimed. At most ``concurrency`` units are
+        ever sent and not yet recorded (see the module doc).
+        """
+        claimed = self.claim()
+        if not claimed:
+            return 0
+        margin = min(LEASE_MARGIN_SECONDS, self.lease.total_seconds() * 0.2)
+        deadline = time.monotonic() + self.lease.total_seconds() - margin
+        units = self.units(claimed)
+        done: queue.Queue = queue.Queue()
+
+        def send_unit(unit: list[Claimed]) -> None:
+            if self._stop.is_set() or time.monotonic() + self.send_timeout > deadline:
+                done.put((unit, None, None))  # not started: goes back to the queue
+                return
+            recorded = threading.Event()
+            results = None
+            try:
+                results = self._send(unit, deadline)  # never raises for a sender's error
+            finally:  # whatever happens, never leave the dispatching thread waiting
+                done.put((unit, results, recorded))
+            recorded.wait()
+
+        error: Exception | None = None
+        # one connection records the whole batch (no pool checkout and ping per result)
+        with self.engine.connect() as conn, ThreadPoolExecutor(min(self.concurrency, len(units)), thread_name_prefix="outbox-send") as pool:
+            for unit in units:
+                pool.submit(send_unit, unit)
+            left = len(units)
+            while left:
+                items = [done.get()]
+                while True:
+                    try:
+                        items.append(done.get_nowait())
+                    except queue.Empty:
+                        break
+                left -= len(items)
+                sent = [(x, r) for unit, res, _ in items if res is not None for x, r in zip(unit, res)]
+                unsent = [x for unit, res, _ in items if res is None for x in unit]
+                try:
+                    if error is None:
+                        if sent:
+                            self._record_retrying([x for x, _ in sent], [r for _, r in sent], deadline, conn)
+                        if unsent:
+                            self.release(unsent, conn)
+                except Exception as exc:  # keep draining so no sending thread waits forever; rows stay leased
+                    error = exc
+                finally:
+                    for _, _, recorded in items:
+                        if recorded is not None:
+                            recorded.set()
+        if error is not None:
+            raise error
         return len(claimed)
 
     def sweep(self) -> int:
@@ -295,6 +478,7 @@ class Worker:
         Every ``sweep_seconds`` (and at the end of a ``once`` run) it also runs :meth:`sweep`.
         """
         stop = stop_event or threading.Event()
+        self._stop = stop
         total = 0
         last_sweep = time.monotonic()
         while not stop.is_set():
@@ -336,9 +520,10 @@ def run_worker(
 
     ``sender`` defaults to :func:`gateways.base.sender_from_settings`;
     ``engine`` to one on ``settings.database_url``. SIGTERM/SIGINT (when
-    called from the main thread and ``handle_signals``) finish the current
-    batch and return. ``overrides`` go to :class:`Worker` (``lease_seconds``,
-    ``max_attempts``...). Returns the number of rows claimed.
+    called from the main thread and ``handle_signals``) finish the sends in
+    flight, put the rest of the batch back and return. ``overrides`` go to :class:`Worker` (``lease_seconds``,
+    ``max_attempts``...). Returns the number of rows claimed. Raises
+    :class:`LeaseTooShort` when the lease does not cover a send.
     """
     own_engine = engine is None
     engine = engine or make_engine(settings.database_url)
@@ -350,14 +535,23 @@ def run_worker(
         retry_base_seconds=getattr(settings, "outbox_retry_base_seconds", 30.0),
         retry_max_seconds=getattr(settings, "outbox_retry_max_seconds", 3600.0),
         poll_seconds=getattr(settings, "worker_poll_seconds", 1.0),
+        concurrency=getattr(settings, "worker_concurrency", 8),
     )
     kw.update(overrides)
-    worker = Worker(engine, sender, **kw)
+    try:
+        worker = Worker(engine, sender, **kw)
+    except LeaseTooShort:
+        close = getattr(sender, "close", None)
+        if callable(close):
+            close()
+        if own_engine:
+            engine.dispose()
+        raise
     stop = stop_event or threading.Event()
     old = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
         def _stop(signum, _frame):
-            log.info("signal %s: finishing the current batch, then stopping", signum)
+            log.info("signal %s: finishing the sends in flight, putting the rest back, then stopping", signum)
             stop.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -393,7 +587,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.replace(database_url=a.database_url)
     logging.basicConfig(level=getattr(settings, "log_level", "INFO"), format="%(asctime)s %(name)s %(message)s")
     extra = {"lease_seconds": a.lease_seconds} if a.lease_seconds else {}
-    run_worker(settings, once=a.once, batch=a.batch, **extra)
+    try:
+        run_worker(settings, once=a.once, batch=a.batch, **extra)
+    except LeaseTooShort as exc:
+        print(f"convo worker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,12 +1,13 @@
 """Test helper, run as a separate process: one outbox worker whose gateway records every send in PostgreSQL.
 
-    python tests/_outbox_worker_proc.py URL NAME [--slow S] [--lease S] [--batch N] [--once]
+    python tests/_outbox_worker_proc.py URL NAME [--slow S] [--lease S] [--batch N] [--concurrency N] [--once]
 
 The recording sender writes, per message, a row in ``fake_sends`` (outbox id,
 worker name, phase, the row's lease_until, DB time). Phase ``intent`` is
 written before the (simulated) network call, ``sent`` when the gateway has
 the message. ``--slow S`` sleeps S seconds between the two, so a SIGKILL lands
-while the rows are leased and before the gateway got them.
+while the rows are leased and before the gateway got them. The worker sends
+one message per call, ``--concurrency`` calls at once.
 """
 from __future__ import annotations
 
@@ -60,13 +61,14 @@ def main() -> None:
     p.add_argument("--slow", type=float, default=0.0)
     p.add_argument("--lease", type=float, default=60.0)
     p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--once", action="store_true")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"{a.name} %(message)s")
-    engine = make_engine(a.url, pool_size=2)
+    engine = make_engine(a.url, pool_size=2, max_overflow=a.concurrency + 2)
     sender = PgRecordingSender(engine, a.name, a.slow)
     n = run_worker(Settings(database_url=a.url), once=a.once, batch=a.batch, sender=sender, engine=engine,
-                   lease_seconds=a.lease, poll_seconds=0.1, name=a.name)
+                   lease_seconds=a.lease, poll_seconds=0.1, name=a.name, concurrency=a.concurrency)
     print(json.dumps({"worker": a.name, "claimed": n}), flush=True)
 
 

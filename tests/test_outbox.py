@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -257,6 +261,9 @@ def test_expired_lease_makes_the_row_claimable_again(engine):
     assert alive.run(once=True) == 1
     m = rows(engine)[0]
     assert (m.status, m.attempts, m.provider_id) == ("sent", 2, "P2")
+    # sent, and still saying it was taken over (the dead worker may have sent it too)
+    assert m.last_error == f"lease expired: worker {claimed[0].token} did not finish; retrying (may have been sent)"
+    assert claimed[0].token.startswith("dead:")
     # the dead worker coming back cannot overwrite the result
     assert dead.record(claimed, [SendResult.failed("late")]) == 0
     assert rows(engine)[0].status == "sent"
@@ -271,7 +278,7 @@ def test_max_attempts_applies_to_rows_whose_leases_keep_expiring(engine):
         clock.now += dt.timedelta(seconds=6)
     assert w.claim() == []
     m = rows(engine)[0]
-    assert m.status == "failed" and m.last_error.startswith("gave up after 2 attempts; last: previous lease expired")
+    assert m.status == "failed" and m.last_error.startswith("gave up after 2 attempts; last: lease expired: worker ")
 
 
 def test_worker_sweep_attaches_a_report_that_passed_the_workers_commit(engine):
@@ -285,3 +292,132 @@ def test_worker_sweep_attaches_a_report_that_passed_the_workers_commit(engine):
     assert Worker(engine, LogSender()).sweep() == 1
     assert rows(engine)[0].status == "delivered"
     assert Worker(engine, LogSender()).sweep() == 0
+
+
+# ------------------------------------------------------------------ results recorded as they come back
+
+
+class WatchingSender:
+    """One message per call; before each send it counts the rows already recorded ``sent`` in the database."""
+
+    name = "watching"
+
+    def __init__(self, engine, on_send=None):
+        self.engine, self.on_send = engine, on_send
+        self.started = 0
+        self.seen: list[tuple[int, int]] = []  # (sends started before this one, rows recorded sent)
+        self.lock = threading.Lock()
+
+    def send(self, messages, *, deadline=None):
+        with self.lock:
+            before, self.started = self.started, self.started + len(messages)
+        with self.engine.connect() as c:
+            recorded = c.execute(sa.text("SELECT count(*) FROM outbox WHERE status = 'sent'")).scalar()
+        self.seen.append((before, recorded))
+        if self.on_send:
+            self.on_send(self.started)
+        return [SendResult("sent", provider_id=f"W{m.id}") for m in messages]
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_each_result_is_recorded_before_more_than_concurrency_sends_are_outstanding(engine, concurrency):
+    """A SIGKILL at any moment can only re-send what was sent and not yet recorded: never more than ``concurrency``."""
+    for i in range(12):
+        enqueue(engine, idempotency_key=f"m{i}", to=f"+2547123456{i:02d}", body=f"Reminder {i}", kind="notification")
+    sender = WatchingSender(engine)
+    w = Worker(engine, sender, batch=12, concurrency=concurrency)
+    assert w.run(once=True) == 12
+    assert len(sender.seen) == 12
+    # when a send starts, every earlier send is recorded except those still held by the other threads
+    assert all(before - recorded <= concurrency - 1 for before, recorded in sender.seen), sender.seen
+    assert {m.status for m in rows(engine)} == {"sent"} and w.stats["sent"] == 12
+
+
+def test_identical_texts_still_go_in_one_request(engine):
+    class Bulk(WatchingSender):
+        max_recipients = 100
+
+    for i in range(3):
+        enqueue(engine, idempotency_key=f"a{i}", to=f"+25471234560{i}", body="Branch closed today")
+    enqueue(engine, idempotency_key="other", to="+254712345699", body="Your balance")
+    sender = Bulk(engine)
+    Worker(engine, sender).run(once=True)
+    assert sorted(b for b, _ in sender.seen) in ([0, 3], [0, 1])  # two requests: 3 recipients, then 1 (any order)
+
+
+def test_stop_finishes_the_send_in_flight_and_puts_the_rest_back_uncounted(engine):
+    for i in range(5):
+        enqueue(engine, idempotency_key=f"m{i}", to=f"+2547123456{i:02d}", body=f"Reminder {i}")
+    stop = threading.Event()
+    sender = WatchingSender(engine, on_send=lambda started: stop.set())  # SIGTERM arrives during the first send
+    w = Worker(engine, sender, concurrency=1)
+    assert w.run(stop_event=stop) == 5
+    got = rows(engine)
+    assert [(m.status, m.attempts) for m in got] == [("sent", 1)] + [("queued", 0)] * 4
+    assert all(m.leased_by is None and m.last_error is None for m in got)
+    assert w.stats["released"] == 4
+    assert Worker(engine, LogSender(stream=open("/dev/null", "w"))).run(once=True) == 4  # due at once
+
+
+def test_rows_not_started_before_the_lease_deadline_go_back_uncounted(engine):
+    class SlowGateway(WatchingSender):
+        send_timeout = 10.0  # seconds one request may take
+
+    enqueue(engine, idempotency_key="m", to="+254712345678", body="hi")
+    sender = SlowGateway(engine)
+    w = Worker(engine, sender, lease_seconds=25)  # 2 x 10 + 5: just enough
+    w.lease = dt.timedelta(seconds=12)  # as if the lease were shorter: no request could finish inside it
+    assert w.dispatch_once() == 1
+    assert sender.seen == [] and [(m.status, m.attempts) for m in rows(engine)] == [("queued", 0)]
+
+
+# ------------------------------------------------------------------ the lease must cover a send
+
+
+def test_worker_refuses_a_lease_shorter_than_twice_the_gateway_timeout_plus_5s(engine):
+    from gateways.africastalking import AfricasTalkingSender
+
+    from convo.worker import LeaseTooShort, gateway_timeout, min_lease_seconds
+
+    at = AfricasTalkingSender("mfi", "k", timeout=10)
+    assert gateway_timeout(at) == pytest.approx(13.05)  # connect 3.05 + read 10, as requests is given them
+    assert min_lease_seconds(13.05) == pytest.approx(31.1)
+    with pytest.raises(LeaseTooShort, match=r"CONVO_WORKER_LEASE_SECONDS=30 is too short .* at least 2 x that \+ 5 s = 31\.1 s"):
+        Worker(engine, at, lease_seconds=30)
+    Worker(engine, at, lease_seconds=31.1)
+    Worker(engine, LogSender(), lease_seconds=1)  # a gateway without a network timeout: nothing to cover
+    at.close()
+
+
+def _env_for(tmp_path, **extra):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVO_")}
+    clean.update(PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+                 CONVO_DATABASE_URL=f"sqlite:///{tmp_path / 'convo.db'}", **extra)
+    return clean
+
+
+def _cli(args, tmp_path, **env):
+    """``convo ARGS`` in its own process (the console script's entry point)."""
+    return subprocess.run([sys.executable, "-c", "import sys; from convo.cli import main; sys.exit(main())", *args],
+                          cwd=tmp_path, env=_env_for(tmp_path, **env), text=True, capture_output=True, timeout=120)
+
+
+def test_convo_worker_refuses_to_start_with_a_lease_the_gateway_timeout_does_not_fit(tmp_path):
+    """Before: the worker started, every send was refused "not sent: lease about to expire", retried forever, silently."""
+    upgrade(f"sqlite:///{tmp_path / 'convo.db'}")
+    at = dict(CONVO_AT_USERNAME="mfi", CONVO_AT_API_KEY="k", CONVO_AT_BASE_URL="http://127.0.0.1:9")
+    r = _cli(["worker", "--once"], tmp_path, CONVO_WORKER_LEASE_SECONDS="20", **at)
+    assert r.returncode != 0
+    assert ("CONVO_WORKER_LEASE_SECONDS=20 is too short for gateway 'africastalking': one send may take 13.05 s "
+            "(connect + read timeout, CONVO_AT_TIMEOUT), and the lease must be at least 2 x that + 5 s = 31.1 s") in r.stderr
+    # a shorter gateway timeout makes the same lease enough (2 x (3.05 + 2) + 5 = 15.1)
+    ok = _cli(["worker", "--once"], tmp_path, CONVO_WORKER_LEASE_SECONDS="20", CONVO_AT_TIMEOUT="2", **at)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    # python -m convo.worker says the same
+    r = subprocess.run([sys.executable, "-m", "convo.worker", "--once", "--lease-seconds", "31"], cwd=tmp_path,
+                       env=_env_for(tmp_path, **at), text=True, capture_output=True, timeout=120)
+    assert r.returncode == 2 and "at least 2 x that + 5 s = 31.1 s" in r.stderr
+    # and --help states the rule
+    h = _cli(["worker", "--help"], tmp_path)
+    assert h.returncode == 0 and "CONVO_WORKER_LEASE_SECONDS >= 2 x the gateway's send timeout + 5 s" in " ".join(h.stdout.split())
+

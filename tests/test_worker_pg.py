@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,8 +101,9 @@ def test_sigkilled_worker_rows_are_picked_up_after_lease_expiry_and_none_sent_tw
         with engine.connect() as c:
             return c.execute(sa.text(sql)).all()
 
-    doomed = helper(pg_url, "doomed", "--slow", "60", "--lease", str(lease), "--batch", "30")
-    wait_for(lambda: q("SELECT count(*) FROM fake_sends WHERE worker='doomed'")[0][0] == 30, 30, "doomed to lease rows")
+    doomed = helper(pg_url, "doomed", "--slow", "60", "--lease", str(lease), "--batch", "30", "--concurrency", "5")
+    # it leased 30 rows and is about to send 5 of them (its concurrency): the intents are written
+    wait_for(lambda: q("SELECT count(*) FROM fake_sends WHERE worker='doomed'")[0][0] == 5, 30, "doomed to send")
     others = [helper(pg_url, f"w{i}", "--lease", str(lease), "--batch", "20") for i in range(3)]
     os.kill(doomed.pid, signal.SIGKILL)  # mid-dispatch: rows leased, "about to send" written, gateway not reached
     doomed.wait(10)
@@ -124,9 +126,78 @@ def test_sigkilled_worker_rows_are_picked_up_after_lease_expiry_and_none_sent_tw
     late = q("""SELECT s.outbox_id, s.at >= i.lease_until, o.attempts, s.worker
                 FROM fake_sends s JOIN fake_sends i ON i.outbox_id = s.outbox_id AND i.worker = 'doomed'
                 JOIN outbox o ON o.id = s.outbox_id WHERE s.phase = 'sent'""")
-    assert {r[0] for r in late} == leased_at_kill
+    assert {r[0] for r in late} < leased_at_kill and len(late) == 5
     assert all(r[1] for r in late), "a row was sent while the killed worker's lease still held"
     assert {r[2] for r in late} == {2} and {r[3] for r in late} <= {"w0", "w1", "w2"}
-    others_first = q("SELECT max(attempts) FROM outbox WHERE id NOT IN (SELECT outbox_id FROM fake_sends WHERE worker='doomed')")
-    assert others_first[0][0] == 1
+    # every row it held was taken over only after the lease ran out, and says so
+    taken = q("SELECT attempts, last_error FROM outbox WHERE last_error LIKE 'lease expired: worker doomed:%'")
+    assert len(taken) == 30 and {r[0] for r in taken} == {2}
+    assert all(re.fullmatch(r"lease expired: worker doomed:[0-9a-f]{10} did not finish; retrying \(may have been sent\)",
+                            r[1]) for r in taken), taken
+    others_first = q("SELECT id, attempts, last_error FROM outbox WHERE last_error IS NULL")
+    assert len(others_first) == n - 30 and {r[1] for r in others_first} == {1}
+    assert not {r[0] for r in others_first} & leased_at_kill
+    engine.dispose()
+
+
+def at_worker(pg_url, fake_url, *args, **env_extra):
+    """``python -m convo.worker`` sending through the real Africa's Talking SDK to the fake gateway."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "convo.worker", *args], cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env(CONVO_DATABASE_URL=pg_url, CONVO_AT_USERNAME="mfi", CONVO_AT_API_KEY="k", CONVO_AT_BASE_URL=fake_url,
+                CONVO_AT_TIMEOUT="1", CONVO_WORKER_LEASE_SECONDS="14", CONVO_WORKER_POLL_SECONDS="0.2",
+                CONVO_LOG_LEVEL="INFO", **env_extra),
+    )
+
+
+def test_sigkill_mid_batch_resends_at_most_the_messages_in_flight(pg_url):
+    """60 queued, one worker leases them all and is SIGKILLed half way: only what it had in flight goes twice.
+
+    Before results were recorded per request, the gateway had accepted 55 when the worker died and all 55 went
+    again after the lease expired. Now each result is committed as it comes back, so a SIGKILL loses at most
+    the ``CONVO_WORKER_CONCURRENCY`` requests in flight (one message each: every text here is different).
+    """
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    n, concurrency = 60, 4
+    fill(engine, n)
+
+    def q(sql):
+        with engine.connect() as c:
+            return c.execute(sa.text(sql)).all()
+
+    with start_fake_at(delay=0.25) as fake:
+        doomed = at_worker(pg_url, fake.url, "--batch", str(n), CONVO_WORKER_CONCURRENCY=str(concurrency))
+        wait_for(lambda: len(fake.fake.accepted()) >= n // 2, 60, "the gateway to accept half the batch")
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.communicate(timeout=10)
+        assert doomed.returncode == -signal.SIGKILL
+        # the whole batch was leased by the dead worker: what it recorded, and what it still held
+        held = dict(q("SELECT status, count(*) FROM outbox GROUP BY status"))
+        dead_token = q("SELECT DISTINCT leased_by FROM outbox WHERE status = 'sending'")
+        assert held.get("sending", 0) + held.get("sent", 0) == n and held.get("sent", 0) >= n // 2 - concurrency
+        assert len(dead_token) == 1
+
+        rescuer = at_worker(pg_url, fake.url, CONVO_WORKER_CONCURRENCY=str(concurrency))
+        try:
+            wait_for(lambda: statuses(engine) == Counter({"sent": n}), 90, "the rescuer to send the rest")
+        finally:
+            rescuer.send_signal(signal.SIGTERM)
+            out, err = rescuer.communicate(timeout=30)
+        assert rescuer.returncode == 0, err[-2000:]
+        got = Counter(m["number"] for m in fake.fake.accepted())
+
+    assert len(got) == n, "a message was lost"
+    duplicates = sum(k - 1 for k in got.values())
+    assert duplicates <= concurrency, f"{duplicates} messages went twice; at most {concurrency} were in flight"
+    # rows taken over after the lease expired say so, and keep saying so once sent
+    taken = q("SELECT attempts, last_error FROM outbox WHERE attempts > 1")
+    assert len(taken) == held["sending"] and {r[0] for r in taken} == {2}
+    note = f"lease expired: worker {dead_token[0][0]} did not finish; retrying (may have been sent)"
+    assert {r[1] for r in taken} == {note}
+    assert q("SELECT count(*) FROM outbox WHERE attempts = 1 AND last_error IS NULL")[0][0] == held["sent"]
+    # every duplicate is one of the taken-over rows
+    twice = {num for num, k in got.items() if k > 1}
+    assert twice <= {r[0] for r in q("SELECT recipient FROM outbox WHERE attempts = 2")}
     engine.dispose()
