@@ -196,6 +196,8 @@ def _receipt(services, row) -> HookResult:
             tx = reads.loan_transaction(mifos, loan_id, tx_id)
             if tx.get("manuallyReversed") or tx.get("reversed"):
                 return HookResult(status="ignored", detail="the transaction was reversed")
+            if not _is_kind(tx.get("type"), "repayment"):
+                return HookResult(status="ignored", detail=f"transaction {tx_id} is not a repayment")
             balance = to_decimal(tx.get("outstandingLoanBalance"))
         account_key, office_id = f"loan{loan_id}", loan.get("clientOfficeId")
         officer = loan.get("loanOfficerId")
@@ -206,6 +208,8 @@ def _receipt(services, row) -> HookResult:
         tx = reads.savings_transaction(mifos, sid, tx_id)
         if tx.get("reversed"):
             return HookResult(status="ignored", detail="the transaction was reversed")
+        if not _is_kind(tx.get("transactionType"), action.lower()):
+            return HookResult(status="ignored", detail=f"transaction {tx_id} is not a {action.lower()}")
         acc = reads.savings_account(mifos, sid)          # its clientId: the owner, not the hook's word
         from convo.mifos.client import Currency
 
@@ -253,6 +257,12 @@ def _receipt(services, row) -> HookResult:
         lang=notify.client_language(services, e164, office.language), region=region,
         requested_by_client=True)  # a receipt for the client's own transaction: sent even after STOP
     return HookResult(status="done", detail=f"receipt {msg.status}", outbox_id=msg.id)
+
+
+def _is_kind(kind: dict | None, flag: str) -> bool:
+    """The transaction is what the hook says (``LoanTransactionEnumData`` / ``SavingsAccountTransactionEnumData``
+    booleans): a hook naming another kind of transaction (forged, or mistaken) sends no receipt."""
+    return not isinstance(kind, dict) or flag not in kind or kind.get(flag) is True
 
 
 def retry_pending_hooks(services, limit: int = 50) -> int:

@@ -453,6 +453,8 @@ def test_forged_client_wrong_tenant_and_replays_send_one_receipt_to_the_owner(re
         assert hook(gw, deposit_hook_body(1), tenant=None).status_code == 400
         assert receipts(services) == []
 
+        withdrawal = hook(gw, deposit_hook_body(1), action="WITHDRAWAL")     # 4202 is a deposit
+        assert withdrawal.json()["status"] == "ignored" and "not a withdrawal" in withdrawal.json()["detail"]
         forged = hook(gw, deposit_hook_body(2))                         # says client 2; account 42 is client 1's
         assert forged.status_code == 200 and forged.json()["status"] == "done", forged.text
         for body in (deposit_hook_body(2), deposit_hook_body(1), deposit_hook_body(1)):   # replays
