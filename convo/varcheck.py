@@ -222,14 +222,12 @@ def analyse(specs: dict, actions: dict, roots: Iterable[str], base: Env, max_rou
     entry: dict[str, Env | None] = {n: (dict(base) if n in roots else None) for n in specs}
     returns: dict[str, dict[str, Env | None]] = {n: {} for n in specs}
     defined: dict[tuple[str, str], Env] = {}
-    origins: dict[str, list[Origin]] = {}
-    first = True
+    origins = _origins(specs, actions)
     for _ in range(max_rounds):
         calls: dict[str, Env | None] = {n: None for n in specs}
         new_returns: dict[str, dict[str, Env | None]] = {n: {} for n in specs}
         for name, spec in specs.items():
-            ins = _flow_pass(spec, entry[name], returns, entry, actions, calls,
-                             origins if first else None)
+            ins = _flow_pass(spec, entry[name], returns, entry, actions, calls)
             for sname, env in ins.items():
                 defined[(name, sname)] = env
                 st = spec.states[sname]
@@ -239,7 +237,6 @@ def analyse(specs: dict, actions: dict, roots: Iterable[str], base: Env, max_rou
             for sname in spec.states:
                 if sname not in ins:
                     defined.pop((name, sname), None)
-        first = False
         new_entry = {}
         for n in specs:
             e = dict(base) if n in roots else None
@@ -269,19 +266,14 @@ def _same_returns(a, b) -> bool:
     return True
 
 
-def _flow_pass(spec, start_env: Env | None, returns, entry, actions, calls, origins) -> dict[str, Env]:
-    """Fixpoint inside one flow: state -> variables defined on entry."""
-    states = spec.states
-    ins: dict[str, Env] = {}
-    if start_env is None or spec.start not in states:
-        return ins
-
-    def note(var: str, what: str, st, line: int | None = None) -> None:
-        if origins is not None:
+def _origins(specs: dict, actions: dict) -> dict[str, list[Origin]]:
+    """Every place that sets each variable (for "used before it is set" messages)."""
+    origins: dict[str, list[Origin]] = {}
+    for spec in specs.values():
+        def note(var: str, what: str, st, line: int | None = None) -> None:
             origins.setdefault(var, []).append(Origin(what, spec.file, line or st.line, st.name))
 
-    if origins is not None:
-        for st in states.values():
+        for st in spec.states.values():
             if st.kind == "ask" and st.save:
                 note(st.save, f"the answer to state '{st.name}'", st)
             elif st.kind == "menu" and st.choose:
@@ -292,6 +284,15 @@ def _flow_pass(spec, start_env: Env | None, returns, entry, actions, calls, orig
             elif st.kind == "flow":
                 for var in st.params:
                     note(var, f"'with:' of state '{st.name}'", st)
+    return origins
+
+
+def _flow_pass(spec, start_env: Env | None, returns, entry, actions, calls) -> dict[str, Env]:
+    """Fixpoint inside one flow: state -> variables defined on entry."""
+    states = spec.states
+    ins: dict[str, Env] = {}
+    if start_env is None or spec.start not in states:
+        return ins
 
     ins[spec.start] = dict(start_env)
     work = [spec.start]
@@ -380,8 +381,9 @@ class Problem(str):
 
 class _Walker:
     def __init__(self, env: Env, extra_globals: Iterable[str] = (), origins: dict | None = None,
-                 secret_ok: bool = False):
+                 secret_ok: bool = False, prefer: tuple = ()):
         self.env = env
+        self.prefer = prefer
         self.globals = JINJA_GLOBALS | set(extra_globals)
         self.scopes: list[dict[str, Shape]] = []
         self.problems: list[Problem] = []
@@ -491,7 +493,8 @@ class _Walker:
     def _undefined(self, name: str) -> None:
         hint = _suggest(name, self.visible())
         if name in self.origins and hint != name:
-            o = self.origins[name][0]
+            os_ = self.origins[name]
+            o = next((o for f in self.prefer for o in os_ if o.file == f), os_[0])
             self.report(f"`{name}` is used before it is set: {o.what} ({o.file}:{o.line}) sets it, "
                         "but not on every path to this state", undefined=name)
             return
@@ -537,9 +540,10 @@ class _Walker:
 
 
 def check_template(ast: nodes.Template, env: Env, *, extra_globals: Iterable[str] = (),
-                   origins: dict | None = None) -> list[Problem]:
-    """Problems of one parsed template against the variables ``env`` (name -> shape)."""
-    w = _Walker(env, extra_globals, origins)
+                   origins: dict | None = None, prefer: tuple = ()) -> list[Problem]:
+    """Problems of one parsed template against the variables ``env`` (name -> shape); ``prefer``:
+    files whose places that set a missing variable are named first (the flow, then its sub-flows)."""
+    w = _Walker(env, extra_globals, origins, prefer=prefer)
     for n in ast.body:
         w.visit(n)
     return w.problems
@@ -610,7 +614,9 @@ class TextLint:
             lg = lang if self.locales.has(lang, text.key) else "en"
             file, kline = self.locales.where(lg, text.key)
             return file, kline, f"text '{text.key}' ({lang}), shown by {spec.file}:{line}"
-        return spec.file, line, f"text ({lang})"
+        if isinstance(text.source, dict):
+            return spec.file, line, f"text ({lang})"
+        return spec.file, line, "text"
 
     def _source(self, text, lang: str) -> str | None:
         if text.key:
@@ -636,29 +642,33 @@ class TextLint:
             if src is None:
                 continue
             file, tline, label = self._text_where(text, lang, spec, st, line)
-            skey = (src, sig)
+            skey = (src, sig, spec.name)
             problems = self._static.get(skey)
             if problems is None:
                 try:
-                    problems = self._static[skey] = check_template(self._ast(src), env, origins=self.an.origins)
+                    problems = self._static[skey] = check_template(self._ast(src), env, origins=self.an.origins,
+                                                                   prefer=self._prefer(spec))
                 except jinja2.TemplateSyntaxError:
                     problems = self._static[skey] = []   # reported by the compiler
+            inline = not text.key and not isinstance(text.source, dict)
             for p in problems:
-                self._add("error", file, tline, st.name, f"{label}: {p}", text.key, lang,
-                          dedupe=(file, tline, lang, str(p)))
+                self._add("error", file, tline, st.name, f"{label}: {p}", text.key, None if inline else lang,
+                          dedupe=(file, tline, None if inline else lang, str(p)))
             if problems:
                 continue
             tpl = text.templates.get(lang)
-            if tpl is None or OPEN in env:
-                continue
+            if tpl is None or OPEN in env or any(v is ANY for v in env.values()):
+                continue                         # nothing typed to render with: the static check is all
+
             rkey = (id(tpl), sig, lang)
             if rkey not in self._rendered:
                 self._rendered[rkey] = self._render(tpl, lambda null: self._examples(env, sig, lang, null))
             long, err = self._rendered[rkey]
             if err:
+                inline = not text.key and not isinstance(text.source, dict)
                 self._add("error", file, tline, st.name,
-                          f"{label}: cannot be shown with example values of its variables: {err}", text.key, lang,
-                          dedupe=(file, tline, lang, err))
+                          f"{label}: cannot be shown with example values of its variables: {err}", text.key,
+                          None if inline else lang, dedupe=(file, tline, None if inline else lang, err))
             elif long is not None:
                 out[lang] = long
         return out
@@ -690,7 +700,7 @@ class TextLint:
             ast = self._ast("{{ " + src + " }}")
         except jinja2.TemplateSyntaxError:
             return                                   # reported by the compiler
-        problems = check_template(ast, env, origins=self.an.origins)
+        problems = check_template(ast, env, origins=self.an.origins, prefer=self._prefer(spec))
         for p in problems:
             self._add("error", spec.file, line, st.name, f"{what} {src!r}: {p}", dedupe=(spec.file, line, str(p)))
         if problems:
@@ -740,7 +750,7 @@ class TextLint:
                     ast = self._ast(v)
                 except jinja2.TemplateSyntaxError:
                     continue
-                for p in check_template(ast, env, origins=self.an.origins):
+                for p in check_template(ast, env, origins=self.an.origins, prefer=self._prefer(spec)):
                     self._add("error", spec.file, st.line, st.name, f"'with:' value {k}: {p}")
         if st.kind == "menu" and st.choose and st.choose.source not in env and OPEN not in env:
             self._add("error", spec.file, st.choose.line, st.name,
@@ -776,6 +786,11 @@ class TextLint:
             self._menu_fit(spec, st, main, long_main, long_err, options)
         elif st.kind == "ask":
             self._ask_fit(spec, st, main, long_main, long_err)
+
+    def _prefer(self, spec) -> tuple:
+        subs = [self.specs[st.subflow].file for st in spec.states.values()
+                if st.kind == "flow" and st.subflow in self.specs]
+        return (spec.file, *subs)
 
     def _origin_hint(self, var: str) -> str:
         o = (self.an.origins.get(var) or [None])[0]

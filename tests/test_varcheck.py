@@ -249,3 +249,74 @@ def test_lint_warnings_as_errors(flows):
     assert strict.exit_code == 1
     out = json.loads(strict.stdout)
     assert out["errors"] == [] and any(w["key"] == "language.menu" and w["lang"] == "en" for w in out["warnings"])
+
+
+def test_an_action_that_reads_a_variable_not_set_on_every_path(flows):
+    write(flows, "quick.yaml", """
+        states:
+          who:
+            flow: identify
+            on: {found: fetch}
+          fetch:
+            do: savings_balance
+            on: {ok: show, unavailable: show}
+          show:
+            end: "{{ balance.total }}"
+    """)
+    msgs = {(e.where.line, e.where.state): e.message for e in errors_of(flows)}
+    assert msgs[(5, "fetch")].startswith("action 'savings_balance' reads `account`, which is not set on every path")
+    assert "`balance` is used before it is set" in msgs[(8, "show")]      # not after `unavailable`
+
+
+def test_what_a_sub_flow_returns_is_what_it_set_on_every_path_to_that_return(flows):
+    write(flows, "ask_amount.yaml", """
+        states:
+          first:
+            menu: Pay now?
+            options:
+              - label: Pay
+                next: amount
+              - label: Skip
+                next: skip
+          amount:
+            ask: How much?
+            validate: amount
+            save: amount
+            next: got
+          got:
+            return: got
+          skip:
+            return: skipped
+    """)
+    write(flows, "pay_caller.yaml", """
+        states:
+          get:
+            flow: ask_amount
+            on: {got: paid, skipped: nothing}
+          paid:
+            end: "Paid {{ amount | money('KES') }}."
+          nothing:
+            end: "Nothing paid: {{ amount }}."
+    """)
+    errs = [e for e in errors_of(flows) if e.where.file == "flows/pay_caller.yaml"]
+    assert [(e.where.state, e.message) for e in errs] == \
+        [("nothing", "text: `amount` is used before it is set: the answer to state 'amount' "
+                     "(flows/ask_amount.yaml:9) sets it, but not on every path to this state")]
+
+
+def test_a_choose_menu_needs_its_list_on_every_path(flows):
+    write(flows, "pick.yaml", """
+        states:
+          choose:
+            menu: Which?
+            choose:
+              from: acounts
+              label: "{{ item.product }}"
+              save: account
+              next: done
+          done:
+            end: Bye.
+    """)
+    errs = [e for e in errors_of(flows) if e.where.file == "flows/pick.yaml"]
+    [e] = errs
+    assert e.where.state == "choose" and "'choose: from: acounts'" in e.message
