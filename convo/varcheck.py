@@ -722,6 +722,7 @@ class TextLint:
 
     # ---- the whole flow set
     def run(self) -> None:
+        self.common_texts()
         for name, spec in self.specs.items():
             cf = self.flows.get(name)
             for st in spec.states.values():
@@ -729,6 +730,31 @@ class TextLint:
                 if env is None:
                     continue
                 self.state(spec, cf, st, env)
+
+    def common_texts(self) -> None:
+        """The engine's own texts (``common.*``, ``security.rate_limited``) see only ``lang`` and ``features``."""
+        base = {"lang": Leaf("lang"), "features": ANY}
+        for key, text in self.common.items():
+            if key == "sms.reply_number" or not text.key:
+                continue
+            for lang in self.langs:
+                if not self.locales.has(lang, key):
+                    continue
+                file, line = self.locales.where(lang, key)
+                try:
+                    problems = check_template(self._ast(self.locales.source(lang, key)), base)
+                except jinja2.TemplateSyntaxError:
+                    continue
+                for p in problems:
+                    self._add("error", file, line, None, f"text '{key}' ({lang}), shown by the engine itself "
+                              f"(it has only `lang`): {p}", key, lang)
+                tpl = text.templates.get(lang)
+                if not problems and tpl is not None and not isinstance(tpl, str):
+                    try:
+                        tpl.render({"lang": lang})
+                    except Exception as e:  # noqa: BLE001
+                        self._add("error", file, line, None, f"text '{key}' ({lang}) cannot be shown: "
+                                  f"{type(e).__name__}: {e}", key, lang)
 
     def state(self, spec, cf, st, env: Env) -> None:
         texts = cf.texts if cf is not None else {}

@@ -320,3 +320,12 @@ def test_a_choose_menu_needs_its_list_on_every_path(flows):
     errs = [e for e in errors_of(flows) if e.where.file == "flows/pick.yaml"]
     [e] = errs
     assert e.where.state == "choose" and "'choose: from: acounts'" in e.message
+
+
+def test_the_engines_own_texts_see_only_the_language(flows):
+    """common.* texts are shown outside any state (an error, a wrong choice): no dialog variables there."""
+    line = edit(flows / "locales" / "sw.yaml", "  invalid_choice: Chaguo si sahihi. Tafadhali jaribu tena.",
+                '  invalid_choice: "{{ client.first_name }}, chaguo si sahihi."')
+    [e] = errors_of(flows)
+    assert (e.where.file, e.where.line, e.key, e.lang) == ("flows/locales/sw.yaml", line, "common.invalid_choice", "sw")
+    assert "`client` is not defined here" in e.message
