@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from convo.actions import Context, action
+from convo.actions import Context, action, on
 from convo.services import client_key
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,12 @@ def office_regions(services) -> Callable[[Any], str]:
     return region
 
 
-@action("identify_caller", outcomes=("found", "many", "unknown", "unavailable"))
+_CLIENT = {"id", "name", "first_name", "office_id"}
+_OFFERED = [{"id": "int", "name": "name", "first_name": "word", "office_id": "int", "label": "name"}]
+
+
+@action("identify_caller", outcomes=("found", "many", "unknown", "unavailable"),
+        provides={"client": on("found", _CLIENT), "clients": on("many", _OFFERED)})
 def identify_caller(ctx: Context) -> str:
     """Find the caller in Mifos X by phone number (all the formats MFIs store).
 
@@ -177,7 +182,8 @@ def identify_caller(ctx: Context) -> str:
     return "many"
 
 
-@action("take_client", outcomes=("ok", "refused"))
+@action("take_client", outcomes=("ok", "refused"), needs=("picked", "clients"),
+        provides={"client": on("ok", _CLIENT)})
 def take_client(ctx: Context) -> str:
     """The caller chose ``picked`` from ``clients`` (the "who is calling" menu): it becomes ``client``.
 
