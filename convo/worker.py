@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import datetime as dt
 import inspect
+import json
 import logging
 import os
 import queue
@@ -60,7 +61,7 @@ from typing import Callable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from convo.db import OutboxMessage, make_engine, utcnow
+from convo.db import DeliveryReport, OutboxMessage, make_engine, utcnow
 from convo.outbox import apply_pending_reports, attach_unmatched_reports, opted_out_among
 from gateways.base import OutgoingSms, SendResult, SmsSender, sender_from_settings
 
@@ -150,6 +151,25 @@ def backoff_seconds(attempt: int, base: float, cap: float, rng: Callable[[], flo
     """Delay before retry number ``attempt`` (1-based): ``min(cap, base*2**(attempt-1))``, jittered to 50-100%."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
     return delay * (0.5 + 0.5 * rng())
+
+
+_PG_RECORD = sa.text(f"""
+WITH v AS (
+    SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS x(
+        id bigint, status text, pid text, cost text, parts int, code int, pstatus text, err text,
+        nxt timestamptz, sent timestamptz, final timestamptz)
+), u AS (
+    UPDATE {outbox.name} AS o SET
+        status = v.status, provider_id = v.pid, cost = v.cost, parts = v.parts, status_code = v.code,
+        provider_status = v.pstatus, last_error = v.err, next_attempt_at = v.nxt, sent_at = v.sent,
+        final_at = v.final, gateway = coalesce(o.gateway, CAST(:gw AS text)), updated_at = CAST(:now AS timestamptz),
+        leased_by = NULL, lease_until = NULL
+    FROM v WHERE o.id = v.id AND o.leased_by = CAST(:tok AS text) AND o.status = 'sending'
+    RETURNING o.id, o.provider_id
+)
+SELECT u.id, u.provider_id IS NOT NULL AND EXISTS (
+    SELECT 1 FROM {DeliveryReport.__tablename__} r WHERE r.provider_id = u.provider_id AND r.outbox_id IS NULL
+) AS early FROM u""")
 
 
 class Worker:
@@ -294,69 +314,82 @@ class Worker:
             with conn.begin():
                 yield conn
 
+    def _outcome(self, x: Claimed, r: SendResult, now: dt.datetime) -> dict:
+        """The row values one result leads to."""
+        status, error, nxt, final_at, sent_at = r.status, r.error, now, None, None
+        if status == "sent":
+            sent_at, error = now, x.taken_over  # None, or the takeover note: it may have gone twice
+        elif status == "retry":
+            if x.attempts >= self.max_attempts:
+                status, final_at = "failed", now
+                error = f"gave up after {x.attempts} attempts; last: {r.error}"
+            else:
+                status = "queued"
+                nxt = now + dt.timedelta(seconds=backoff_seconds(x.attempts, self.retry_base, self.retry_max))
+        else:
+            status, final_at = "failed", now
+        if status != "sent" and x.taken_over:
+            error = f"{error}; {x.taken_over}"
+        return dict(id=x.message.id, status=status, pid=r.provider_id, cost=r.cost, parts=r.parts, code=r.status_code,
+                    pstatus=r.provider_status, err=(error or None) and str(error)[:2000], nxt=nxt, sent=sent_at,
+                    final=final_at)
+
     def record(self, claimed: Sequence[Claimed], results: Sequence[SendResult], conn: Connection | None = None) -> int:
-        """Write results for rows still leased under their token; returns how many were written."""
+        """Write results for rows still leased under their token; returns how many were written.
+
+        PostgreSQL: one statement (guarded UPDATE ... RETURNING) and the commit. Elsewhere: ``SELECT ... FOR
+        UPDATE`` of the rows still ours, then guarded UPDATEs.
+        """
         if not claimed:
             return 0
         now = self.clock()
-        c = outbox.c
+        token = claimed[0].token
         gateway = getattr(self.sender, "name", None)
-        params = []
-        pending: dict[str, int] = {}
+        rows = [self._outcome(x, r, now) for x, r in zip(claimed, results)]
         with self._tx(conn) as conn:
-            token = claimed[0].token
-            held = set(
-                conn.execute(
-                    sa.select(c.id).where(c.id.in_([x.message.id for x in claimed]), c.leased_by == token,
+            if self.is_pg:
+                got = conn.execute(_PG_RECORD, {
+                    "rows": json.dumps([{**v, **{k: v[k] and v[k].isoformat() for k in ("nxt", "sent", "final")}}
+                                        for v in rows]),
+                    "tok": token, "gw": gateway, "now": now,
+                }).all()
+                held = {g.id for g in got}
+                early = any(g.early for g in got)  # a delivery report arrived before its id was recorded
+            else:
+                c = outbox.c
+                held = set(conn.execute(
+                    sa.select(c.id).where(c.id.in_([v["id"] for v in rows]), c.leased_by == token,
                                           c.status == "sending").with_for_update()
-                ).scalars()
-            )
-            for x, r in zip(claimed, results):
-                mid = x.message.id
-                if mid not in held:
+                ).scalars())
+                early = True
+                if held:
+                    bp = sa.bindparam
+                    conn.execute(
+                        sa.update(outbox)
+                        .where(c.id == bp("_id"), c.leased_by == token, c.status == "sending")
+                        .values(
+                            status=bp("status"), provider_id=bp("pid"), cost=bp("cost"), parts=bp("parts"),
+                            status_code=bp("code"), provider_status=bp("pstatus"), last_error=bp("err"),
+                            next_attempt_at=bp("nxt", type_=c.next_attempt_at.type),
+                            sent_at=bp("sent", type_=c.sent_at.type), final_at=bp("final", type_=c.final_at.type),
+                            gateway=sa.func.coalesce(c.gateway, gateway), updated_at=now, leased_by=None,
+                            lease_until=None,
+                        ),
+                        [{**v, "_id": v["id"]} for v in rows if v["id"] in held],
+                    )
+            pending: dict[str, int] = {}
+            for v in rows:
+                if v["id"] not in held:
                     self.stats["lost_lease"] += 1
-                    log.warning("lease on outbox %s lost before recording %s (another worker took it over)", mid, r.status)
+                    log.warning("lease on outbox %s lost before recording %s (another worker took it over)",
+                                v["id"], v["status"])
                     continue
-                status, error, nxt, final_at, sent_at = r.status, r.error, now, None, None
-                if status == "sent":
-                    sent_at, error = now, x.taken_over  # None, or the takeover note: it may have gone twice
-                    if r.provider_id:
-                        pending[r.provider_id] = mid
-                elif status == "retry":
-                    if x.attempts >= self.max_attempts:
-                        status, final_at = "failed", now
-                        error = f"gave up after {x.attempts} attempts; last: {r.error}"
-                    else:
-                        status = "queued"
-                        nxt = now + dt.timedelta(seconds=backoff_seconds(x.attempts, self.retry_base, self.retry_max))
-                else:
-                    status, final_at = "failed", now
-                if status != "sent" and x.taken_over:
-                    error = f"{error}; {x.taken_over}"
-                self.stats["sent" if status == "sent" else "retry" if status == "queued" else "failed"] += 1
-                params.append(dict(
-                    _id=mid, _tok=token, _status=status, _pid=r.provider_id, _cost=r.cost, _parts=r.parts,
-                    _code=r.status_code, _pstatus=r.provider_status, _err=(error or None) and str(error)[:2000],
-                    _next=nxt, _sent=sent_at, _final=final_at, _gw=gateway, _now=now,
-                ))
-            if params:
-                bp = sa.bindparam
-                conn.execute(
-                    sa.update(outbox)
-                    .where(c.id == bp("_id"), c.leased_by == bp("_tok"), c.status == "sending")
-                    .values(
-                        status=bp("_status"), provider_id=bp("_pid"), cost=bp("_cost"), parts=bp("_parts"),
-                        status_code=bp("_code"), provider_status=bp("_pstatus"), last_error=bp("_err"),
-                        next_attempt_at=bp("_next", type_=c.next_attempt_at.type),
-                        sent_at=bp("_sent", type_=c.sent_at.type), final_at=bp("_final", type_=c.final_at.type),
-                        gateway=sa.func.coalesce(c.gateway, bp("_gw", type_=sa.String)),
-                        updated_at=bp("_now", type_=c.updated_at.type), leased_by=None, lease_until=None,
-                    ),
-                    params,
-                )
-            if pending:
+                self.stats["sent" if v["status"] == "sent" else "retry" if v["status"] == "queued" else "failed"] += 1
+                if v["status"] == "sent" and v["pid"]:
+                    pending[v["pid"]] = v["id"]
+            if pending and early:
                 apply_pending_reports(conn, pending)
-        return len(params)
+        return len(held)
 
     # -- loop
 
