@@ -518,15 +518,26 @@ class _Walker:
             for b in node.else_:
                 self.visit(b, quiet)
             return
+        if isinstance(node, nodes.If) and isinstance(node.test, nodes.Test) and node.test.name == "defined" \
+                and isinstance(node.test.node, nodes.Name):             # {% if x is defined %}...{% endif %}
+            self.scopes.append({node.test.node.name: self.lookup(node.test.node.name) or ANY})
+            for b in node.body:
+                self.visit(b, quiet)
+            self.scopes.pop()
+            for b in [*node.elif_, *node.else_]:
+                self.visit(b, quiet)
+            return
         if isinstance(node, nodes.Assign):
             shape = self.expr(node.node, quiet)
             if not self.scopes:
                 self.scopes.append({})
             self._bind(node.target, shape, self.scopes[-1])
             return
-        if isinstance(node, (nodes.Macro, nodes.CallBlock)):
+        if isinstance(node, (nodes.Macro, nodes.CallBlock)):     # not checked inside; the macro's name is known
             if isinstance(node, nodes.Macro):
-                (self.scopes[-1] if self.scopes else self.scopes.append({}) or self.scopes[-1])[node.name] = ANY
+                if not self.scopes:
+                    self.scopes.append({})
+                self.scopes[-1][node.name] = ANY
             return
         for child in node.iter_child_nodes():
             self.visit(child, quiet)

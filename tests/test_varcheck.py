@@ -329,3 +329,25 @@ def test_the_engines_own_texts_see_only_the_language(flows):
     [e] = errors_of(flows)
     assert (e.where.file, e.where.line, e.key, e.lang) == ("flows/locales/sw.yaml", line, "common.invalid_choice", "sw")
     assert "`client` is not defined here" in e.message
+
+
+@pytest.mark.parametrize("src, problems", [
+    ("{% for t in transactions %}{{ t.amount }} {{ loop.index }}{% endfor %}", []),
+    ("{% for t in transactions %}{{ t.amout }}{% endfor %}", ["`t.amout` is not defined; did you mean `t.amount`?"]),
+    ("{{ transactions.amount }}", ["`transactions.amount` is not defined: `transactions` is a list "
+                                   "(use `{% for x in transactions %}` and `x.amount`)"]),
+    ("{% set n = client.first_name %}{{ n | upper }}", []),
+    ("{{ client.first_name.upper() }}", []),
+    ("{{ client.first_name.size }}", ["`client.first_name.size` is not defined: `client.first_name` is a single "
+                                      "value (word), it has no attributes"]),
+    ("{% if nickname is defined %}{{ nickname }}{% endif %}{{ nick | default('') }}", []),
+    ("{{ features.repay }} {{ lang }} {{ range(3) | list }}", []),
+])
+def test_what_a_template_may_use(src, problems):
+    from convo.render import make_env
+    from convo.varcheck import check_template
+
+    env = {"client": shape_of_declaration({"first_name"}), "lang": Leaf("lang"),
+           "features": Obj({"repay": Leaf("bool")}),
+           "transactions": shape_of_declaration([{"date", "amount"}])}
+    assert check_template(make_env().parse(src), env) == problems
