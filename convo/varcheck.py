@@ -74,7 +74,7 @@ Shape = Any
 TYPES = ("text", "word", "name", "amount", "int", "bool", "date", "time", "account_no", "code", "phone", "lang",
          "number", "secret", "any")
 
-CURRENCY = Obj({"code": Leaf("code"), "decimal_places": Leaf("int"), "in_multiples_of": Leaf("int")})
+CURRENCY = Obj({"code": Leaf("code"), "decimal_places": Leaf("int", example=2), "in_multiples_of": Leaf("int", example=1)})
 
 #: the type of an attribute declared by name only (``{"total", "available"}``)
 ATTRIBUTE_TYPES: dict[str, Shape] = {
@@ -84,7 +84,7 @@ ATTRIBUTE_TYPES: dict[str, Shape] = {
     "outstanding": Leaf("amount"), "balance": Leaf("amount", True), "date": Leaf("date"),
     "as_of": Leaf("time", True), "label": Leaf("word"), "credit": Leaf("bool"), "group": Leaf("text"),
     "center": Leaf("text", True), "location": Leaf("text", True), "code": Leaf("code"),
-    "decimal_places": Leaf("int"), "in_multiples_of": Leaf("int"),
+    "decimal_places": CURRENCY.fields["decimal_places"], "in_multiples_of": CURRENCY.fields["in_multiples_of"],
 }
 
 #: long, realistic example values: texts are rendered with them at load and measured on a USSD screen
