@@ -122,3 +122,20 @@ def test_the_shipped_flows_have_no_cut_options_or_questions_moved_by_an_error():
     fs = load_flowset(FLOWS)
     assert not [str(w) for w in fs.warnings if "cut" in w.message or "cannot fit" in w.message]
     assert not [str(w) for w in fs.warnings if w.key and w.key.startswith("pin.") and "after an invalid" in w.message]
+
+
+def test_after_a_wrong_amount_the_question_is_still_on_the_first_screen(redis_url):
+    """The issue's case, on the shipped flows over HTTP: Grace types a wrong amount and still reads
+    what to type, without pressing 98 (lint warns when a text would push it to screen 2)."""
+    from tests.e2e import Phone, give_pin, running_gateway
+
+    with running_gateway(redis_url) as (gw, _, services):
+        give_pin(services, "+254700000101", "246802")
+        grace = Phone(gw, "+254700000101")
+        menu = grace.dial()
+        repay = next(line.split(".")[0] for line in menu.splitlines() if "Repay loan" in line)
+        assert grace.answer(repay) == "CON Enter your PIN:"
+        assert "Enter the amount to pay:" in grace.answer("246802")
+        screen = grace.answer("12,34,5")
+        assert screen.startswith("CON Enter an amount in numbers, e.g. 1500.\nBiashara Flat 6M: due KES")
+        assert screen.endswith("\nEnter the amount to pay:") and "98." not in screen
