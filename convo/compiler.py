@@ -644,6 +644,7 @@ class FlowLibrary:
         self.run_tests = run_tests
         self.on_refused = on_refused
         self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
         self.current = load_flowset(self.directory)
         self._versions: dict[str, tuple[FlowSet, float]] = {self.current.version: (self.current, float("inf"))}
         self._next_check = time.monotonic() + interval
@@ -687,11 +688,20 @@ class FlowLibrary:
             if self._worker is not None and self._worker.is_alive():
                 return False
             if self.run_tests and not (force or wait):
-                self._worker = threading.Thread(target=self._check, args=(stamps,), daemon=True,
+                self._worker = threading.Thread(target=self._check_once, args=(stamps, True), daemon=True,
                                                 name="flows-reload-check")
                 self._worker.start()
                 return False
-        return self._check(stamps)
+        return self._check_once(stamps, force or wait)
+
+    def _check_once(self, stamps: dict[str, float], block: bool) -> bool:
+        """One check at a time: a hop that finds another one running goes on with the current version."""
+        if not self._check_lock.acquire(blocking=block):
+            return False
+        try:
+            return self._check(stamps)
+        finally:
+            self._check_lock.release()
 
     def _check(self, stamps: dict[str, float]) -> bool:
         """Lint (and test) the folder as it is now; install it or record why it was refused."""
