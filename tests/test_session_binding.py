@@ -29,6 +29,7 @@ def gw(redis_url, pg_url):
         give_pin(services, GRACE, GRACE_PIN)
         give_pin(services, FAITH, FAITH_PIN)
         yield gw, services
+        services.audit.flush()                        # before the schema is dropped
 
 
 def at_session_id() -> str:
