@@ -1,7 +1,7 @@
 # mifos-convo: the gateway (default command) and, with another command, the worker.
 #
 #   docker build -t mifos-convo .
-#   docker run -p 8000:8000 -e CONVO_REDIS_URL=redis://... mifos-convo            # gateway (granian)
+#   docker run -p 8000:8000 -e CONVO_REDIS_URL=redis://... mifos-convo            # gateway (convo serve: granian)
 #   docker run mifos-convo convo worker                                            # outbox worker
 #   docker run mifos-convo convo db upgrade                                        # migrations
 #
@@ -26,7 +26,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     CONVO_FLOWS_DIR=/app/flows \
     CONVO_DATABASE_URL=sqlite:////var/lib/convo/convo.db \
-    GRANIAN_WORKERS=2
+    GRANIAN_WORKERS=2 \
+    GRANIAN_BLOCKING_THREADS=64
 RUN groupadd --system --gid 10001 convo \
  && useradd --system --uid 10001 --gid convo --home-dir /app --shell /usr/sbin/nologin convo \
  && mkdir -p /app /var/lib/convo \
@@ -38,5 +39,7 @@ USER convo
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-# granian serves the Flask app factory; GRANIAN_WORKERS (env) sets the process count.
-CMD ["granian", "--interface", "wsgi", "--factory", "--host", "0.0.0.0", "--port", "8000", "convo.web:create_app"]
+# `convo serve`: granian serving the Flask app factory, GRANIAN_WORKERS processes of GRANIAN_BLOCKING_THREADS
+# threads (most of them wait on Mifos X; bench/README.md). --migrate applies the migrations first (under a
+# lock: replicas starting together take turns); without it, it refuses a database behind the code.
+CMD ["convo", "serve", "--migrate", "--host", "0.0.0.0", "--port", "8000"]

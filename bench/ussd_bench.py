@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from convo.cli import SERVE_THREADS  # noqa: E402  (the shipped `convo serve --threads`)
 BENCH = REPO / "bench"
 LUA = BENCH / "ussd.lua"
 USSD_PATH = "/gateways/africastalking/ussd"
@@ -204,6 +206,9 @@ SERVERS = {
     "granian": Server("granian", "granian"),
     "granian-bt1": Server("granian-bt1", "granian", threads=1),
     "granian-bt2": Server("granian-bt2", "granian", threads=2),
+    "granian-bt32": Server("granian-bt32", "granian", threads=32),
+    "granian-bt64": Server("granian-bt64", "granian", threads=64),
+    "granian-bt128": Server("granian-bt128", "granian", threads=128),
     "gunicorn-sync": Server("gunicorn-sync", "gunicorn", "sync"),
     "gunicorn-gthread": Server("gunicorn-gthread", "gunicorn", "gthread", threads=4),
 }
@@ -576,6 +581,119 @@ def phase_breakdown(app, call, environs: list) -> None:
         print(f"  {label:<36}{secs / n * 1e6:8.1f} us/hop {calls / n:6.2f} calls/hop")
 
 
+# ---------------------------------------------------------------------------- Mifos X slow
+
+SLOW_TARGET_S = 5.0
+
+
+def slow_phones(batch: int, n: int) -> list[str]:
+    """``n`` distinct numbers: the seeded demo clients first (found in Mifos X), then numbers unknown
+    to it (a lookup all the same). With the caches emptied before, every first hop asks Mifos X."""
+    from convo.mifos.seed import DEMO_PHONES
+
+    known = [p for p, _ in DEMO_PHONES] if batch < 99 else []
+    return (known + [f"+25479{batch % 100:02d}{i:05d}" for i in range(n)])[:n]
+
+
+def first_hops_at_once(base: str, phones: list[str], tag: str, timeout: float = 60.0) -> list[dict]:
+    """Every phone dials at the same instant (a barrier); each result: seconds, HTTP status, answer."""
+    import threading
+
+    out: list[dict] = [{} for _ in phones]
+    barrier = threading.Barrier(len(phones))
+
+    def one(i: int, phone: str) -> None:
+        body = urllib.parse.urlencode({"sessionId": f"ATUid_slow_{tag}_{i}", "serviceCode": CODE,
+                                       "phoneNumber": phone, "networkCode": "63902", "text": ""}).encode()
+        req = urllib.request.Request(base + USSD_PATH, data=body, method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        barrier.wait()
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                status, text = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode(errors="replace")
+        except OSError as e:
+            status, text = 0, f"transport error: {e}"
+        out[i] = {"s": time.perf_counter() - t0, "status": status, "text": text}
+
+    threads = [threading.Thread(target=one, args=(i, p), daemon=True) for i, p in enumerate(phones)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 10)
+    return out
+
+
+def slow_mifos(env: dict, args, logdir: Path, sim_base: str, r) -> bool:
+    """Mifos X answers every call in ``--slow-delay`` s; ``--slow-callers`` dial at once against
+    ``convo serve`` (granian) with each ``--slow-threads`` setting. Reports max / p99 / p50 time to
+    answer (queueing included) and how many waited longer than 5 s."""
+    ok = True
+    rows = []
+    batch = 0
+    for threads in [int(x) for x in args.slow_threads.split(",")]:
+        port = free_port()
+        p = spawn([str(Path(sys.executable).parent / "convo"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                   "--workers", str(args.workers), "--threads", str(threads)],
+                  env, logdir / f"serve-slow-t{threads}.log")
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(p, base + "/healthz", f"convo serve --threads {threads}")
+            # every worker process warm (imports, flows, office tree) before the slow part starts
+            warm = first_hops_at_once(base, slow_phones(99, 4 * args.workers), f"warm{threads}")
+            if any(r["status"] != 200 for r in warm):
+                raise BenchError(f"warm-up hops failed: {warm}")
+            set_sim_faults(sim_base, {"delay": args.slow_delay})
+            try:
+                for n in [int(x) for x in args.slow_callers.split(",")]:
+                    r.flushdb()                     # no caller found in the shared cache...
+                    time.sleep(11)                  # ...nor in a worker's own (convo.cache: 10 s)
+                    res = first_hops_at_once(base, slow_phones(batch, n), f"t{threads}n{n}")
+                    batch += 1
+                    secs = sorted(r["s"] for r in res)
+                    bad = [r for r in res if r["status"] != 200 or not r["text"].startswith(("CON ", "END "))]
+                    kinds = {}
+                    for r in res:
+                        k = r["text"][:40] if r["status"] == 200 else f"HTTP {r['status']}"
+                        kinds[k] = kinds.get(k, 0) + 1
+                    row = {"threads": threads, "workers": args.workers, "callers": n, "max_s": secs[-1],
+                           "p99_s": secs[min(len(secs) - 1, int(len(secs) * 0.99))], "p50_s": secs[len(secs) // 2],
+                           "over_5s": sum(s > SLOW_TARGET_S for s in secs), "bad": len(bad), "answers": kinds}
+                    rows.append(row)
+                    print(f"slow Mifos X ({args.slow_delay:g} s/call), {args.workers} workers x {threads} threads, "
+                          f"{n} callers at once: max {row['max_s']:.2f} s  p99 {row['p99_s']:.2f} s  "
+                          f"p50 {row['p50_s']:.2f} s  over 5 s: {row['over_5s']}  not CON/END: {row['bad']}",
+                          flush=True)
+                    print(f"    answers: {kinds}", flush=True)
+            finally:
+                set_sim_faults(sim_base, None)
+        finally:
+            stop(p)
+    print(f"\n=== Mifos X slow ({args.slow_delay:g} s per call): every caller answered within "
+          f"{SLOW_TARGET_S:g} s, queueing included ===")
+    print(f"{'threads':>8}{'callers':>8}{'max s':>8}{'p99 s':>8}{'p50 s':>8}{'>5 s':>6}{'bad':>5}")
+    for r in rows:
+        met = r["max_s"] <= SLOW_TARGET_S and not r["bad"]
+        if r["threads"] == int(args.slow_threads.split(",")[-1]):
+            ok &= met
+        print(f"{r['threads']:>8}{r['callers']:>8}{r['max_s']:>8.2f}{r['p99_s']:>8.2f}{r['p50_s']:>8.2f}"
+              f"{r['over_5s']:>6}{r['bad']:>5}  {'ok' if met else 'MISS'}")
+    if args.json:
+        args.json.write_text(json.dumps({"slow_mifos": rows, "delay": args.slow_delay, "cpus": os.cpu_count()},
+                                        indent=2))
+    return ok
+
+
+def set_sim_faults(sim_base: str, faults: dict | None) -> None:
+    req = urllib.request.Request(sim_base + "/__sim/faults", method="DELETE" if faults is None else "POST",
+                                 data=None if faults is None else json.dumps(faults).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        r.read()
+
+
 # ---------------------------------------------------------------------------- report
 
 def ms(us: float) -> str:
@@ -649,6 +767,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flows-reload", type=float, default=2.0, help="CONVO_FLOWS_RELOAD_SECONDS for the app")
     ap.add_argument("--json", type=Path, help="also write all figures to this file")
     ap.add_argument("--max-seconds", type=float, default=600.0, help="hard bound on the whole run")
+    ap.add_argument("--slow-mifos", action="store_true",
+                    help="only the slow Mifos X case: callers dialling at once against `convo serve`")
+    ap.add_argument("--slow-delay", type=float, default=2.0, help="seconds Mifos X takes per call")
+    ap.add_argument("--slow-callers", default="24,100", help="comma-separated numbers of simultaneous first hops")
+    ap.add_argument("--slow-threads", default=str(SERVE_THREADS),
+                    help="comma-separated `convo serve --threads` values to compare (the last one is judged)")
     args = ap.parse_args(argv)
     _deadline = time.monotonic() + args.max_seconds
     signal.alarm(int(args.max_seconds) + 30)           # last resort if something hangs outside our checks
@@ -658,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         if name.strip() not in SERVERS:
             raise BenchError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
         servers.append(SERVERS[name.strip()])
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and not args.slow_mifos:
         raise BenchError("wrk is not installed (apt-get install -y wrk)")
     for s in servers:
         if not (Path(sys.executable).parent / s.kind).exists():
@@ -695,6 +819,10 @@ def main(argv: list[str] | None = None) -> int:
         profile_hop(env, args.profile_hops)
         r.flushdb()
         return 0
+    if args.slow_mifos:
+        ok = slow_mifos(env, args, logdir, f"http://127.0.0.1:{sim_port}", r)
+        r.flushdb()
+        return 0 if ok else 1
     flows = flows_load(args.flows) if args.flows else None
     if flows:
         print(f"flows: {flows['flows']} loaded in {flows['cold_s'] * 1000:.0f} ms")

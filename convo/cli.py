@@ -35,7 +35,7 @@ def sim_settings(sim_url: str, **overrides) -> Settings:
 #: blocking threads per granian worker. A hop waiting on a slow Mifos X holds its thread for up to the
 #: hop budget, so callers dialling at once need that many threads or they queue (bench/README.md,
 #: "Mifos X slow"); threads that wait cost no CPU.
-SERVE_THREADS = 2
+SERVE_THREADS = 64
 
 
 def require_schema(settings: Settings) -> None:
@@ -205,13 +205,21 @@ def fake_at(host: str, port: int, delivery_url: str | None) -> None:
 @click.option("--workers", default=2, show_default=True, envvar="GRANIAN_WORKERS", help="processes (granian)")
 @click.option("--threads", default=SERVE_THREADS, show_default=True, envvar="GRANIAN_BLOCKING_THREADS",
               help="threads per process running requests; most of them wait on Mifos X (bench/README.md)")
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+@click.option("--migrate", is_flag=True, envvar="CONVO_MIGRATE_ON_START",
+              help="apply database migrations first (safe when several start at once)")
+def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> None:
     """Serve the gateway (granian, the WSGI server chosen by benchmark).
 
-    Refuses to start when the database schema is behind the code (run `convo db upgrade`)."""
+    Refuses to start when the database schema is behind the code (run `convo db upgrade`, or
+    pass --migrate)."""
     from granian import Granian
 
-    require_schema(_settings())
+    settings = _settings()
+    if migrate:
+        from convo.db import upgrade as do_upgrade
+
+        do_upgrade(settings.database_url)
+    require_schema(settings)
     Granian("convo.web:create_app", factory=True, interface="wsgi", address=host, port=port,
             workers=workers, blocking_threads=threads).serve()
 

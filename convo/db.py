@@ -15,6 +15,7 @@ naive UTC text (see :class:`UTCDateTime`) so comparisons stay correct.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 from pathlib import Path
@@ -277,13 +278,42 @@ def alembic_config(url: str | None = None, connection=None):
     return cfg
 
 
+#: PostgreSQL advisory lock key held while migrating ("convo" in ASCII)
+MIGRATION_LOCK_KEY = 0x636F6E766F
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine):
+    """An exclusive ``flock`` on ``<database>.migrate-lock`` (SQLite lives on one host)."""
+    import fcntl
+
+    db = engine.url.database
+    if not db or db == ":memory:":
+        yield
+        return
+    with open(f"{db}.migrate-lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (``convo db upgrade``, the demo at start)."""
+    """Apply migrations up to ``revision`` (``convo db upgrade``, the demo at start).
+
+    Safe when several processes run it at once (replicas starting together): they take turns, on
+    PostgreSQL under a transaction-level advisory lock, on SQLite under a file lock next to the
+    database; whoever comes second finds the schema at ``revision`` and does nothing.
+    """
     from alembic import command
 
     engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     try:
-        with engine.begin() as conn:
+        lock = _sqlite_file_lock(engine) if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        with lock, engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             command.upgrade(alembic_config(connection=conn), revision)
     finally:
         if isinstance(url_or_engine, str):
@@ -304,10 +334,10 @@ def expected_heads() -> tuple[str, ...]:
 
 def schema_revision(engine: Engine) -> tuple[str, ...]:
     """The revision(s) the database is at (``()``: never migrated). Raises on a database that cannot be reached."""
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
-        return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return ()
+        return tuple(sorted(r[0] for r in conn.execute(sa.text("SELECT version_num FROM alembic_version"))))
 
 
 def check_schema(engine: Engine) -> tuple[str, ...]:

@@ -6,7 +6,8 @@
   ``Retry-After`` so Africa's Talking delivers it again later; ``/healthz`` is 503 and names Redis.
 * The database schema behind the code (``convo db upgrade`` not run): ``convo serve`` and
   ``convo worker`` refuse to start and say what to run; ``/healthz`` is 503 and shows the
-  revision next to the head the code needs. On SQLite and on PostgreSQL.
+  revision next to the head the code needs; several ``convo db upgrade`` at once take turns
+  under a lock. On SQLite and on PostgreSQL.
 * Mifos X answering every call in 2 s while 24 callers dial at once, against ``convo serve``
   (granian, the shipped settings): every caller gets a CON/END answer, none a 5xx or a timeout.
   How long they waited is the benchmark's figure (``bench/ussd_bench.py --slow-mifos``).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -187,7 +189,123 @@ def test_healthz_shows_the_schema_revision_and_is_503_until_the_database_is_upgr
         assert r.status_code == 200 and r.json()["schema"] == {"revision": head, "head": head}
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_four_processes_upgrading_one_database_at_once_take_turns(backend, request, tmp_path):
+    """Replicas started together each run `convo db upgrade`: all succeed, the schema ends at the head.
+    (Without the lock one of them fails on a table another has just created.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from convo.db import expected_heads, make_engine, schema_revision
+
+    url = f"sqlite:///{tmp_path}/race.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    env = {**os.environ, "CONVO_DATABASE_URL": url}
+    procs = [subprocess.Popen([str(Path(sys.executable).parent / "convo"), "db", "upgrade"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(4)]
+    results = [(p.wait(120), p.stdout.read().decode(errors="replace")[-500:]) for p in procs]
+    assert [code for code, _ in results] == [0, 0, 0, 0], results
+    engine = make_engine(url)
+    try:
+        assert schema_revision(engine) == expected_heads()
+    finally:
+        engine.dispose()
+
+
 def test_healthz_on_a_database_never_migrated(redis_url, tmp_path):
     with running_gateway(redis_url, database_url=f"sqlite:///{tmp_path}/empty.db") as (gw, _sim, _services):
         r = requests.get(f"{gw}/healthz", timeout=5)
         assert r.status_code == 503 and r.json()["schema"]["revision"] == []
+
+
+# ------------------------------------------------------------------ Mifos X slow, callers dialling at once
+
+CALLERS = 24
+TRANSPORT_TIMEOUT = 10.0   # Africa's Talking gives up on a hop long before this
+
+
+@contextmanager
+def convo_serve(env: dict, *args: str):
+    """``convo serve`` (granian, the shipped workers and threads) in its own process group; yields its URL."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    port = refused_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONVO_", "GRANIAN_"))}
+    log = open(Path(env["CONVO_DATABASE_URL"].split("///", 1)[1]).with_suffix(".log"), "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "convo"), "serve", "--host", "127.0.0.1",
+                             "--port", str(port), *args], env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            assert proc.poll() is None, open(log.name).read()[-3000:]
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("convo serve did not come up:\n" + open(log.name).read()[-3000:])
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()
+
+
+def dial_all_at_once(gw: str, phones: list[str]) -> list[tuple[int, str]]:
+    """Every phone dials at the same instant; (status, answer) each, or (0, why) on a transport error."""
+    barrier = threading.Barrier(len(phones))
+    out: list[tuple[int, str]] = [(0, "no answer")] * len(phones)
+
+    def one(i: int, phone: str) -> None:
+        barrier.wait()
+        try:
+            r = requests.post(f"{gw}/gateways/africastalking/ussd", timeout=TRANSPORT_TIMEOUT, data={
+                "sessionId": f"ATUid_crowd_{i}", "serviceCode": "*384*12#", "phoneNumber": phone,
+                "networkCode": "63902", "text": ""})
+            out[i] = (r.status_code, r.text)
+        except requests.RequestException as e:
+            out[i] = (0, f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate(phones)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TRANSPORT_TIMEOUT + 5)
+    return out
+
+
+def test_24_callers_dial_at_once_while_mifos_takes_2_s_per_call_and_all_get_their_menu(redis_url, tmp_path):
+    """Against `convo serve --migrate` on a new database (as the Docker image starts)."""
+    from convo.devserver import BackgroundServer
+    from convo.mifos.seed import DEMO_PHONES
+    from convo.mifos.sim import create_sim_app
+
+    known = [p for p, _ in DEMO_PHONES][:CALLERS]
+    phones = known + [f"+2547990{i:05d}" for i in range(CALLERS - len(known))]   # not in Mifos X
+    db = f"sqlite:///{tmp_path}/convo.db"
+    with BackgroundServer(create_sim_app()) as sim:
+        env = {"CONVO_REDIS_URL": redis_url, "CONVO_DATABASE_URL": db, "CONVO_FLOWS_RELOAD_SECONDS": "0",
+               "CONVO_FINERACT_URL": f"{sim.url}/fineract-provider/api/v1", "CONVO_FINERACT_USER": "mifos",
+               "CONVO_FINERACT_PASSWORD": "password", "CONVO_FINERACT_TENANT": "default"}
+        with convo_serve(env, "--migrate") as gw:
+            requests.post(f"{sim.url}/__sim/faults", json={"delay": 2}, timeout=5)
+            answers = dict(zip(phones, dial_all_at_once(gw, phones)))
+    for phone, (status, text) in answers.items():
+        assert status == 200, (phone, status, text)
+        if phone in known:
+            assert text.startswith("CON "), (phone, text)          # their menu, not "try again later"
+        else:
+            assert text.startswith("END Sorry, this phone number is not registered"), (phone, text)
