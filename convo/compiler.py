@@ -276,7 +276,13 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             flows[spec.name] = cf
     _missing_texts(locales, key_usage, errors)
     warnings: list[FlowError] = []
-    _check_variables(specs, flows, actions, locales, env, common, channels, keywords, errors, warnings)
+    try:
+        _check_variables(specs, flows, actions, locales, env, common, channels, keywords, errors, warnings)
+    except Exception as e:  # noqa: BLE001 - a bug in the checks must refuse the edit, never crash a hop
+        log.exception("variable check failed")
+        if not errors:
+            errors.append(FlowError(Where(str(directory.name), 1), f"the variable check failed: "
+                                                                   f"{type(e).__name__}: {e}"))
     if broken:                                      # a file that does not parse is reported once, not again
         errors = [e for e in errors if e.where.file in broken.values()     # by every file that names it
                   or not any(f"flow '{n}'" in e.message for n in broken)]
@@ -732,6 +738,9 @@ class FlowLibrary:
         except OSError as e:
             log.error("cannot read flows: %s", e)
             return False
+        except Exception as e:  # noqa: BLE001 - whatever goes wrong, callers keep the last good version
+            log.exception("checking edited flows failed")
+            res, failures = LintResult(None, [], []), [f"the check itself failed: {type(e).__name__}: {e}"]
         finally:
             self.checking = None
         if res.errors or failures:

@@ -351,3 +351,19 @@ def test_what_a_template_may_use(src, problems):
            "features": Obj({"repay": Leaf("bool")}),
            "transactions": shape_of_declaration([{"date", "amount"}])}
     assert check_template(make_env().parse(src), env) == problems
+
+
+def test_a_bug_in_the_checks_refuses_the_edit_and_never_crashes_the_service(flows, monkeypatch):
+    from convo import varcheck
+    from convo.compiler import FlowLibrary
+
+    lib = FlowLibrary(flows, interval=0)
+    good = lib.current.version
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(varcheck.TextLint, "run", broken)
+    edit(flows / "locales" / "en.yaml", "Welcome {{", "Karibu {{")
+    assert lib.maybe_reload(force=True) is False
+    assert lib.current.version == good and "the variable check failed: RuntimeError: boom" in lib.refused["errors"][0]
