@@ -257,6 +257,8 @@ def make_engine(url: str, **kw) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kw.setdefault("pool_pre_ping", True)
+    if u.get_backend_name() == "postgresql":         # an unreachable server fails a hop in seconds, not minutes
+        kw.setdefault("connect_args", {}).setdefault("connect_timeout", 2)
     return sa.create_engine(url, **kw)
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from jinja2 import TemplateError as JinjaError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError as DatabaseUnavailable
+from sqlalchemy.exc import TimeoutError as DatabasePoolTimeout
 
 from convo import render, security
 from convo.actions import Context
@@ -107,15 +109,16 @@ class Engine:
 
     # ------------------------------------------------------------------ entry point
     def handle(self, msg: Inbound) -> Reply:
-        """One hop. Redis unreachable (refused, or silent past ``CONVO_REDIS_TIMEOUT``): a USSD caller
-        gets ``common.unavailable`` and the session ends; an SMS raises :class:`redis.RedisError`,
-        answered 503 so the gateway delivers it again later (:mod:`convo.web.ops`)."""
+        """One hop. Redis or the database unreachable (refused, or Redis silent past
+        ``CONVO_REDIS_TIMEOUT``): a USSD caller gets ``common.unavailable`` and the session ends; an
+        SMS raises on, answered 503 so the gateway delivers it again later (:mod:`convo.web.ops`)."""
         try:
             return self._handle(msg)
-        except RedisError as e:
+        except (RedisError, DatabaseUnavailable, DatabasePoolTimeout) as e:
             if msg.channel != "ussd":
                 raise
-            log.warning("Redis unavailable, USSD hop answered 'unavailable': %s", e)
+            log.warning("%s unavailable, USSD hop answered 'unavailable': %s",
+                        "Redis" if isinstance(e, RedisError) else "database", str(e).splitlines()[0][:300])
             lang = self.services.country_language(msg.phone)      # their own choice is cached in Redis
             return Reply(self._common_or(self.services.flows.current, "common.unavailable", "common.error", lang),
                          True)

@@ -8,6 +8,7 @@
   ``convo worker`` refuse to start and say what to run; ``/healthz`` is 503 and shows the
   revision next to the head the code needs; several ``convo db upgrade`` at once take turns
   under a lock. On SQLite and on PostgreSQL.
+* The database refusing connections: the same "service unavailable" / 503, ``/healthz`` names it.
 * Mifos X answering every call in 2 s while 24 callers dial at once, against ``convo serve``
   (granian, the shipped settings): every caller gets a CON/END answer, none a 5xx or a timeout.
   How long they waited is the benchmark's figure (``bench/ussd_bench.py --slow-mifos``).
@@ -129,6 +130,27 @@ def test_a_sms_refused_while_redis_was_down_is_answered_when_it_comes_again(redi
         with services.db.connect() as c:
             rows = c.execute(sa.select(OutboxMessage.recipient, OutboxMessage.idempotency_key)).all()
         assert [tuple(r) for r in rows] == [("+254700000101", "reply:at-sms:ATXid_fault_again")]
+
+
+# ------------------------------------------------------------------ database unreachable
+
+def test_database_down_a_caller_at_the_pin_hears_service_unavailable_and_an_sms_gets_503(redis_url):
+    """PostgreSQL refuses connections: the menu still opens (nothing there needs the database), the
+    choice of Balance (it looks the PIN up in the database) ends with "service unavailable"; an SMS is 503."""
+    from tests.e2e import Phone
+
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{refused_port()}/test"
+    with running_gateway(redis_url, database_url=url) as (gw, _sim, _services):
+        phone = Phone(gw, "+254700000101")
+        assert phone.dial().startswith("CON Welcome Grace.")
+        assert phone.answer("1") == "END Service unavailable. Please try again later."
+        r = requests.post(f"{gw}/gateways/africastalking/sms", timeout=HOP_BUDGET, data={
+            "from": "+254700000101", "to": "22384", "text": "BAL", "date": "2026-11-27 10:00:00",
+            "id": "ATXid_fault_db", "networkCode": "63902"})
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0
+        health = requests.get(f"{gw}/healthz", timeout=5)
+        assert health.status_code == 503 and health.json()["failing"] == ["database"]
+        assert "Connection refused" in health.json()["database"]
 
 
 # ------------------------------------------------------------------ database schema behind the code

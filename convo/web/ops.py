@@ -1,4 +1,4 @@
-"""Operations endpoints: health and Prometheus metrics; Redis down answered 503, never 500."""
+"""Operations endpoints: health and Prometheus metrics; Redis or the database down answered 503, never 500."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +6,7 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
+from sqlalchemy import exc as sa_exc
 
 from convo.web import plain, services
 
@@ -16,15 +17,26 @@ bp = Blueprint("ops", __name__)
 RETRY_AFTER = 30
 
 
+def _unavailable(what: str, e: Exception):
+    log.warning("%s unavailable on %s: %s", what, request.path, str(e).splitlines()[0][:300])
+    r = plain("service unavailable, try again later", 503)
+    r.headers["Retry-After"] = str(RETRY_AFTER)
+    return r
+
+
 @bp.app_errorhandler(RedisError)
 def _redis_down(e: RedisError):
     """Redis refused or did not answer in time (``CONVO_REDIS_TIMEOUT``) on any endpoint: 503 with
     ``Retry-After``, so Africa's Talking delivers an inbound SMS again later and nothing is lost.
     (A USSD hop never gets here: the engine answers it ``common.unavailable``.)"""
-    log.warning("Redis unavailable on %s: %s", request.path, e)
-    r = plain("service unavailable (session store), try again later", 503)
-    r.headers["Retry-After"] = str(RETRY_AFTER)
-    return r
+    return _unavailable("Redis", e)
+
+
+@bp.app_errorhandler(sa_exc.OperationalError)
+@bp.app_errorhandler(sa_exc.TimeoutError)
+def _database_down(e: Exception):
+    """The database refused, dropped the connection or has no free connection: 503, as for Redis."""
+    return _unavailable("database", e)
 
 
 @bp.get("/healthz")
