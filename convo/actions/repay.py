@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from decimal import Decimal
 
-from convo.actions import Context, action
+from convo.actions import Context, action, on
 from convo.actions.mifos import _slim_account, offer
 
 #: ``DepositAccountType.SAVINGS_DEPOSIT`` (apache/fineract
@@ -20,8 +20,12 @@ from convo.actions.mifos import _slim_account, offer
 #: Fineract refuses to debit them; only plain savings pay a loan.
 SAVINGS_DEPOSIT = 100
 
+_ACCOUNT = {"id", "kind", "account_no", "product", "currency"}
 
-@action("repay_sources", outcomes=("one", "many", "none", "unavailable"))
+
+@action("repay_sources", outcomes=("one", "many", "none", "unavailable"), needs=("account", "client"),
+        provides={"loan": _ACCOUNT, "sources": on(("one", "many", "none"), [_ACCOUNT]),
+                  "source": on("one", _ACCOUNT)})
 def repay_sources(ctx: Context) -> str:
     """Keep the chosen loan as ``loan`` and list the savings accounts it can be paid from.
 
@@ -50,7 +54,10 @@ def repay_sources(ctx: Context) -> str:
     return offer(ctx, [a for a in accounts if a["currency"]["code"] == loan_cur], "sources", "source")
 
 
-@action("repay_figures", outcomes=("ok", "nothing_due", "unavailable"))
+@action("repay_figures", outcomes=("ok", "nothing_due", "unavailable"), needs=("loan", "source"),
+        provides={"due": on(("ok", "nothing_due"), {"amount": "amount", "outstanding": "amount", "date": "date?",
+                                                   "as_of": "time?"}),
+                  "available": on(("ok", "nothing_due"), "amount")})
 def repay_figures(ctx: Context) -> str:
     """Fresh figures for the repayment: ``due`` on the ``loan`` and ``available`` in the ``source``.
 
@@ -76,7 +83,9 @@ def repay_figures(ctx: Context) -> str:
     return "ok" if d.outstanding > 0 else "nothing_due"
 
 
-@action("repay_check", outcomes=("ok", "over_savings", "over_loan", "over_cap", "too_precise"))
+@action("repay_check", outcomes=("ok", "over_savings", "over_loan", "over_cap", "too_precise"),
+        needs=("amount", "loan", "available", "due"),
+        provides={"cap": on("over_cap", "amount"), "repay_ref": on("ok", "text")})
 def repay_check(ctx: Context) -> str:
     """Check the ``amount`` the client typed before the confirmation screen.
 
@@ -109,7 +118,8 @@ def repay_check(ctx: Context) -> str:
     return "ok"
 
 
-@action("request_repayment", outcomes=("queued", "unavailable"))
+@action("request_repayment", outcomes=("queued", "unavailable"),
+        needs=("repay_ref", "loan", "amount", "client", "source"), provides={})
 def request_repayment(ctx: Context) -> str:
     """Record the repayment (``amount`` from ``source`` to ``loan``); the worker makes it and texts the result.
 
