@@ -96,6 +96,77 @@ def test_redis_down_a_caller_hears_service_unavailable_in_their_language(dead_re
             assert (r.status_code, r.text) == (200, screen)
 
 
+class RedisProxy:
+    """Forwards TCP to the real Redis until ``hang()``: from then on it swallows every byte both ways
+    and answers nothing (Redis blocked, or the network to it cut), until ``resume()``."""
+
+    def __init__(self, redis_url: str):
+        from urllib.parse import urlsplit
+
+        u = urlsplit(redis_url)
+        self.upstream, self.db = (u.hostname, u.port or 6379), u.path
+        self.silent = threading.Event()
+        self.server = SilentServer()                      # its listening socket; the accept loop is ours
+        self.socks: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="redis-proxy")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.server.port}{self.db}"
+
+    def hang(self):
+        self.silent.set()
+
+    def resume(self):
+        self.silent.clear()
+
+    def _accept(self):
+        self.server.sock.settimeout(0.1)
+        while not self.server._stop.is_set():
+            try:
+                client, _ = self.server.sock.accept()
+            except OSError:
+                continue
+            up = socket.create_connection(self.upstream)
+            self.socks += [client, up]
+            for a, b in ((client, up), (up, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket):
+        try:
+            while data := src.recv(65536):
+                if not self.silent.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server._stop.set()
+        self._thread.join(2)
+        self.server.sock.close()
+        for c in self.socks:
+            c.close()
+
+
+def test_redis_hangs_in_the_middle_of_a_dialog_then_comes_back(redis_url):
+    from tests.e2e import Phone
+
+    with RedisProxy(redis_url) as proxy, running_gateway(proxy.url) as (gw, _sim, _services):
+        grace = Phone(gw, "+254700000101")
+        assert grace.dial().startswith("CON Welcome Grace.")
+        proxy.hang()
+        r = requests.post(f"{gw}/gateways/africastalking/ussd", timeout=HOP_BUDGET, data={
+            "sessionId": grace.session_id, "serviceCode": "*384*12#", "phoneNumber": grace.number,
+            "networkCode": "63902", "text": "4"})
+        assert (r.status_code, r.text) == (200, "END Service unavailable. Please try again later.")
+        proxy.resume()
+        assert grace.dial().startswith("CON Welcome Grace.")         # a new dial works again at once
+
+
 def test_redis_down_an_inbound_sms_is_refused_with_503_so_it_comes_again(dead_redis):
     with running_gateway(dead_redis) as (gw, _sim, _services):
         r = requests.post(f"{gw}/gateways/africastalking/sms", timeout=HOP_BUDGET, data={
