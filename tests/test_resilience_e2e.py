@@ -80,3 +80,21 @@ def test_mifos_down_opens_the_breaker_and_later_hops_do_not_wait(stack):
     screen = Phone(gw, "+254700000199").dial()
     assert screen.startswith("END Our service is not available")
     assert requests.get(f"{sim}/__sim/stats", timeout=5).json() == hits_before   # the breaker kept us away
+
+
+def test_while_mifos_is_down_healthz_stays_200_and_an_sms_is_answered_try_again_later(stack):
+    """Mifos X is not a dependency of /healthz: the service answers without it. An SMS is taken (200,
+    nothing for Africa's Talking to send again) and its reply says to try again later."""
+    import sqlalchemy as sa
+
+    from convo.db import OutboxMessage
+    from tests.e2e import Handset
+
+    gw, sim, services = stack
+    requests.post(f"{sim}/__sim/faults", json={"down": True}, timeout=5)
+    health = requests.get(f"{gw}/healthz", timeout=5)
+    assert health.status_code == 200 and health.json()["failing"] == []
+    Handset(gw, "+254700000112").text("BAL")                  # asserts 200
+    with services.db.connect() as c:
+        bodies = c.execute(sa.select(OutboxMessage.body).where(OutboxMessage.recipient == "+254700000112")).scalars()
+        assert list(bodies) == ["Our service is not available right now. Please try again in a few minutes."]
