@@ -113,6 +113,21 @@ def test_confirm_screen_says_exactly_what_will_happen_and_only_confirm_pays(stac
     assert mifos.savings_balance(42).available_balance == before - 500
 
 
+def test_a_shortcut_dial_with_the_confirmation_in_it_still_shows_the_screen(stack):
+    """*384*12*7*<PIN>*500*1#: Africa's Talking sends "7*<PIN>*500*1" in the first callback. The "1"
+    answers a screen the client has not seen yet, so it is shown; only the next "1" pays."""
+    gw, _, services = stack
+    repay = menu_number(Phone(gw, GRACE).dial(), "Repay loan")
+    phone = Phone(gw, GRACE)
+    phone.session_id, phone.inputs = "ATUid_shortcut_1", [repay, PIN, "500", "1"]
+    assert phone.repeat() == "CON " + CONFIRM_500                        # the first callback of the session
+    assert requests_made(services) == []
+    assert phone.answer("1").startswith("END Your payment of KES 500.00")
+    assert len(requests_made(services)) == 1
+    assert phone.answer("1").startswith("END Your payment of KES 500.00")   # after the end: the same answer
+    assert len(requests_made(services)) == 1
+
+
 def test_cancel_moves_nothing_and_says_so(stack):
     gw, _, services = stack
     mifos = sim(services)

@@ -20,6 +20,9 @@ from convo.actions.mifos import _slim_account, offer
 #: Fineract refuses to debit them; only plain savings pay a loan.
 SAVINGS_DEPOSIT = 100
 
+#: set on the hop's Context by repay_check: the confirmation screen made on this very hop
+_SHOWN_NOW = "_repay_screen_made_now"
+
 _ACCOUNT = {"id", "kind", "account_no", "product", "currency"}
 
 
@@ -114,28 +117,33 @@ def repay_check(ctx: Context) -> str:
     if cap is not None and amount > cap:
         ctx.vars["cap"] = str(cap)
         return "over_cap"
-    ctx.vars["repay_ref"] = secrets.token_hex(8)
+    ctx.vars["repay_ref"] = ref = secrets.token_hex(8)
+    setattr(ctx, _SHOWN_NOW, ref)     # this hop made the screen: it cannot also be its answer
     return "ok"
 
 
-@action("request_repayment", outcomes=("queued", "unavailable"),
+@action("request_repayment", outcomes=("queued", "not_shown", "unavailable"),
         needs=("repay_ref", "loan", "amount", "client", "source"), provides={})
 def request_repayment(ctx: Context) -> str:
     """Record the repayment (``amount`` from ``source`` to ``loan``); the worker makes it and texts the result.
 
     Reached only from the confirmation screen's "1. Confirm". The request's
     idempotency key comes from that screen (``repay_ref``), so a repeated or
-    duplicated confirmation can never move money twice.
+    duplicated confirmation can never move money twice. ``not_shown``: the
+    "1" came in the same USSD callback as the amount (a shortcut dial such as
+    ``*384*12*7*2468*500*1#``), so the client never saw the screen; show it.
 
     ```yaml
     submit:
       do: request_repayment
-      on: {queued: queued, unavailable: mifos_down}
+      on: {queued: queued, not_shown: confirm, unavailable: mifos_down}
     ```
     """
     from convo.transfers import request_transfer
 
     v = ctx.vars
+    if getattr(ctx, _SHOWN_NOW, None) == v["repay_ref"]:
+        return "not_shown"
     # one reference per confirmation screen (set by repay_check): a repeated or retried "1. Confirm"
     # is the same request; the next repayment, even of the same amount in the same SMS thread, is not
     key = f"repay:{ctx.channel}:{v['repay_ref']}:{v['loan']['id']}:{v['amount']}"
