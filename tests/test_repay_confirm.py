@@ -157,6 +157,8 @@ def test_sms_repay_then_a_pin_looking_number_cannot_pay_without_the_explicit_con
         grace.text(answer)
         assert last_text(services).startswith("Invalid choice. Please try again.\n" + confirm), answer
         assert requests_made(services) == [], answer
+    Handset(gw, KEVIN).text("1")                        # another phone's "1" answers Kevin's dialogs, not Grace's
+    assert requests_made(services) == []
     assert TransferRunner(services).run_once() == 0
     assert mifos.savings_balance(42).available_balance == before
     grace.text("1")
