@@ -123,16 +123,11 @@ def run_test(post: Callable[[str, dict], tuple[int, str]], file: str, test: dict
 
 
 def client_ids_of(services, phone: str) -> list[int]:
-    """The Mifos X clients registered to ``phone``, as the ``identify`` flow finds them."""
-    mifos = services.mifos
-    if hasattr(mifos, "clients_by_phone"):
-        from convo import notify
+    """The Mifos X clients registered to ``phone``, as the ``identify`` flow finds them
+    (numbers read in each client's own country: :func:`convo.actions.mifos.office_regions`)."""
+    from convo.actions.mifos import office_regions
 
-        offices = notify.config_for(services)
-        refs = mifos.clients_by_phone(phone, lambda oid: offices.region(oid, services.settings.default_region))
-        return [r.id for r in refs]
-    ref = mifos.find_client_by_phone(phone)
-    return [ref.id] if ref else []
+    return [r.id for r in services.mifos.clients_by_phone(phone, office_regions(services))]
 
 
 def pin_seeder(services) -> Callable[[dict], None]:

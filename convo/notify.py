@@ -606,13 +606,19 @@ def alert(services, event: str, key: str | None = None, **facts) -> list:
                     phones.extend(p for p in _resolve(services, cfg, r, ctx) if p not in phones)
                 except Exception:  # noqa: BLE001 - Mifos X down: the other recipients still get it
                     log.exception("alert %s: cannot resolve recipient %r", rule.name, r)
+            from convo.actions.mifos import office_regions
             from convo.outbox import enqueue
 
+            try:                    # numbers without a country code: the office's country, as for clients
+                region = office_regions(services)(ctx.get("office_id"))
+            except Exception:  # noqa: BLE001 - office tree unreadable: only numbers with a country code go
+                log.warning("alert %s: cannot tell office %s's country; national numbers skipped",
+                            rule.name, ctx.get("office_id"))
+                region = None
             for phone in phones:
                 try:
                     sent.append(enqueue(services.db, idempotency_key=f"alert:{rule.name}:{occurrence}:{phone}"[:200],
-                                        to=phone, body=body, kind="alert",
-                                        region=office.region or services.settings.default_region))
+                                        to=phone, body=body, kind="alert", region=region))
                 except ValueError:
                     log.warning("alert %s: bad recipient number %r", rule.name, phone)
     except Exception:  # noqa: BLE001

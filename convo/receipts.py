@@ -169,7 +169,7 @@ def process(services, hook_id: int) -> HookResult:
 
 def _receipt(services, row) -> HookResult:
     from convo.mifos import notify_reads as reads
-    from convo.phone import InvalidPhone, normalize
+    from convo.recipients import NoRecipient, client_phone
 
     body = row.body or {}
     ids = _ids(body)
@@ -240,14 +240,12 @@ def _receipt(services, row) -> HookResult:
     cfg = notify.config_for(services)
     if not cfg.receipts or not getattr(services.settings, "receipts_enabled", True):
         return HookResult(status="ignored", detail="receipts are turned off")
-    if not contact.mobile_no:
-        return HookResult(status="ignored", detail=f"client {client_id} has no mobile number in Mifos X")
     office = cfg.office(office_id)
-    region = office.region or services.settings.default_region
     try:
-        e164 = normalize(contact.mobile_no, region)
-    except (InvalidPhone, ValueError):
-        return HookResult(status="ignored", detail=f"client {client_id}: mobile number is not valid")
+        e164, region = client_phone(services, client_id, contact.mobile_no, office_id)
+    except NoRecipient as e:
+        log.warning("hook %s: no receipt: client %s has no mobile number usable in their country", row.key, client_id)
+        return HookResult(status="ignored", detail=str(e))
     variables = {"first_name": contact.first_name, "name": contact.display_name, "amount": amount,
                  "currency": cur, "account_no": account_no, "balance": balance, "reference": reference,
                  "date": facts["date"] or utcnow().date()}

@@ -164,8 +164,10 @@ def find_meeting_reminders(services, *, on: dt.date | None = None, now: dt.datet
 
 def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: RunReport, dry_run: bool) -> None:
     from convo.mifos.notify_reads import client_contact
-    from convo.phone import InvalidPhone, normalize
+    from convo.actions.mifos import office_regions
+    from convo.recipients import NoRecipient, client_phone
 
+    regions = office_regions(services)
     default_tz = getattr(services.settings, "timezone", "Africa/Nairobi")
     contacts: dict[int, object] = {}
     locales = notify._flowset(services).locales
@@ -180,15 +182,11 @@ def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: Ru
                 rep.skipped.append(f"{r.key}: client {r.client_id} is not active")
                 continue
             mobile, first, name = c.mobile_no, c.first_name, c.display_name
-        if not mobile:
-            rep.skipped.append(f"{r.key}: client {r.client_id} has no mobile number in Mifos X")
-            continue
         office = cfg.office(r.office_id)
-        region = office.region or services.settings.default_region
         try:
-            e164 = normalize(mobile, region)
-        except (InvalidPhone, ValueError):
-            rep.skipped.append(f"{r.key}: client {r.client_id}: mobile number {mobile!r} is not valid")
+            e164, region = client_phone(services, r.client_id, mobile, r.office_id, regions)
+        except NoRecipient as e:
+            rep.skipped.append(f"{r.key}: {e}")
             continue
         v.update(first_name=first or (name or "").split(" ")[0], name=name or "")
         if dry_run:

@@ -124,9 +124,17 @@ def test_v2_search_iso_dates_parse():
     assert parse_date(row["createdDate"]) == date(2023, 11, 1)
 
 
+#: the seed's offices → the region their clients' numbers are read in (flows/notify.yaml; 8 is under 6)
+SEED_REGIONS = {1: "KE", 2: "KE", 3: "KE", 4: "TZ", 5: "TZ", 6: "SN", 7: "CI", 8: "SN"}.get
+
+
+def kenyan(_office_id) -> str:
+    return "KE"
+
+
 def test_search_by_mobile(client, mocked):
     serve(mocked, "/search", "clients_search_by_mobile.json")
-    ref = client.find_client_by_phone("+254700000101")
+    (ref,) = client.clients_by_phone("+254700000101", kenyan)
     assert ref == ClientRef(id=1, display_name="Grace Wanjiru Kamau", mobile_no="254700000101",
                             office_id=1, status="active")
     sent = mocked.calls[0].request
@@ -137,28 +145,36 @@ def test_search_by_mobile(client, mocked):
 
 def test_search_empty_tries_every_stored_format(client, mocked):
     serve(mocked, "/search", "clients_search_by_mobile_empty.json")
-    assert client.find_client_by_phone("+254700000999") is None
-    queries = [c.request.params["query"] for c in mocked.calls]
-    assert queries == ["+254700000999", "254700000999", "0700000999", "700000999"]
+    assert client.clients_by_phone("+254700000999", kenyan) == []
+    queries = [c.request.params["query"] for c in mocked.calls]      # searched side by side: any order
+    assert sorted(queries) == sorted(["+254700000999", "254700000999", "0700000999", "700000999"])
 
 
 def test_search_ignores_rows_whose_mobile_differs(client, mocked):
     row = sample("clients_search_by_mobile.json")[0]
     row["entityMobileNo"] = "254711111111"  # matched on account no / external id instead
     mocked.add(responses.GET, BASE + "/search", json=[_jsonable(row)])
-    assert client.find_client_by_phone("+254700000101") is None
+    assert client.clients_by_phone("+254700000101", kenyan) == []
 
 
-def test_search_prefers_active_and_skips_closed(client, mocked):
+def test_search_stored_number_is_read_in_the_clients_region(client, mocked):
+    """``700000101`` at an office in Senegal is +221700000101: never the Kenyan caller's number."""
+    row = _jsonable(sample("clients_search_by_mobile.json")[0])
+    mocked.add(responses.GET, BASE + "/search", json=[dict(row, entityMobileNo="700000101")])
+    assert [r.id for r in client.clients_by_phone("+254700000101", kenyan)] == [1]
+    assert client.clients_by_phone("+254700000101", lambda _office: "SN") == []
+
+
+def test_search_lists_live_clients_and_skips_closed(client, mocked):
     row = _jsonable(sample("clients_search_by_mobile.json")[0])
     closed = dict(row, entityId=7, entityStatus={"id": 600, "code": "clientStatusType.closed", "value": "Closed"})
     pending = dict(row, entityId=8, entityStatus={"id": 100, "code": "clientStatusType.pending", "value": "Pending"})
     mocked.add(responses.GET, BASE + "/search", json=[closed, pending, row])
-    assert client.find_client_by_phone("+254700000101").id == 1
+    assert [r.id for r in client.clients_by_phone("+254700000101", kenyan)] == [1, 8]
     mocked.replace(responses.GET, BASE + "/search", json=[closed, pending])
-    assert client.find_client_by_phone("+254700000101").id == 8
+    assert [r.id for r in client.clients_by_phone("+254700000101", kenyan)] == [8]
     mocked.replace(responses.GET, BASE + "/search", json=[closed])
-    assert client.find_client_by_phone("+254700000101") is None
+    assert client.clients_by_phone("+254700000101", kenyan) == []
 
 
 def test_client_accounts_overview(client, mocked):
@@ -402,23 +418,23 @@ def live(sim):
 def test_live_find_grace_in_every_format(live, sim):
     from convo.mifos import seed
 
-    grace = live.find_client_by_phone("+254700000101")
-    assert grace and grace.id == 1 and grace.display_name == "Grace Wanjiru Kamau"
+    (grace,) = live.clients_by_phone("+254700000101", SEED_REGIONS)
+    assert grace.id == 1 and grace.display_name == "Grace Wanjiru Kamau"
     # every demo phone is found, whatever format the MFI stored it in
     stored = {c["mobileNo"] for c in seed.build(TODAY)["clients"].values() if c.get("mobileNo")}
     assert any(s.startswith("+") for s in stored) and any(s.startswith("0") for s in stored)
     assert any(s.startswith("254") for s in stored)
     for e164, _ in seed.DEMO_PHONES:
-        ref = live.find_client_by_phone(e164)
-        assert ref is not None and ref.active, e164
+        refs = live.clients_by_phone(e164, SEED_REGIONS)
+        assert refs and any(r.active for r in refs), e164
 
 
 def test_live_unknown_and_closed_phones(live):
     from convo.mifos import seed
 
-    assert live.find_client_by_phone("+254799999999") is None
-    assert live.find_client_by_phone(seed.CLOSED_CLIENT_PHONE) is None
-    assert live.find_client_by_phone(seed.SPACED_PHONE) is None  # like real Fineract's exact search
+    assert live.clients_by_phone("+254799999999", SEED_REGIONS) == []
+    assert live.clients_by_phone(seed.CLOSED_CLIENT_PHONE, SEED_REGIONS) == []
+    assert live.clients_by_phone(seed.SPACED_PHONE, SEED_REGIONS) == []  # like real Fineract's exact search
 
 
 def test_live_accounts_balances_and_dues(live):
@@ -464,7 +480,7 @@ def test_live_wrong_password_is_unavailable(sim):
     _, url = sim
     bad = MifosClient(url, "mifos", "wrong", timeout=1.0)
     with pytest.raises(MifosUnavailable) as info:
-        bad.find_client_by_phone("+254700000101")
+        bad.clients_by_phone("+254700000101", kenyan)
     assert info.value.status == 401
 
 

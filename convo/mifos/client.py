@@ -41,7 +41,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Iterable, Literal
 
-import phonenumbers
 import requests
 from prometheus_client import Counter, Gauge, Histogram
 from requests.adapters import HTTPAdapter
@@ -765,29 +764,7 @@ class MifosClient:
         self.session.close()
 
     # ---- questions
-
-    def find_client_by_phone(self, e164: str) -> ClientRef | None:
-        """The client whose stored mobile number is ``e164`` in any usual spelling.
-
-        Tries :func:`convo.phone.stored_formats` in order with an exact search.
-        Closed, rejected and withdrawn clients are ignored; an active client is
-        preferred over a pending one. Rows whose mobile number does not match
-        (exact search also matches account numbers and external ids) are skipped.
-        """
-        fallback = None
-        for form in phone.stored_formats(e164):
-            rows = self.get("/search", {"query": form, "resource": "clients", "exactMatch": "true"})
-            candidates = [client_ref_from_search_row(r) for r in rows or []
-                          if r.get("entityType", "CLIENT") == "CLIENT"
-                          and _same_phone(r.get("entityMobileNo"), e164)]
-            candidates = [c for c in candidates if c.status not in _DEAD_CLIENT_STATUSES]
-            active = [c for c in candidates if c.active]
-            if active:
-                return active[0]
-            fallback = fallback or (candidates[0] if candidates else None)
-        return fallback
-
-    # ---- who is calling, every client of one phone (issue 9 items 1-2; convo.actions.mifos.identify_caller)
+    # who is calling: every client of one phone (issue 9 items 1-2; actions.mifos.identify_caller)
     def clients_by_phone(self, e164: str, region_of) -> list[ClientRef]:
         """Every live client (not closed, rejected or withdrawn) whose stored mobile number is ``e164``.
 
@@ -1123,16 +1100,6 @@ def _decode(response: requests.Response) -> Any:
         raise MifosUnavailable(f"Mifos X answered with non-JSON: {text!r}",
                                status=response.status_code)
     return body
-
-
-def _same_phone(stored: str | None, e164: str) -> bool:
-    if not stored:
-        return False
-    region = phonenumbers.region_code_for_country_code(phonenumbers.parse(e164, None).country_code)
-    try:
-        return phone.normalize(stored, region=region) == e164
-    except phone.InvalidPhone:
-        return False
 
 
 def _short(exc: Exception) -> str:

@@ -90,9 +90,9 @@ def _message_rows(client_id: int, limit: int = 100) -> list[dict]:
 def send_staff_message(client_id: int, user: str, body: dict) -> tuple[dict, int]:
     """Validate a staff message, look the client up in Mifos X and enqueue it."""
     from convo import notify
-    from convo.mifos.client import MifosNotFound, MifosUnavailable
+    from convo.mifos.client import MifosError, MifosNotFound, MifosUnavailable
     from convo.mifos.notify_reads import client_contact
-    from convo.phone import InvalidPhone, normalize
+    from convo.recipients import NoRecipient, client_phone
 
     s = services()
     if not isinstance(body, dict):
@@ -133,14 +133,13 @@ def send_staff_message(client_id: int, user: str, body: dict) -> tuple[dict, int
     except MifosUnavailable as e:
         return {"error": f"Mifos X unavailable: {e}"}, 503
     g.audit_client = client_id
-    if not contact.mobile_no:
-        return {"error": f"client {client_id} has no mobile number in Mifos X"}, 422
     office = cfg.office(contact.office_id)
-    region = office.region or s.settings.default_region
     try:
-        e164 = normalize(contact.mobile_no, region)
-    except (InvalidPhone, ValueError):
-        return {"error": f"client {client_id}: mobile number {contact.mobile_no!r} is not valid"}, 422
+        e164, region = client_phone(s, client_id, contact.mobile_no, contact.office_id)
+    except NoRecipient as e:
+        return {"error": str(e)}, 422
+    except MifosError as e:                      # the office tree (which country the number is in)
+        return {"error": f"Mifos X unavailable: {e}"}, 503
     g.audit_phone = e164
     lang = notify.client_language(s, e164, office.language)
     variables = {**variables, "first_name": contact.first_name, "name": contact.display_name}
