@@ -508,8 +508,8 @@ def parse_inbound_sms(form: Mapping, region: str = "KE") -> InboundSms:
     if len(text) > MAX_SMS_TEXT:
         raise BadCallback(f"field 'text' is longer than {MAX_SMS_TEXT} characters")
     link = (_get(form, "linkId", required=False) or "").strip() or None
-    if link and len(link) > 128:
-        raise BadCallback("field 'linkId' is too long")
+    if link and len(link) > 100:                        # outbox.link_id holds 100; AT's are UUIDs
+        raise BadCallback("field 'linkId' is longer than 100 characters")
     network = (_get(form, "networkCode", required=False) or "").strip()
     if not _NETWORK_RE.match(network):
         raise BadCallback("field 'networkCode' must be digits")

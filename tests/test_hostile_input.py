@@ -64,6 +64,8 @@ def test_a_nul_byte_in_an_inbound_sms_is_refused_and_nothing_is_stored(app):
         r = c.post(f"/gateways/africastalking/sms?token={CB}", data={**sms, field: sms[field] + "\x00x"})
         refused(r, 400, "NUL", field)
     assert rows(app, "outbox") == []
+    r = c.post(f"/gateways/africastalking/sms?token={CB}", data={**sms, "linkId": "L" * 101})  # found by the fuzz
+    refused(r, 400, "linkId", "longer than 100")
 
 
 def test_a_nul_byte_in_any_delivery_report_field_is_refused(app):
