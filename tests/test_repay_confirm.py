@@ -384,3 +384,30 @@ def test_only_savings_deposits_are_sources(deposit_type):
         mocked.get(f"{base}/clients/1/accounts", json=body)
         assert repay_sources(ctx) == "one"
     assert ctx.vars["source"]["id"] == 42 and [a["id"] for a in ctx.vars["sources"]] == [42]
+
+
+@pytest.mark.parametrize("sub_status", ["block", "blockDebit"])
+def test_a_savings_account_with_debits_blocked_is_not_offered(sub_status):
+    """``SavingsAccountDomainServiceJpa.handleWithdrawal`` first calls ``validateForAccountBlock`` and
+    ``validateForDebitBlock`` (fineract-savings/.../savings/domain/SavingsAccount.java): a blocked
+    account, or one with debits blocked, is refused. The overview carries ``subStatus`` with both flags."""
+    import json
+    from types import SimpleNamespace
+
+    import responses
+
+    from convo.actions import Context
+    from convo.actions.repay import repay_sources
+    from tests.samples import SAMPLES
+
+    body = json.loads((SAMPLES / "client_accounts.json").read_text())
+    row = next(a for a in body["savingsAccounts"] if a["id"] == 42)
+    row["subStatus"] = {**(row.get("subStatus") or {}), sub_status: True}
+    base = "http://fineract.test/fineract-provider/api/v1"
+    loan = {"id": 29, "kind": "loan", "account_no": "000000029", "product": "Biashara Flat 6M",
+            "currency": {"code": "KES", "decimal_places": 2, "in_multiples_of": 0}}
+    ctx = Context(vars={"client": {"id": 1}, "account": loan}, phone=GRACE, channel="ussd",
+                  services=SimpleNamespace(mifos=MifosClient(base, "mifos", "password", "default")))
+    with responses.RequestsMock() as mocked:
+        mocked.get(f"{base}/clients/1/accounts", json=body)
+        assert repay_sources(ctx) == "none"

@@ -33,8 +33,8 @@ def repay_sources(ctx: Context) -> str:
     """Keep the chosen loan as ``loan`` and list the savings accounts it can be paid from.
 
     Sets ``loan`` (the chosen ``account``), ``sources`` (active savings accounts,
-    ``depositType`` 100, in the loan's currency; never a fixed or recurring
-    deposit) and, when there is exactly one, ``source``. Read fresh from Mifos X,
+    ``depositType`` 100, in the loan's currency, debits not blocked; never a
+    fixed or recurring deposit) and, when there is exactly one, ``source``. Read fresh from Mifos X,
     never from a cache: money is about to move.
 
     ```yaml
@@ -51,10 +51,17 @@ def repay_sources(ctx: Context) -> str:
     except MifosError:
         return "unavailable"
     savings = [a for a in body.get("savingsAccounts") or []
-               if (a.get("depositType") or {}).get("id") == SAVINGS_DEPOSIT]
+               if (a.get("depositType") or {}).get("id") == SAVINGS_DEPOSIT and not _debits_blocked(a)]
     loan_cur = ctx.vars["loan"]["currency"]["code"]
     accounts = [_slim_account(a) for a in accounts_from_overview({"savingsAccounts": savings})]
     return offer(ctx, [a for a in accounts if a["currency"]["code"] == loan_cur], "sources", "source")
+
+
+def _debits_blocked(overview_row: dict) -> bool:
+    """``subStatus`` block or blockDebit: Fineract refuses every debit (``SavingsAccount.validateForAccountBlock``,
+    ``validateForDebitBlock``, called first by ``SavingsAccountDomainServiceJpa.handleWithdrawal``)."""
+    sub = overview_row.get("subStatus") or {}
+    return bool(sub.get("block") or sub.get("blockDebit"))
 
 
 @action("repay_figures", outcomes=("ok", "nothing_due", "unavailable"), needs=("loan", "source"),
