@@ -626,7 +626,7 @@ def first_hops_at_once(base: str, phones: list[str], tag: str, timeout: float = 
     return out
 
 
-def slow_mifos(env: dict, args, logdir: Path, sim_base: str, r) -> bool:
+def slow_mifos(env: dict, args, logdir: Path, sim_base: str, rdb) -> bool:
     """Mifos X answers every call in ``--slow-delay`` s; ``--slow-callers`` dial at once against
     ``convo serve`` (granian) with each ``--slow-threads`` setting. Reports max / p99 / p50 time to
     answer (queueing included) and how many waited longer than 5 s."""
@@ -648,7 +648,7 @@ def slow_mifos(env: dict, args, logdir: Path, sim_base: str, r) -> bool:
             set_sim_faults(sim_base, {"delay": args.slow_delay})
             try:
                 for n in [int(x) for x in args.slow_callers.split(",")]:
-                    r.flushdb()                     # no caller found in the shared cache...
+                    rdb.flushdb()                   # no caller found in the shared cache...
                     time.sleep(11)                  # ...nor in a worker's own (convo.cache: 10 s)
                     res = first_hops_at_once(base, slow_phones(batch, n), f"t{threads}n{n}")
                     batch += 1
@@ -656,7 +656,13 @@ def slow_mifos(env: dict, args, logdir: Path, sim_base: str, r) -> bool:
                     bad = [r for r in res if r["status"] != 200 or not r["text"].startswith(("CON ", "END "))]
                     kinds = {}
                     for r in res:
-                        k = r["text"][:40] if r["status"] == 200 else f"HTTP {r['status']}"
+                        if r["status"] != 200:
+                            k = f"HTTP {r['status']}"
+                        elif r["text"].startswith("END ") and ("try again" in r["text"].lower()
+                                                              or "not available" in r["text"]):
+                            k = "END try again later"
+                        else:
+                            k = r["text"][:3]
                         kinds[k] = kinds.get(k, 0) + 1
                     row = {"threads": threads, "workers": args.workers, "callers": n, "max_s": secs[-1],
                            "p99_s": secs[min(len(secs) - 1, int(len(secs) * 0.99))], "p50_s": secs[len(secs) // 2],
