@@ -220,7 +220,7 @@ def _sign_in(app, client) -> None:
 
     with app.test_request_context():
         mark = notify_api._token_mark()
-    with client.session_transaction() as s:
+    with client.session_transaction("/console/") as s:          # the cookie's path
         s.update(staff_user="fuzz", token_mark=mark, csrf="fuzz-csrf")
 
 
