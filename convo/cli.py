@@ -131,6 +131,9 @@ def worker(once: bool) -> None:
         raise click.ClickException(str(exc)) from None
     require_schema(settings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from convo import logs
+
+    logs.install()                               # phone numbers masked at INFO and above, as in the app
     if not once:  # reminders on CONVO_REMIND_CRON, pending Fineract hooks retried (convo/reminders.py)
         import threading
 
