@@ -251,6 +251,7 @@ def test_console_pages_send_csp_frame_and_referrer_headers(app):
                           "form-action 'self'"):
             assert directive in csp, csp
         assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Referrer-Policy"] == "no-referrer"
+        assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Cache-Control"] == "no-store"
         html = r.get_data(as_text=True)
         assert "<style" not in html and " style=" not in html                  # nothing the CSP would block
         assert all('src="' in s or 'type="application/json"' in s for s in re.findall(r"<script[^>]*>", html))
