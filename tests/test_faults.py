@@ -98,7 +98,8 @@ def test_redis_down_a_caller_hears_service_unavailable_in_their_language(dead_re
 
 class RedisProxy:
     """Forwards TCP to the real Redis until ``hang()``: from then on it swallows every byte both ways
-    and answers nothing (Redis blocked, or the network to it cut), until ``resume()``."""
+    and answers nothing (Redis blocked, or the network to it cut), until ``resume()``.
+    ``hang_after(b"...")``: the first command holding those bytes reaches Redis, its answer does not."""
 
     def __init__(self, redis_url: str):
         from urllib.parse import urlsplit
@@ -106,6 +107,7 @@ class RedisProxy:
         u = urlsplit(redis_url)
         self.upstream, self.db = (u.hostname, u.port or 6379), u.path
         self.silent = threading.Event()
+        self.trigger: bytes | None = None
         self.server = SilentServer()                      # its listening socket; the accept loop is ours
         self.socks: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True, name="redis-proxy")
@@ -117,7 +119,11 @@ class RedisProxy:
     def hang(self):
         self.silent.set()
 
+    def hang_after(self, marker: bytes):
+        self.trigger = marker
+
     def resume(self):
+        self.trigger = None
         self.silent.clear()
 
     def _accept(self):
@@ -129,14 +135,16 @@ class RedisProxy:
                 continue
             up = socket.create_connection(self.upstream)
             self.socks += [client, up]
-            for a, b in ((client, up), (up, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, to_redis in ((client, up, True), (up, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, to_redis), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket):
+    def _pump(self, src: socket.socket, dst: socket.socket, to_redis: bool):
         try:
             while data := src.recv(65536):
                 if not self.silent.is_set():
                     dst.sendall(data)
+                    if to_redis and self.trigger and self.trigger in data:
+                        self.silent.set()
         except OSError:
             pass
 
@@ -165,6 +173,40 @@ def test_redis_hangs_in_the_middle_of_a_dialog_then_comes_back(redis_url):
         assert (r.status_code, r.text) == (200, "END Service unavailable. Please try again later.")
         proxy.resume()
         assert grace.dial().startswith("CON Welcome Grace.")         # a new dial works again at once
+
+
+def test_an_sms_whose_claim_reached_redis_but_not_its_answer_is_answered_on_a_later_retry(redis_url, pg_url):
+    """The worst moment: Redis stores the message's "seen" mark and then stops answering. Africa's
+    Talking gets 503; a retry while the mark is fresh gets 503 again (never a 200 for a message nobody
+    answered); once the mark has run out (60 s) the retry is answered, once, and later ones are
+    duplicates."""
+    import redis as redis_lib
+    import sqlalchemy as sa
+
+    from convo.db import OutboxMessage, upgrade
+    from convo.web.gateways import SMS_CLAIM_SECONDS
+
+    upgrade(pg_url)
+    form = {"from": "+254700000101", "to": "22384", "text": "HELP", "date": "2026-11-27 10:00:00",
+            "id": "ATXid_fault_claim", "networkCode": "63902"}
+    with RedisProxy(redis_url) as proxy, running_gateway(proxy.url, database_url=pg_url) as (gw, _sim, svc):
+        def deliver() -> requests.Response:
+            return requests.post(f"{gw}/gateways/africastalking/sms", data=form, timeout=HOP_BUDGET)
+
+        proxy.hang_after(b"convo:sms-in:")
+        assert deliver().status_code == 503
+        proxy.resume()
+        r = deliver()
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0
+        direct = redis_lib.Redis.from_url(redis_url)
+        key = "convo:sms-in:{ATXid_fault_claim}"
+        assert 0 < direct.ttl(key) <= SMS_CLAIM_SECONDS
+        direct.delete(key)                                  # as SMS_CLAIM_SECONDS later
+        assert deliver().text == "OK"
+        assert deliver().text == "OK (duplicate)"
+        with svc.db.connect() as c:
+            keys = c.execute(sa.select(OutboxMessage.idempotency_key)).scalars().all()
+        assert keys == ["reply:at-sms:ATXid_fault_claim"]
 
 
 def test_redis_down_an_inbound_sms_is_refused_with_503_so_it_comes_again(dead_redis):

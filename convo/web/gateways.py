@@ -10,6 +10,7 @@ import logging
 import time
 
 from flask import Blueprint, request
+from redis.exceptions import RedisError
 
 from convo import metrics
 from convo.engine import Inbound
@@ -60,6 +61,18 @@ def at_ussd_event():
     return plain("OK")
 
 
+#: seconds an inbound SMS is claimed while it is handled (convo.web.gateways.at_sms_inbound)
+SMS_CLAIM_SECONDS = 60
+
+
+def _retry_later(why: str):
+    from convo.web.ops import RETRY_AFTER
+
+    r = plain(f"service unavailable: {why}, try again later", 503)
+    r.headers["Retry-After"] = str(RETRY_AFTER)
+    return r
+
+
 @bp.post("/africastalking/sms")
 def at_sms_inbound():
     """An incoming SMS: one reply per message id, written to the outbox (never sent inline)."""
@@ -68,7 +81,11 @@ def at_sms_inbound():
     s = services()
     sms = at_in.parse_inbound_sms(request.form, s.settings.default_region)
     seen = f"convo:sms-in:{{{sms.id}}}"
-    if not s.redis.set(seen, 1, nx=True, ex=2 * 86400):
+    # claimed for SMS_CLAIM_SECONDS while handled, "done" for two days after: a claim left by an attempt
+    # that broke off (Redis or the database gone mid-request) runs out, and AT's next retry is answered
+    if not s.redis.set(seen, "handling", nx=True, ex=SMS_CLAIM_SECONDS):
+        if s.redis.get(seen) == b"handling":               # another attempt is on it, or broke off: 503
+            return _retry_later("this message is being handled")
         return plain("OK (duplicate)")                      # AT delivered this message before
     try:
         reply = s.engine.handle(Inbound("sms", "africastalking", sms.id, sms.phone, sms.text))
@@ -77,8 +94,12 @@ def at_sms_inbound():
                     kind="reply", link_id=sms.link_id, sender_id=(sms.to or None) if sms.link_id else None,
                     requested_by_client=True,
                     region=s.settings.default_region)
+        s.redis.set(seen, "done", ex=2 * 86400)
     except BaseException:
-        s.redis.delete(seen)                                # let AT's retry try again
+        try:
+            s.redis.delete(seen)                            # let AT's retry try again
+        except RedisError:
+            pass                                            # the claim runs out by itself
         raise
     metrics.HOPS.labels("sms", "africastalking", "reply" if reply.text else "silent").inc()
     return plain("OK")
