@@ -172,3 +172,19 @@ def test_one_rule_for_callers_and_recipients():
     for stored in (None, "", "0712345678", "12345", "not a number"):
         with pytest.raises(NoRecipient):
             client_phone(services, AWA, stored, 8, regions)
+
+
+@pytest.mark.postgres
+def test_a_staff_alert_reads_a_national_staff_number_in_the_clients_office_country(redis_url, pg_url):
+    """Alerts (flows/alerts.yaml ``overdue_to_officer``): Ndeye's loan officer at the Dakar branch has
+    ``770000004`` in Mifos X; the alert goes to +221770000004, never to the Kenyan +254770000004."""
+    from convo import notify
+    from convo.mifos.sim_notify import extend_seed
+
+    with gateway_and_sim(redis_url, pg_url) as (_gw, app, services):
+        extend_seed(app.config["SIM_DATA"])["staff"][4]["mobileNo"] = "770000004"
+        facts = dict(client_id=NDEYE, client_name="Ndeye Faye", office_id=8, loan_officer_id=4, loan_id=NDEYE_LOAN,
+                     account_no=f"{NDEYE_LOAN:09d}", product="Crédit Commerce", amount_overdue=Decimal("10000"),
+                     currency={"code": "XOF", "decimal_places": 0}, oldest_due_date=TODAY)
+        sent = notify.alert(services, "loan_overdue", key=f"loan:{NDEYE_LOAN}:{TODAY}", days_overdue=8, **facts)
+        assert [m.recipient for m in sent] == ["+221770000004"]
