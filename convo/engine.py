@@ -40,6 +40,12 @@ UNAUDITED_ACTIONS = frozenset({"identify_caller"})    # every dial identifies th
 USSD_LIMIT = 160
 
 
+def _menu_number(raw: str) -> int:
+    """A menu answer as a number: ASCII digits only (``"١"``, ``"１"`` and ``"²"`` pass
+    ``str.isdigit`` but are not what the screen offered), at most 3 digits; else 0."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
+
+
 @dataclass(frozen=True)
 class Inbound:
     channel: str              # "ussd" | "sms"
@@ -288,13 +294,13 @@ class Engine:
         if st.kind == "menu":
             if st.choose:
                 items = conv.vars.get(st.choose.source) or []
-                n = int(raw) if raw.isdigit() else 0
+                n = _menu_number(raw)
                 if not 1 <= n <= len(items):
                     return self._error(cf, st)
                 self._fire(cf, conv, "choose", var=st.choose.save, value=items[n - 1], ctx=tctx)
             else:
                 visible = self._visible_options(cf, st, tctx)
-                n = int(raw) if raw.isdigit() else 0
+                n = _menu_number(raw)
                 if not 1 <= n <= len(visible):
                     return self._error(cf, st)
                 self._fire(cf, conv, f"opt{visible[n - 1]}", ctx=tctx)
