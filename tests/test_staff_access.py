@@ -147,6 +147,7 @@ def test_a_new_staff_token_signs_everyone_out(app, sim, redis_url, pg_url):
     c2 = other.test_client()
     c2._cookies = c._cookies                     # the same browser, after the operator changed the token
     assert c2.get("/console/clients/1").status_code == 302
+    other.extensions["convo"].db.dispose()
 
 
 def test_development_keeps_one_random_key_in_a_file_of_the_working_directory(tmp_path, monkeypatch, caplog):
