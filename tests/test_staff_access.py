@@ -306,6 +306,8 @@ def test_phone_numbers_are_masked_in_logs_at_info_and_above(tmp_path):
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    disabled = logging.root.manager.disable          # `convo simulate` (test_cli) turns logging down in-process
+    logging.disable(logging.NOTSET)
     try:
         create_app(Settings(redis_url="memory://", flows_reload_seconds=0, database_url=f"sqlite:///{tmp_path}/c.db"))
         lg = logging.getLogger("convo.test.logs")
@@ -322,6 +324,7 @@ def test_phone_numbers_are_masked_in_logs_at_info_and_above(tmp_path):
         logging.getLogger("werkzeug").info(f'"POST /api/subscribers/{GRACE}/pin-reset?token={CB} HTTP/1.1" 200')
     finally:
         root.removeHandler(handler)
+        logging.disable(disabled)
     text = out.getvalue()
     assert f"DEBUG debug keeps {GRACE}" in text
     assert "INFO reply queued for +254*******01" in text and "WARNING opt-out from +255*******18" in text
