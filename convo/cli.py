@@ -376,6 +376,7 @@ def simulate(phone: str, url: str | None, code: str) -> None:
     finally:
         if sim:
             sim.stop()
+            logging.disable(logging.NOTSET)      # quiet only while the in-process phone runs
 
 
 if __name__ == "__main__":
