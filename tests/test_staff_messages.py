@@ -2,18 +2,17 @@
 (Debian's chromium driven by Playwright), through the outbox, worker and fake Africa's Talking."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 import requests
 
 from convo.worker import run_worker
+from tests.browser import LAUNCH_ARGS, chromium_or_skip
 from tests.e2e import running_sms_stack
 
 STAFF_TOKEN = "staff-token-42"
 AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}", "X-Staff-User": "alice"}
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
@@ -77,21 +76,14 @@ def test_staff_api_sends_to_the_clients_mobile_and_lists_it(stack):
     assert any(m["cost"] for m in msgs)
 
 
-def _chromium_or_fail():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: `./run test` installs it (apt-get install chromium chromium-driver)")
-
-
 @pytest.mark.postgres
 def test_console_send_form_in_a_real_browser(stack):
-    _chromium_or_fail()
+    chromium = chromium_or_skip()        # skipped without a Chromium, except under CI=true (tests/browser.py)
     from playwright.sync_api import sync_playwright
 
     gw, fake, services = stack
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
         try:
             page = browser.new_page()
             page.goto(f"{gw}/console/clients/1")                     # the link from Mifos X "View Client"
