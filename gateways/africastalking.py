@@ -17,14 +17,16 @@ import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Mapping, Sequence
 
-from gateways.base import BadCallback, DeliveryUpdate, OptOutUpdate, OutgoingSms, SendResult
+from gateways.base import (BadCallback, DeliveryUpdate, Gateway, InboundSms, OptOutUpdate, OutgoingSms, SendResult,
+                           UssdEvent, UssdRequest)
 
 __all__ = [
     "AT_DELIVERY_STATUS",
     "AT_STATUS_CODES",
+    "AfricasTalkingGateway",
     "AfricasTalkingSender",
     "BadCallback",
     "InboundSms",
@@ -373,28 +375,6 @@ _NETWORK_RE = re.compile(r"^[0-9]{0,10}$")
 EVENT_STATUSES = {"Success", "Incomplete", "Failed"}
 
 
-@dataclass(frozen=True)
-class UssdRequest:
-    session_id: str
-    service_code: str
-    phone: str            # E.164
-    network_code: str
-    text: str
-
-
-@dataclass(frozen=True)
-class UssdEvent:
-    session_id: str
-    status: str
-    phone: str | None
-    service_code: str | None
-    network_code: str | None
-    hops: int | None
-    duration_ms: int | None
-    cost: str | None
-    error: str | None
-
-
 def _get(form: Mapping, name: str, required: bool = True) -> str | None:
     value = form.get(name)
     if value is None:
@@ -476,17 +456,6 @@ def parse_ussd_event(form: Mapping, region: str = "KE") -> UssdEvent:
                      _int(form, "durationInMillis"), cost or None, error[:200] if error else None)
 
 
-@dataclass(frozen=True)
-class InboundSms:
-    id: str               # AT's message id: the same id twice is one message delivered twice
-    phone: str            # E.164 of the sender
-    to: str               # the short code or number it was sent to
-    text: str
-    link_id: str | None   # premium (on-demand) services: reply with this linkId
-    network_code: str
-    date: str | None
-
-
 MAX_SMS_TEXT = 1600       # 10 concatenated segments; longer is not a real SMS
 
 
@@ -514,4 +483,57 @@ def parse_inbound_sms(form: Mapping, region: str = "KE") -> InboundSms:
     if not _NETWORK_RE.match(network):
         raise BadCallback("field 'networkCode' must be digits")
     date = _get(form, "date", required=False)
-    return InboundSms(mid, phone, to, text, link, network, date[:40] if date else None)
+    return InboundSms(id=mid, phone=phone, text=text, gateway=GATEWAY, to=to, link_id=link, network_code=network,
+                      date=date[:40] if date else None)
+
+
+# =========================================================================== the gateway (both directions)
+
+
+class AfricasTalkingGateway(Gateway):
+    """Routes-file type ``africastalking``: ``username``, ``api_key``, optional ``sender_id`` (short code),
+    ``base_url``, ``timeout`` (s), ``concurrency``.
+
+    Events: ``ussd``, ``ussd/events``, ``sms``, ``delivery``, ``optout``. Every ``retry`` result is a
+    failover candidate (AT's 5xx, no credit, no route, risk hold, network errors): another gateway may
+    deliver it now.
+    """
+
+    type = GATEWAY
+    capabilities = frozenset({"ussd", "sms_in", "sms_out", "delivery", "optout"})
+
+    def __init__(self, name: str, config: Mapping | None = None, *, region: str = "KE", sender=None):
+        super().__init__(name, config, region=region)
+        if sender is None:
+            sender = AfricasTalkingSender(
+                self.require("username"), self.require("api_key"),
+                sender_id=self.option("sender_id"), base_url=self.option("base_url"),
+                timeout=float(self.option("timeout", 10.0)), concurrency=int(self.option("concurrency", 8)))
+        self.sender = sender
+        self.sender_id = sender.sender_id
+        self.timeout = sender.timeout
+
+    @classmethod
+    def from_settings(cls, settings, name: str = GATEWAY) -> "AfricasTalkingGateway":
+        """The gateway built from ``CONVO_AT_*`` exactly as before routes files existed."""
+        return cls(name, {}, region=getattr(settings, "default_region", "KE"),
+                   sender=AfricasTalkingSender.from_settings(settings))
+
+    def send(self, messages: Sequence[OutgoingSms], *, deadline: float | None = None) -> list[SendResult]:
+        return [replace(r, failover=True) if r.status == "retry" else r
+                for r in self.sender.send(messages, deadline=deadline)]
+
+    def close(self) -> None:
+        self.sender.close()
+
+    def render_ussd(self, text: str, end: bool) -> str:
+        return render_ussd(text, end)
+
+    def inbound(self):
+        return {
+            "ussd": lambda r: parse_ussd(r.form, r.region),
+            "ussd/events": lambda r: parse_ussd_event(r.form, r.region),
+            "sms": lambda r: replace(parse_inbound_sms(r.form, r.region), gateway=self.name),
+            "delivery": lambda r: replace(parse_delivery_report(r.form), gateway=self.name),
+            "optout": lambda r: replace(parse_optout(r.form, region=r.region), gateway=self.name),
+        }

@@ -15,6 +15,43 @@ Delivery reports and opt-out callbacks are parsed by each gateway module into
 the neutral :class:`DeliveryUpdate` / :class:`OptOutUpdate`, which
 :mod:`convo.outbox` applies. Malformed callbacks raise :class:`BadCallback`
 (a ``ValueError``); the web layer answers 400 with ``str(exc)``.
+
+Gateways for both directions: :class:`Gateway`
+-----------------------------------------------
+A gateway *type* is one module in ``gateways/`` with one :class:`Gateway`
+subclass, registered by type in :data:`gateways.GATEWAY_TYPES` (an explicit
+dict; the routes file names a type, never a Python path). The routes file
+(``CONVO_ROUTES_FILE``, loaded by :mod:`convo.routing`) gives each configured
+gateway a *name* (``phone-gulu``) and a config dict with ``${NAME}`` already
+expanded from the environment; ``Type(name, config, region=...)`` builds it and
+raises :class:`ConfigError` with a precise message for a missing/bad key.
+
+A subclass declares:
+
+* ``type`` - the registry key (``"twilio"``);
+* ``capabilities`` - a subset of :data:`CAPABILITIES` (``ussd``, ``sms_in``,
+  ``sms_out``, ``delivery``, ``optout``);
+* ``send(messages, *, deadline=None) -> list[SendResult]`` - as
+  :class:`SmsSender` below; a result says ``failover=True`` when another gateway
+  could deliver this message now (5xx, timeouts, throttling, no credit, no
+  route), ``opted_out=True`` (status ``failed``) when the recipient opted out at
+  the provider (the number is marked, never failed over); ``timeout`` (seconds
+  or a (connect, read) pair) for the worker's lease check;
+* ``inbound() -> {event: handler}`` - each handler takes a :class:`WebRequest`
+  and returns one neutral object or a list of them (:class:`InboundSms`,
+  :class:`DeliveryUpdate`, :class:`OptOutUpdate`, :class:`UssdRequest`,
+  :class:`UssdEvent`) or ``None`` (acknowledged, nothing to do). It verifies
+  first (signature, timestamp) and raises :class:`Unauthorized` (answered 403)
+  or :class:`BadCallback` (400). Routes become ``POST /gateways/<name>/<event>``;
+* ``ack(event, parsed) -> (body, content_type)`` - the HTTP 200 answer (default
+  ``("OK", "text/plain")``; Twilio answers empty TwiML, Kannel an empty body so
+  it sends no reply SMS). USSD answers come from ``render_ussd(text, end)``.
+
+The web layer then does the same for every gateway: an :class:`InboundSms` runs
+the flows once per ``(gateway name, id)`` and its reply is queued to leave
+through the same gateway (``via``); delivery and opt-out updates go to
+:mod:`convo.outbox`. ``DeliveryUpdate.gateway``/``OptOutUpdate.gateway`` carry
+the configured gateway *name* (``self.name``).
 """
 from __future__ import annotations
 
@@ -22,11 +59,21 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, ClassVar, Literal, Mapping, Protocol, Sequence, Union, runtime_checkable
 
 __all__ = [
+    "CAPABILITIES",
     "BadCallback",
+    "ConfigError",
+    "Gateway",
+    "InboundSms",
+    "Parsed",
+    "Unauthorized",
+    "UssdEvent",
+    "UssdRequest",
+    "WebRequest",
     "DeliveryUpdate",
+    "LogGateway",
     "LogSender",
     "OptOutUpdate",
     "OutgoingSms",
@@ -40,6 +87,17 @@ SendStatus = Literal["sent", "retry", "failed"]
 
 class BadCallback(ValueError):
     """A gateway callback (delivery report, opt-out...) is malformed; the message says why."""
+
+
+class Unauthorized(Exception):
+    """A callback's signature/token/timestamp does not verify (answered 403 with ``str(exc)``)."""
+
+
+class ConfigError(ValueError):
+    """A gateway's routes-file config is wrong; the message names the gateway and the key."""
+
+
+CAPABILITIES = frozenset({"ussd", "sms_in", "sms_out", "delivery", "optout"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +126,12 @@ class SendResult:
     status_code: int | None = None  #: provider's per-message code (AT ``statusCode``)
     error: str | None = None  #: human-readable reason for retry/failed
     provider_status: str | None = None  #: provider's status word (AT ``status``)
+
+    #: another gateway could deliver it now (5xx, timeout, throttled, no credit, no route): the router tries
+    #: the next gateway of the route before putting it back in the queue
+    failover: bool = False
+    #: the provider says the recipient opted out (e.g. Twilio 21610): the number is marked, no failover
+    opted_out: bool = False
 
     @classmethod
     def retry(cls, error: str, **kw) -> "SendResult":
@@ -162,3 +226,156 @@ def sender_from_settings(settings) -> SmsSender:
 
         return AfricasTalkingSender.from_settings(settings)
     return LogSender()
+
+
+# =========================================================================== both directions
+
+
+@dataclass(frozen=True)
+class WebRequest:
+    """An inbound HTTP callback as a gateway handler sees it (no Flask in gateway modules).
+
+    ``url`` is the public URL the provider called (rebuilt from ``CONVO_PUBLIC_URL``
+    behind a proxy, query string included) - what Twilio signs. ``body`` is the raw
+    body (what smsgate's HMAC covers). ``form``/``args``/``headers`` are mappings
+    (``headers`` case-insensitive). ``region`` is the default phonenumbers region for
+    national numbers (``CONVO_DEFAULT_REGION``); ``now`` is ``time.time()`` at arrival.
+    """
+
+    url: str
+    body: bytes = b""
+    form: Mapping[str, Any] = field(default_factory=dict)
+    args: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "POST"
+    region: str = "KE"
+    now: float = field(default_factory=time.time)
+    remote_addr: str | None = None
+
+    def json(self) -> Any:
+        """The body as JSON; :class:`BadCallback` when it is not."""
+        import json
+
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadCallback(f"body is not JSON: {exc}") from None
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    """An SMS a client sent us, gateway-neutral.
+
+    ``id`` is the provider's message id: the same ``(gateway, id)`` twice is one
+    message delivered twice and is answered once. ``to`` is the number/short code
+    it was sent to; ``link_id`` a premium reply context (Africa's Talking); both
+    go on the reply. ``gateway`` is the configured gateway *name*.
+    """
+
+    id: str
+    phone: str  #: E.164 of the sender
+    text: str
+    gateway: str = ""
+    to: str | None = None
+    link_id: str | None = None
+    network_code: str | None = None
+    date: str | None = None
+
+
+@dataclass(frozen=True)
+class UssdRequest:
+    """One USSD hop: ``text`` is every input of the session so far joined with ``*``."""
+
+    session_id: str
+    service_code: str
+    phone: str  #: E.164
+    network_code: str
+    text: str
+
+
+@dataclass(frozen=True)
+class UssdEvent:
+    """End-of-session notification (recorded, never stored with the caller's input)."""
+
+    session_id: str
+    status: str
+    phone: str | None
+    service_code: str | None
+    network_code: str | None
+    hops: int | None
+    duration_ms: int | None
+    cost: str | None
+    error: str | None
+
+
+Parsed = Union[InboundSms, DeliveryUpdate, OptOutUpdate, UssdRequest, UssdEvent, None]
+Handler = Callable[[WebRequest], Union[Parsed, list]]
+
+
+class Gateway:
+    """Base class of a configured gateway (see the module docstring for the contract).
+
+    Subclasses set ``type`` and ``capabilities``, read their keys from ``config``
+    in ``__init__`` (use :meth:`require` / :meth:`option`), and implement
+    :meth:`send` (when ``sms_out``) and :meth:`inbound`.
+    """
+
+    type: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: seconds one send request may take (number or (connect, read)); the worker's lease check reads it
+    timeout: Any = 10.0
+
+    def __init__(self, name: str, config: Mapping[str, Any] | None = None, *, region: str = "KE"):
+        self.name = name
+        self.config = dict(config or {})
+        self.region = region
+
+    # -- config helpers
+    def require(self, key: str) -> str:
+        """``config[key]`` as text; :class:`ConfigError` naming gateway and key when missing or empty."""
+        v = self.config.get(key)
+        if v is None or str(v).strip() == "":
+            raise ConfigError(f"gateway {self.name!r} (type {self.type}): missing {key!r}")
+        return str(v)
+
+    def option(self, key: str, default: Any = None) -> Any:
+        v = self.config.get(key)
+        return default if v is None or v == "" else v
+
+    # -- outbound
+    def send(self, messages: Sequence[OutgoingSms], *, deadline: float | None = None) -> list[SendResult]:
+        raise NotImplementedError(f"gateway type {self.type!r} does not send SMS")
+
+    # -- inbound
+    def inbound(self) -> Mapping[str, Handler]:
+        """``{event: handler}``; each becomes ``POST /gateways/<name>/<event>``."""
+        return {}
+
+    def ack(self, event: str, parsed: Any) -> tuple[str, str]:
+        """The body and content type of the 200 answer to ``event``."""
+        return "OK", "text/plain"
+
+    def render_ussd(self, text: str, end: bool) -> str:
+        raise NotImplementedError(f"gateway type {self.type!r} has no USSD")
+
+    def close(self) -> None:
+        """Release threads/connections (called when the worker stops)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} type={self.type}>"
+
+
+class LogGateway(Gateway):
+    """Routes-file type ``log``: prints each message and calls it sent (:class:`LogSender`); for demos and tests."""
+
+    type = "log"
+    capabilities = frozenset({"sms_out"})
+    timeout = 0.0
+
+    def __init__(self, name: str, config: Mapping[str, Any] | None = None, *, region: str = "KE"):
+        super().__init__(name, config, region=region)
+        self._log = LogSender()
+        self.sent = self._log.sent
+
+    def send(self, messages: Sequence[OutgoingSms], *, deadline: float | None = None) -> list[SendResult]:
+        return self._log.send(messages, deadline=deadline)
