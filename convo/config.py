@@ -65,6 +65,12 @@ class Settings:
     #: the MFI's time zone, for "as of" times and quiet hours
     timezone: str = "Africa/Nairobi"
     callback_token: str = ""
+    #: YAML file naming the gateways and which one sends to which country, cheapest first (README "Gateways");
+    #: empty: one gateway ``africastalking`` from the ``CONVO_AT_*`` variables
+    routes_file: str = ""
+    #: the public base URL providers call (``https://sms.example.org``); signatures over the URL (Twilio)
+    #: are checked against it behind a proxy. Empty: the URL of the request as received
+    public_url: str = ""
     at_username: str = ""
     at_api_key: str = ""
     at_sender_id: str = ""
