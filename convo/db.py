@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -121,10 +122,17 @@ class OutboxMessage(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     final_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: the gateway a reply must leave through (the one the client's message came in on); NULL: routed
+    via: Mapped[str | None] = mapped_column(sa.String(32))
+    #: recipient's region code as routed, and the route's price (per segment x segments) in its currency
+    country: Mapped[str | None] = mapped_column(sa.String(2))
+    cost_amount: Mapped[Decimal | None] = mapped_column(sa.Numeric(18, 6))
+    cost_currency: Mapped[str | None] = mapped_column(sa.String(3))
 
     __table_args__ = (
         sa.UniqueConstraint("idempotency_key", name="uq_outbox_idempotency_key"),
         sa.Index("ix_outbox_due", "status", "next_attempt_at"),
+        sa.Index("ix_outbox_sent_at", "sent_at"),
     )
 
     def __repr__(self) -> str:
