@@ -15,6 +15,19 @@ def _settings(**overrides) -> Settings:
     return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def _checked_settings() -> Settings:
+    """Settings of a long-running command: with CONVO_ENV=production, development defaults (empty pepper or
+    callback token, a default database password, the simulator as Mifos X) stop it here with the reason."""
+    from convo.security import ConfigurationError, check_production_settings
+
+    settings = _settings()
+    try:
+        check_production_settings(settings)
+    except ConfigurationError as e:
+        raise click.ClickException(f"not starting: {e}") from None
+    return settings
+
+
 def start_simulator(port: int = 0, host: str = "127.0.0.1"):
     """Run the Fineract simulator in a background thread; returns the server (``.url``)."""
     from convo.devserver import BackgroundServer
@@ -124,7 +137,7 @@ def worker(once: bool) -> None:
     31.1 s with the default CONVO_AT_TIMEOUT=10)."""
     from convo.worker import LeaseTooShort, check_lease, run_worker
 
-    settings = _settings()
+    settings = _checked_settings()
     try:
         check_lease(settings)
     except LeaseTooShort as exc:
@@ -217,7 +230,7 @@ def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> No
     pass --migrate)."""
     from granian import Granian
 
-    settings = _settings()
+    settings = _checked_settings()
     if migrate:
         from convo.db import upgrade as do_upgrade
 
