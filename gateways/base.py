@@ -59,6 +59,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable, ClassVar, Literal, Mapping, Protocol, Sequence, Union, runtime_checkable
 
 __all__ = [
@@ -113,6 +114,7 @@ class OutgoingSms:
     segments: int = 1
     kind: str = "reply"
     idempotency_key: str = ""
+    via: str | None = None  #: gateway name a reply must leave through (the one the client wrote to)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,11 @@ class SendResult:
     failover: bool = False
     #: the provider says the recipient opted out (e.g. Twilio 21610): the number is marked, no failover
     opted_out: bool = False
+    # set by the router (convo.routing.Router), not by gateways:
+    gateway: str | None = None  #: configured name of the gateway that gave this result
+    country: str | None = None  #: recipient's region code as routed
+    cost_amount: Decimal | None = None  #: the route's price per segment x segments (sent only)
+    cost_currency: str | None = None
 
     @classmethod
     def retry(cls, error: str, **kw) -> "SendResult":
