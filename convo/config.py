@@ -111,6 +111,16 @@ class Settings:
     #: within ``staff_auth_window_seconds``, before further attempts are refused with 429 (0: no limit)
     staff_auth_failures: int = 10
     staff_auth_window_seconds: int = 900
+    #: Mifos X permissions the console asks of a signed-in user (``ALL_FUNCTIONS`` allows all): to view
+    #: and find clients, to send them an SMS, to reset or unlock a PIN (README "The console")
+    console_perm_view: str = "READ_CLIENT"
+    console_perm_send: str = "CREATE_SMS"
+    console_perm_pin: str = "UPDATE_CLIENT"
+    #: the field officer's day: each loan officer with a mobile number in Mifos X gets one SMS a morning
+    #: with the day's group meetings and their portfolio's installments due and overdue (README)
+    officer_day: bool = False
+    #: local time (HH:MM, in each office's time zone) from which the officer's SMS is sent
+    officer_day_at: str = "06:30"
     #: comma-separated CIDRs allowed to call ``/gateways/...`` and ``/hooks/...`` (empty: any)
     callback_allow_ips: str = ""
     #: reverse proxies in front of the app that append to X-Forwarded-For (0: trust no header)

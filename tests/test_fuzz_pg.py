@@ -135,8 +135,11 @@ BASES = {
         optional={"template": st.sampled_from(["branch_visit", "documents_ready", ""]),
                   "var_date": st.just("Monday"), "idempotency_key": st.just("c1")})),
     "notify_console.login": ("form", st.fixed_dictionaries(
-        {"csrf": st.just("fuzz-csrf"), "user": st.sampled_from(["alice", ""]),
-         "token": st.sampled_from([STAFF, "wrong"]), "next": st.sampled_from(["/console/clients/1", "//evil"])})),
+        {"csrf": st.just("fuzz-csrf"), "username": st.sampled_from(["mifos", "peter", ""]),
+         "password": st.sampled_from(["password", "wrong"]), "next": st.sampled_from(["/console/clients/1", "//evil"])})),
+    "notify_console.client_pin": ("form", st.fixed_dictionaries(
+        {"csrf": st.just("fuzz-csrf"), "action": st.sampled_from(["reset", "unlock", "x"])},
+        optional={"confirm": st.just("yes"), "reason": st.just("forgot")})),
     "notify_console.logout": ("form", st.fixed_dictionaries({"csrf": st.just("fuzz-csrf")})),
     "hooks.fineract_hook": ("json", st.fixed_dictionaries(
         {"officeId": st.just(2), "clientId": st.sampled_from([1, 2, 5])},
@@ -216,12 +219,13 @@ def _app(sim, redis_url, pg_url, **overrides):
 
 
 def _sign_in(app, client) -> None:
-    from convo.web import notify_api
+    from convo.web import console
 
     with app.test_request_context():
-        mark = notify_api._token_mark()
+        mark = console._server_mark()
     with client.session_transaction("/console/") as s:          # the cookie's path
-        s.update(staff_user="fuzz", token_mark=mark, csrf="fuzz-csrf")
+        s.update(staff_user="fuzz", office_id=1, office_name="Head Office", perms=["ALL_FUNCTIONS"],
+                 server_mark=mark, csrf="fuzz-csrf")
 
 
 def check(r, where) -> None:

@@ -60,9 +60,10 @@ def csrf_of(client) -> str:
         return s["csrf"]
 
 
-def sign_in(client, user="alice", token=STAFF, ip="198.51.100.7"):
+def sign_in(client, user="mifos", password="password", ip="198.51.100.7"):
+    """The console's sign-in: the simulator's Mifos X user (``POST /authentication``)."""
     client.get("/console/login", headers={"X-Forwarded-For": ip})
-    return client.post("/console/login", data={"csrf": csrf_of(client), "user": user, "token": token,
+    return client.post("/console/login", data={"csrf": csrf_of(client), "username": user, "password": password,
                                                "next": "/console/clients/1"}, headers={"X-Forwarded-For": ip})
 
 
@@ -128,14 +129,16 @@ def test_the_cookie_says_nothing_about_the_token_without_the_secret(app):
     c = app.test_client()
     sign_in(c)
     with c.session_transaction("/console/") as s:
-        mark = s["token_mark"]
+        mark = s["server_mark"]
+        assert "password" not in str(dict(s))
     for candidate in (STAFF, "wrong"):          # the mark cannot test a token guess without CONVO_SECRET_KEY
         for derive in (lambda t: hashlib.sha256(t.encode()).hexdigest(),
                        lambda t: hashlib.sha256(hashlib.sha256(b"convo-console\0" + t.encode()).digest()).hexdigest()):
             assert not derive(candidate).startswith(mark[:16])
 
 
-def test_a_new_staff_token_signs_everyone_out(app, sim, redis_url, pg_url):
+def test_a_new_staff_token_leaves_console_sign_ins_alone(app, sim, redis_url, pg_url):
+    """The console signs in with Mifos X users (issue 14); the token is the API's alone."""
     from convo.cli import sim_settings
     from convo.web import create_app
 
@@ -146,7 +149,7 @@ def test_a_new_staff_token_signs_everyone_out(app, sim, redis_url, pg_url):
                                     staff_token=STAFF + "-new", secret_key=SECRET))
     c2 = other.test_client()
     c2._cookies = c._cookies                     # the same browser, after the operator changed the token
-    assert c2.get("/console/clients/1").status_code == 302
+    assert c2.get("/console/clients/1").status_code == 200
     other.extensions["convo"].db.dispose()
 
 
@@ -175,7 +178,7 @@ def test_production_requires_its_secrets():
     from convo.web import create_app
 
     create_app(production())
-    create_app(production(staff_token=""))                      # no token: staff API and console closed
+    create_app(production(staff_token=""))                      # no token: staff API closed
     for changes, word in (({"callback_token": ""}, "CONVO_CALLBACK_TOKEN"),
                           ({"callback_token": "short"}, "CONVO_CALLBACK_TOKEN"),
                           ({"secret_key": ""}, "CONVO_SECRET_KEY"),
@@ -227,13 +230,13 @@ def test_wrong_tokens_naming_one_user_are_throttled_from_every_address(app):
 
 def test_console_sign_in_is_throttled_with_the_api(app):
     c = app.test_client()
-    before = refused_count("console", "wrong_token")
+    before = refused_count("console", "wrong_password")
     for _ in range(10):
-        r = sign_in(c, user="carol", token="guess", ip="203.0.113.50")
-        assert r.status_code == 401 and "Wrong name or token" in r.get_data(as_text=True)
-    assert refused_count("console", "wrong_token") - before == 10
+        r = sign_in(c, user="carol", password="guess", ip="203.0.113.50")
+        assert r.status_code == 401 and "Wrong user name or password" in r.get_data(as_text=True)
+    assert refused_count("console", "wrong_password") - before == 10
     r = sign_in(c, ip="203.0.113.50")
-    assert r.status_code == 429 and "Too many wrong tokens" in r.get_data(as_text=True)
+    assert r.status_code == 429 and "Too many wrong passwords" in r.get_data(as_text=True)
     assert api(c, ip="203.0.113.50").status_code == 429
     assert sign_in(app.test_client(), user="carol", ip="203.0.113.51").status_code == 429     # carol is held
     assert sign_in(app.test_client(), ip="203.0.113.51").status_code == 302                  # alice is not

@@ -88,12 +88,12 @@ def test_console_send_form_in_a_real_browser(stack):
             page = browser.new_page()
             page.goto(f"{gw}/console/clients/1")                     # the link from Mifos X "View Client"
             assert "/console/login" in page.url
-            page.fill("#user", "alice")
-            page.fill("#token", "wrong")
+            page.fill("#username", "mifos")                         # the simulator's Mifos X user
+            page.fill("#password", "wrong")
             page.click("#signin")
-            assert page.inner_text("#login-error") == "Wrong name or token."
-            page.fill("#user", "alice")
-            page.fill("#token", STAFF_TOKEN)
+            assert page.inner_text("#login-error") == "Wrong user name or password."
+            page.fill("#username", "mifos")
+            page.fill("#password", "password")
             page.click("#signin")
             page.wait_for_url(f"{gw}/console/clients/1")
             assert page.inner_text("#client-name") == "Grace Wanjiru Kamau"

@@ -800,6 +800,40 @@ class MifosClient:
                 found[ref.id] = ref
         return [found[k] for k in sorted(found)]
 
+    def authenticate(self, username: str, password: str) -> dict:
+        """``POST /authentication`` with a staff member's own Mifos X credentials (the console's sign-in).
+
+        Fineract's ``AuthenticationApiResource.authenticate`` (fineract-provider, infrastructure/security/api)
+        reads ``{"username", "password"}`` from the JSON body only (FINERACT-726) and answers
+        ``AuthenticatedUserData``: ``username``, ``userId``, ``officeId``, ``officeName``, ``staffId``,
+        ``staffDisplayName``, ``roles``, ``permissions``, ``shouldRenewPassword``,
+        ``isTwoFactorAuthenticationRequired`` and ``base64EncodedAuthenticationKey`` (which is
+        base64("user:password"), i.e. the password itself). A wrong password is a 401
+        (``BadCredentialsExceptionMapper``: ``error.msg.not.authenticated``): :class:`MifosRejected`
+        with status 401. The gateway's own Basic credentials are not sent, the breaker is not
+        involved (a wrong password is no sign of a sick server), and nothing is retried.
+        """
+        try:
+            response = self.session.post(self.base_url + "/authentication",
+                                         json={"username": username, "password": password},
+                                         auth=lambda r: r,          # not the gateway's own Basic credentials
+                                         timeout=(self.connect_timeout * 3, max(self.timeout, 5.0)))
+        except requests.RequestException as exc:
+            raise MifosUnavailable(f"cannot reach Mifos X to sign in: {_short(exc)}", code="connection") from None
+        if response.status_code in (400, 401, 403):
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            code = body.get("userMessageGlobalisationCode") if isinstance(body, dict) else None
+            raise MifosRejected("Mifos X refused the user name or password", status=response.status_code,
+                                code=code or "error.msg.not.authenticated")
+        body = _decode(response)
+        if not isinstance(body, dict) or body.get("authenticated") is not True:
+            raise MifosRejected("Mifos X did not authenticate the user", status=response.status_code,
+                                code="error.msg.not.authenticated")
+        return body
+
     def office_parents(self) -> dict[int, int | None]:
         """Office id → parent office id (None for the head office), from ``GET /offices``
         (``OfficeReadPlatformServiceImpl``: every office with ``parentId``, absent at the top)."""

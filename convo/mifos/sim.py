@@ -49,6 +49,7 @@ answer 409 "locked by the COB job", like Fineract's ``LoanCOBApiFilter``;
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import re
 import threading
@@ -169,6 +170,35 @@ NEWEST_VERSION = "1.10"
 _FAULT_KEYS = ("delay", "down", "locked_loans", "transfer_delay")
 
 
+_SUPER = {"id": 1, "name": "Super user", "description": "This role provides all application permissions.",
+          "disabled": False}
+#: Mifos X users of the simulator (``POST /authentication``); every password is "password".
+#: mifos: the super user of Fineract's demo; peter: loan officer at Nairobi Eastlands (staff 2), may view
+#: and text clients but not change them; beatrice: that branch's manager (staff 1), may also reset PINs;
+#: halima: Kisumu's manager (staff 3), sees only Kisumu's clients; readonly: may view only; renew: must
+#: change the password first; twofactor: Mifos X asks for a second factor.
+SIM_USERS: dict[str, dict] = {
+    "mifos": {"password": "password", "userId": 1, "officeId": 1, "role": _SUPER, "permissions": ["ALL_FUNCTIONS"]},
+    "peter": {"password": "password", "userId": 2, "officeId": 2, "staffId": 2, "staffDisplayName": "Otieno, Peter",
+              "role": {"id": 3, "name": "Loan Officer", "description": "Field staff", "disabled": False},
+              "permissions": ["READ_CLIENT", "READ_LOAN", "READ_GROUP", "CREATE_SMS", "READ_SMS"]},
+    "beatrice": {"password": "password", "userId": 3, "officeId": 2, "staffId": 1,
+                 "staffDisplayName": "Wekesa, Beatrice",
+                 "role": {"id": 4, "name": "Branch Manager", "description": "Branch", "disabled": False},
+                 "permissions": ["READ_CLIENT", "UPDATE_CLIENT", "CREATE_SMS", "READ_LOAN"]},
+    "halima": {"password": "password", "userId": 4, "officeId": 3, "staffId": 3, "staffDisplayName": "Juma, Halima",
+               "role": {"id": 4, "name": "Branch Manager", "description": "Branch", "disabled": False},
+               "permissions": ["READ_CLIENT", "UPDATE_CLIENT", "CREATE_SMS"]},
+    "readonly": {"password": "password", "userId": 5, "officeId": 1,
+                 "role": {"id": 2, "name": "Auditor", "description": "Reads", "disabled": False},
+                 "permissions": ["ALL_FUNCTIONS_READ"]},
+    "renew": {"password": "password", "userId": 6, "officeId": 1, "renew": True, "role": _SUPER,
+              "permissions": ["ALL_FUNCTIONS"]},
+    "twofactor": {"password": "password", "userId": 7, "officeId": 1, "two_factor": True, "role": _SUPER,
+                  "permissions": ["ALL_FUNCTIONS"]},
+}
+
+
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in str(text).split(".")[:2])
 
@@ -190,6 +220,7 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
         SIM_FAULTS={},
         SIM_TENANTS={"default"},
         SIM_CREDENTIALS=(username, password),
+        SIM_USERS={**SIM_USERS, username: {**SIM_USERS["mifos"], "password": password}},
         SIM_VERSION=str(fineract_version),
         SIM_HITS=0,
         SIM_IDEMPOTENCY={},
@@ -257,22 +288,38 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
 
     @app.post(API + "/authentication")
     def authentication():
-        body = request.get_json(silent=True) or {}
-        user = body.get("username") or request.args.get("username")
-        pwd = body.get("password") or request.args.get("password")
-        if (user, pwd) != tuple(app.config["SIM_CREDENTIALS"]):
+        """``AuthenticationApiResource.authenticate`` (fineract-provider/.../infrastructure/security/api):
+        credentials from the JSON body only (FINERACT-726; no body or a null field: 400), a wrong
+        password 401 with ``ApiGlobalErrorResponse.unAuthenticated()`` (``BadCredentialsExceptionMapper``),
+        else ``AuthenticatedUserData`` (Gson leaves null fields out: no ``staffId`` for a user without
+        staff). A user who must renew their password gets only username, userId, key, authenticated and
+        the two flags. Users: :data:`SIM_USERS` (``app.config["SIM_USERS"]``)."""
+        body = request.get_json(silent=True, force=True)
+        if not isinstance(body, dict) or not isinstance(body.get("username"), str) \
+                or not isinstance(body.get("password"), str):
+            return _reply({"developerMessage": "Invalid JSON in BODY (no longer URL param; see FINERACT-726) "
+                           "of POST to /authentication", "httpStatusCode": "400",
+                           "defaultUserMessage": "Invalid JSON in BODY of POST to /authentication",
+                           "userMessageGlobalisationCode": "error.msg.invalid.request.body", "errors": []}, 400)
+        user, pwd = body["username"], body["password"]
+        found = app.config["SIM_USERS"].get(user)
+        if found is None or not hmac.compare_digest(found["password"].encode(), pwd.encode()):
             return _reply({"developerMessage": "Invalid authentication details were passed in api request.",
                            "httpStatusCode": "401", "defaultUserMessage": "Unauthenticated. Please login.",
                            "userMessageGlobalisationCode": "error.msg.not.authenticated", "errors": []}, 401)
-        return _reply({
-            "username": user, "userId": 1,
-            "base64EncodedAuthenticationKey": base64.b64encode(f"{user}:{pwd}".encode()).decode(),
-            "authenticated": True, "officeId": 1, "officeName": "Head Office",
-            "roles": [{"id": 1, "name": "Super user", "description": "This role provides all application permissions.",
-                       "disabled": False}],
-            "permissions": ["ALL_FUNCTIONS"], "shouldRenewPassword": False,
-            "isTwoFactorAuthenticationRequired": False,
-        })
+        key = base64.b64encode(f"{user}:{pwd}".encode()).decode()
+        if found.get("renew"):
+            return _reply({"username": user, "userId": found["userId"], "base64EncodedAuthenticationKey": key,
+                           "authenticated": True, "shouldRenewPassword": True,
+                           "isTwoFactorAuthenticationRequired": False})
+        office = found["officeId"]
+        out = {"username": user, "userId": found["userId"], "base64EncodedAuthenticationKey": key,
+               "authenticated": True, "officeId": office, "officeName": data()["offices"][office]}
+        if found.get("staffId"):
+            out.update(staffId=found["staffId"], staffDisplayName=found["staffDisplayName"])
+        out.update(roles=[found["role"]], permissions=list(found["permissions"]), shouldRenewPassword=False,
+                   isTwoFactorAuthenticationRequired=bool(found.get("two_factor")))
+        return _reply(out)
 
     @app.get(API + "/search")
     def search():

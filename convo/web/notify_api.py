@@ -7,14 +7,8 @@ Staff API (bearer token + ``X-Staff-User``, audited: the ``/api/`` guard of
                                             optional "idempotency_key" (a retried POST sends once)
     GET  /api/clients/<clientId>/messages   what was sent: status, segments, cost, who sent it
 
-Console (server-rendered, no build step): ``/console/clients/<clientId>``
-shows the client's messages and a send form with a live character/segment
-counter. Browsers sign in at ``/console/login`` with their name and the staff
-token; a session cookie ``convo_console`` (signed with ``CONVO_SECRET_KEY``,
-HttpOnly, SameSite=Lax, Secure outside development, 8 hours, path /console)
-keeps them signed in, and every form carries a CSRF token. Wrong tokens at
-sign-in are throttled with the staff API's (:mod:`convo.web.staff`). Link it from Mifos X's "View
-Client" screen as ``https://<gateway>/console/clients/{clientId}``.
+The console (``/console/...``, staff sign in with their own Mifos X user) is :mod:`convo.web.console`;
+its send form goes through :func:`send_staff_message` like the API.
 
 Fineract hooks: ``POST /hooks/fineract/<CONVO_CALLBACK_TOKEN>/`` (see :mod:`convo.receipts`). The token
 is in the path because Fineract sends hooks with Retrofit, which drops a query string.
@@ -24,18 +18,14 @@ from __future__ import annotations
 import hmac
 import json
 import re
-import secrets
 import uuid
 
 import sqlalchemy as sa
-from flask import (Blueprint, Flask, Response, abort, g, jsonify, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, Flask, Response, abort, g, jsonify, request
 
 from convo.web import BadRequest, services
 
 api = Blueprint("notify_api", __name__, url_prefix="/api")
-console = Blueprint("notify_console", __name__, url_prefix="/console", template_folder="templates",
-                    static_folder="static", static_url_path="/static")
 hooks = Blueprint("hooks", __name__, url_prefix="/hooks")
 
 _USER_RE = re.compile(r"^[\w.@+\- ]{1,100}$")
@@ -179,166 +169,6 @@ def list_messages(client_id: int):
     return jsonify({"client_id": client_id, "messages": _message_rows(client_id)})
 
 
-# --------------------------------------------------------------------------- console
-
-
-def _token_mark() -> str:
-    """Which staff token a sign-in used, keyed with the cookie secret: the (readable) cookie says nothing
-    about the token to whoever does not hold ``CONVO_SECRET_KEY``; a new token signs everyone out."""
-    from flask import current_app
-
-    token = services().settings.staff_token
-    return hmac.new(current_app.secret_key, b"convo-console-token\0" + token.encode(), "sha256").hexdigest()[:32]
-
-
-def _console_user() -> str | None:
-    token = services().settings.staff_token
-    if not token:
-        return None
-    user = session.get("staff_user")
-    mark = session.get("token_mark")
-    if user and isinstance(mark, str) and hmac.compare_digest(mark, _token_mark()):
-        return user
-    return None
-
-
-def _csrf() -> str:
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(24)
-    return session["csrf"]
-
-
-def _check_csrf() -> None:
-    given = request.form.get("csrf", "")
-    if not given or not hmac.compare_digest(given.encode(), session.get("csrf", "").encode()):
-        abort(Response("forbidden: stale form, reload the page", 403, mimetype="text/plain"))
-
-
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/console/") and not target.startswith("//"):
-        return target
-    return url_for("notify_console.home")
-
-
-@console.get("/login")
-def login_form():
-    return render_template("console_login.html", error=None, next=request.args.get("next", ""), csrf=_csrf(),
-                           enabled=bool(services().settings.staff_token))
-
-
-@console.post("/login")
-def login():
-    from convo.web import staff
-
-    _check_csrf()
-    token = services().settings.staff_token
-    user = (request.form.get("user") or "").strip()
-    given = request.form.get("token") or ""
-    nxt = request.form.get("next", "")[:300]
-    named = user if _USER_RE.match(user) else None
-    address = staff.caller_address()
-    wait = staff.throttled(address, named) if token else None
-    if wait:
-        staff.refused("console", "throttled")
-        page = render_template("console_login.html", error=f"Too many wrong tokens. Try again in "
-                               f"{(wait + 59) // 60} minute(s).", next=nxt, csrf=_csrf(), enabled=True)
-        return page, 429, {"Retry-After": str(wait)}
-    if not token or not named or not hmac.compare_digest(given.encode(), token.encode()):
-        if not token:
-            staff.refused("console", "disabled")
-        elif not hmac.compare_digest(given.encode(), token.encode()):
-            staff.wrong_token(address, named, "console")
-        else:
-            staff.refused("console", "no_user")
-        return render_template("console_login.html", error="Wrong name or token.", next=nxt, csrf=_csrf(),
-                               enabled=bool(token)), 401
-    session.clear()
-    session.permanent = True
-    session["staff_user"] = user
-    session["token_mark"] = _token_mark()
-    return redirect(_safe_next(nxt))
-
-
-@console.post("/logout")
-def logout():
-    _check_csrf()
-    session.clear()
-    return redirect(url_for("notify_console.login_form"))
-
-
-@console.get("/")
-def home():
-    if not _console_user():
-        return redirect(url_for("notify_console.login_form", next=request.path))
-    cid = request.args.get("client", type=int)
-    if cid:
-        return redirect(url_for("notify_console.client_page", client_id=cid))
-    return render_template("console_home.html", user=_console_user(), csrf=_csrf())
-
-
-def _gsm_tables() -> dict:
-    from convo.render import _GSM_REPLACEMENTS, GSM_SEPTETS
-
-    return {"basic": "".join(c for c, v in GSM_SEPTETS.items() if v == 1),
-            "ext": "".join(c for c, v in GSM_SEPTETS.items() if v == 2),
-            "repl": _GSM_REPLACEMENTS}
-
-
-@console.get("/clients/<int:client_id>")
-def client_page(client_id: int):
-    user = _console_user()
-    if not user:
-        return redirect(url_for("notify_console.login_form", next=request.path))
-    from convo import notify
-    from convo.mifos.client import MifosError
-    from convo.mifos.notify_reads import client_contact
-
-    s = services()
-    contact, error = None, None
-    try:
-        contact = client_contact(s.mifos, client_id)
-    except MifosError as e:
-        error = f"Mifos X: {e}"
-    cfg = notify.config_for(s)
-    locales = notify._flowset(s).locales
-    templates = sorted(k[len("notify.staff."):] for k in locales.keys("en") if k.startswith("notify.staff."))
-    sent = request.args.get("sent")
-    return render_template("console_client.html", user=user, client_id=client_id, contact=contact, error=error,
-                           messages=_message_rows(client_id), csrf=_csrf(), templates=templates,
-                           template_vars={t: sorted(cfg.staff_templates.get(t, ())) for t in templates},
-                           gsm=json.dumps(_gsm_tables()), sent=sent, form_error=request.args.get("error"))
-
-
-@console.post("/clients/<int:client_id>/messages")
-def client_send(client_id: int):
-    user = _console_user()
-    if not user:
-        return redirect(url_for("notify_console.login_form", next=f"/console/clients/{client_id}"))
-    _check_csrf()
-    body: dict = {"idempotency_key": request.form.get("idempotency_key") or uuid.uuid4().hex}
-    template = request.form.get("template") or ""
-    if template:
-        body["template"] = template
-        body["variables"] = {k[4:]: v for k, v in request.form.items() if k.startswith("var_") and v}
-    else:
-        body["text"] = request.form.get("text", "")
-    try:
-        answer, status = send_staff_message(client_id, user, body)
-    except BadRequest as e:
-        return redirect(url_for("notify_console.client_page", client_id=client_id, error=str(e)))
-    if status >= 400:
-        return redirect(url_for("notify_console.client_page", client_id=client_id, error=answer["error"]))
-    try:
-        from convo import subscribers
-
-        subscribers.audit(services().db, "staff.console_send", actor=f"staff:{user}", channel="console",
-                          phone=answer.get("to"), client_id=client_id, outcome=answer["status"],
-                          detail={"outbox_id": answer["id"]})
-    except Exception:  # noqa: BLE001 - no audit table yet
-        pass
-    return redirect(url_for("notify_console.client_page", client_id=client_id, sent=answer["id"]))
-
-
 # --------------------------------------------------------------------------- Fineract hooks
 
 
@@ -387,6 +217,8 @@ def install(app: Flask) -> None:
     """Register the API, console and hooks blueprints (called by ``create_app``)."""
     if not app.secret_key:
         raise RuntimeError("create_app sets SECRET_KEY (CONVO_SECRET_KEY) before the console is installed")
+    from convo.web.console import console
+
     app.register_blueprint(api, name="notify_api")
     app.register_blueprint(console)
     app.register_blueprint(hooks)

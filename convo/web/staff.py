@@ -13,8 +13,9 @@ Wrong tokens are throttled (:func:`throttled`): after
 ``CONVO_STAFF_AUTH_FAILURES`` wrong tokens from one address, or naming one
 staff user, within ``CONVO_STAFF_AUTH_WINDOW_SECONDS``, every further attempt
 from that address or for that user, right or wrong, gets 429 with
-``Retry-After`` until the window ends. The console's sign-in form shares the
-counters.
+``Retry-After`` until the window ends. The console's sign-in form (Mifos X user
+and password, :mod:`convo.web.console`) shares the counters: a wrong password
+counts like a wrong token.
 
     curl -X POST https://<host>/api/subscribers/+254700000101/pin-reset \\
          -H "Authorization: Bearer $CONVO_STAFF_TOKEN" -H "X-Staff-User: alice" \\
@@ -82,10 +83,11 @@ def throttled(address: str, user: str | None) -> int | None:
     return None
 
 
-def wrong_token(address: str, user: str | None, channel: str) -> None:
-    """Count one wrong token against ``address`` and ``user``; say so once when either reaches the limit."""
+def wrong_token(address: str, user: str | None, channel: str, reason: str = "wrong_token") -> None:
+    """Count one wrong token (or console password) against ``address`` and ``user``; say so once when
+    either reaches the limit."""
     st = services().settings
-    refused(channel, "wrong_token")
+    refused(channel, reason)
     if st.staff_auth_failures <= 0:
         return
     pipe = services().redis.pipeline(transaction=False)
