@@ -107,9 +107,11 @@ def demo(host: str, port: int, sim_port: int) -> None:
     click.echo(f"Gateway:            {base}  (Africa's Talking USSD callback: {base}/gateways/africastalking/ussd)")
     click.echo(f"SMS:                {base}/gateways/africastalking/sms -> outbox ({settings.database_url}) "
                f"-> worker -> fake Africa's Talking {fake.url} (sent: {fake.url}/__fake/messages)\n")
+    click.echo(f"Staff console:      {base}/console/  (sign in as Mifos X user mifos / password; "
+               f"a client's page: {base}/console/clients/1)\n")
     click.echo("Demo phones:")
     for phone, what in DEMO_PHONES:
-        click.echo(f"  {phone}  {what}")
+        click.echo(f"  {phone}  {what}  console: {base}/console/?q={phone.replace('+', '%2B')}")
     first = DEMO_PHONES[0][0]
     click.echo("\nDial from a terminal phone (another shell):")
     click.echo(f"  .venv/bin/convo simulate --phone {first} --url {base}")

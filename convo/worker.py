@@ -63,7 +63,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from convo.db import DeliveryReport, OutboxMessage, make_engine, utcnow
 from convo.outbox import apply_pending_reports, attach_unmatched_reports, opted_out_among
-from gateways.base import OutgoingSms, SendResult, SmsSender, sender_from_settings
+from gateways.base import OutgoingSms, SendResult, SmsSender
 
 __all__ = ["Claimed", "LeaseTooShort", "Worker", "backoff_seconds", "check_lease", "gateway_timeout", "main", "min_lease_seconds",
            "run_worker"]
@@ -134,7 +134,7 @@ def check_lease(settings, sender: SmsSender | None = None) -> None:
 
 
 def _lease_message(lease: float, sender, need: float) -> str:
-    return (f"CONVO_WORKER_LEASE_SECONDS={lease:g} is too short for gateway {getattr(sender, 'name', '?')!r}: one "
+    return (f"CONVO_WORKER_LEASE_SECONDS={lease:g} is too short for gateway {getattr(sender, 'timeout_gateway', getattr(sender, 'name', '?'))!r}: one "
             f"send may take {gateway_timeout(sender):g} s (connect + read timeout, CONVO_AT_TIMEOUT), and the lease "
             f"must be at least 2 x that + {LEASE_MARGIN_SECONDS:g} s = {need:g} s. Raise CONVO_WORKER_LEASE_SECONDS "
             f"or lower the gateway timeout; with this lease messages would be retried forever, or sent twice.")
@@ -157,12 +157,13 @@ _PG_RECORD = sa.text(f"""
 WITH v AS (
     SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS x(
         id bigint, status text, pid text, cost text, parts int, code int, pstatus text, err text,
-        nxt timestamptz, sent timestamptz, final timestamptz)
+        nxt timestamptz, sent timestamptz, final timestamptz, gw text, country text, camt numeric, ccur text)
 ), u AS (
     UPDATE {outbox.name} AS o SET
         status = v.status, provider_id = v.pid, cost = v.cost, parts = v.parts, status_code = v.code,
         provider_status = v.pstatus, last_error = v.err, next_attempt_at = v.nxt, sent_at = v.sent,
-        final_at = v.final, gateway = coalesce(o.gateway, CAST(:gw AS text)), updated_at = CAST(:now AS timestamptz),
+        final_at = v.final, gateway = coalesce(v.gw, o.gateway, CAST(:gw AS text)), country = coalesce(v.country, o.country),
+        cost_amount = v.camt, cost_currency = v.ccur, updated_at = CAST(:now AS timestamptz),
         leased_by = NULL, lease_until = NULL
     FROM v WHERE o.id = v.id AND o.leased_by = CAST(:tok AS text) AND o.status = 'sending'
     RETURNING o.id, o.provider_id
@@ -170,6 +171,20 @@ WITH v AS (
 SELECT u.id, u.provider_id IS NOT NULL AND EXISTS (
     SELECT 1 FROM {DeliveryReport.__tablename__} r WHERE r.provider_id = u.provider_id AND r.outbox_id IS NULL
 ) AS early FROM u""")
+
+
+def sender_from_settings(settings):
+    """The worker's sender: a :class:`convo.routing.Router` over the routes file (or ``CONVO_AT_*``)."""
+    from convo.routing import Router, routes_from_settings
+
+    return Router(routes_from_settings(settings))
+
+
+def _mark_opted_out(conn: Connection, phones: Sequence[str], source: str) -> None:
+    from convo.outbox import set_opt_out
+
+    for phone in sorted(set(phones)):
+        set_opt_out(conn, phone, True, source=source[:32])
 
 
 class Worker:
@@ -248,7 +263,7 @@ class Worker:
                 ),
             )
             .returning(c.id, c.recipient, c.body, c.sender_id, c.link_id, c.encoding, c.segments, c.kind,
-                       c.idempotency_key, c.attempts, c.requested_by_client, c.last_error)
+                       c.idempotency_key, c.attempts, c.requested_by_client, c.last_error, c.via)
         )
         with self.engine.begin() as conn:
             rows = conn.execute(stmt).all()
@@ -257,7 +272,7 @@ class Worker:
             claimed = [
                 Claimed(
                     OutgoingSms(r.id, r.recipient, r.body, r.sender_id, r.link_id, r.encoding, r.segments, r.kind,
-                                r.idempotency_key),
+                                r.idempotency_key, via=r.via),
                     r.attempts, r.requested_by_client, token, _takeover_note(r.last_error),
                 )
                 for r in rows
@@ -318,7 +333,8 @@ class Worker:
         """The row values one result leads to."""
         status, error, nxt, final_at, sent_at = r.status, r.error, now, None, None
         if status == "sent":
-            sent_at, error = now, x.taken_over  # None, or the takeover note: it may have gone twice
+            # None, or how it got there (failover) and/or the takeover note: it may have gone twice
+            sent_at, error = now, "; ".join(e for e in (r.error, x.taken_over) if e) or None
         elif status == "retry":
             if x.attempts >= self.max_attempts:
                 status, final_at = "failed", now
@@ -332,7 +348,9 @@ class Worker:
             error = f"{error}; {x.taken_over}"
         return dict(id=x.message.id, status=status, pid=r.provider_id, cost=r.cost, parts=r.parts, code=r.status_code,
                     pstatus=r.provider_status, err=(error or None) and str(error)[:2000], nxt=nxt, sent=sent_at,
-                    final=final_at)
+                    final=final_at, gw=r.gateway, country=r.country,
+                    camt=r.cost_amount, ccur=r.cost_currency,
+                    optout=bool(r.opted_out), to=x.message.to)
 
     def record(self, claimed: Sequence[Claimed], results: Sequence[SendResult], conn: Connection | None = None) -> int:
         """Write results for rows still leased under their token; returns how many were written.
@@ -350,7 +368,7 @@ class Worker:
             if self.is_pg:
                 got = conn.execute(_PG_RECORD, {
                     "rows": json.dumps([{**v, **{k: v[k] and v[k].isoformat() for k in ("nxt", "sent", "final")}}
-                                        for v in rows]),
+                                        for v in rows], default=str),
                     "tok": token, "gw": gateway, "now": now,
                 }).all()
                 held = {g.id for g in got}
@@ -372,12 +390,15 @@ class Worker:
                             status_code=bp("code"), provider_status=bp("pstatus"), last_error=bp("err"),
                             next_attempt_at=bp("nxt", type_=c.next_attempt_at.type),
                             sent_at=bp("sent", type_=c.sent_at.type), final_at=bp("final", type_=c.final_at.type),
-                            gateway=sa.func.coalesce(c.gateway, gateway), updated_at=now, leased_by=None,
-                            lease_until=None,
+                            gateway=sa.func.coalesce(bp("gw", type_=c.gateway.type), c.gateway, gateway),
+                            country=sa.func.coalesce(bp("country", type_=c.country.type), c.country),
+                            cost_amount=bp("camt", type_=c.cost_amount.type), cost_currency=bp("ccur"),
+                            updated_at=now, leased_by=None, lease_until=None,
                         ),
                         [{**v, "_id": v["id"]} for v in rows if v["id"] in held],
                     )
             pending: dict[str, int] = {}
+            opted: list[str] = []
             for v in rows:
                 if v["id"] not in held:
                     self.stats["lost_lease"] += 1
@@ -387,6 +408,10 @@ class Worker:
                 self.stats["sent" if v["status"] == "sent" else "retry" if v["status"] == "queued" else "failed"] += 1
                 if v["status"] == "sent" and v["pid"]:
                     pending[v["pid"]] = v["id"]
+                if v["optout"]:  # the provider says the recipient opted out (e.g. Twilio 21610)
+                    opted.append(v["to"])
+            if opted:
+                _mark_opted_out(conn, opted, rows[0]["gw"] or gateway or "gateway")
             if pending and early:
                 apply_pending_reports(conn, pending)
         return len(held)
@@ -551,7 +576,7 @@ def run_worker(
 ) -> int:
     """Run a :class:`Worker` for ``settings`` (``convo worker``; the demo runs it in a thread).
 
-    ``sender`` defaults to :func:`gateways.base.sender_from_settings`;
+    ``sender`` defaults to :func:`sender_from_settings` (the routes file's router);
     ``engine`` to one on ``settings.database_url``. SIGTERM/SIGINT (when
     called from the main thread and ``handle_signals``) finish the sends in
     flight, put the rest of the batch back and return. ``overrides`` go to :class:`Worker` (``lease_seconds``,
