@@ -355,8 +355,9 @@ class Worker:
     def record(self, claimed: Sequence[Claimed], results: Sequence[SendResult], conn: Connection | None = None) -> int:
         """Write results for rows still leased under their token; returns how many were written.
 
-        PostgreSQL: one statement (guarded UPDATE ... RETURNING) and the commit. Elsewhere: ``SELECT ... FOR
-        UPDATE`` of the rows still ours, then guarded UPDATEs.
+        PostgreSQL: one statement (guarded UPDATE ... RETURNING). Elsewhere: ``SELECT ... FOR UPDATE`` of
+        the rows still ours, then guarded UPDATEs. Delivery reports that arrived before their message's
+        provider id was recorded are applied after (in their own transaction on an autocommit ``conn``).
         """
         if not claimed:
             return 0
@@ -364,6 +365,7 @@ class Worker:
         token = claimed[0].token
         gateway = getattr(self.sender, "name", None)
         rows = [self._outcome(x, r, now) for x, r in zip(claimed, results)]
+        autocommit = conn is not None and conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
         with self._tx(conn) as conn:
             if self.is_pg:
                 got = conn.execute(_PG_RECORD, {
@@ -412,8 +414,11 @@ class Worker:
                     opted.append(v["to"])
             if opted:
                 _mark_opted_out(conn, opted, rows[0]["gw"] or gateway or "gateway")
-            if pending and early:
+            if pending and early and not autocommit:
                 apply_pending_reports(conn, pending)
+        if pending and early and autocommit:
+            with self.engine.begin() as tx:
+                apply_pending_reports(tx, pending)
         return len(held)
 
     # -- loop
@@ -480,9 +485,10 @@ class Worker:
         deadline = time.monotonic() + self.lease.total_seconds() - margin
         units = self.units(claimed)
         done: queue.Queue = queue.Queue()
+        broken = threading.Event()  # results cannot be recorded: start no more sends
 
         def send_unit(unit: list[Claimed]) -> None:
-            if self._stop.is_set() or time.monotonic() + self.send_timeout > deadline:
+            if self._stop.is_set() or broken.is_set() or time.monotonic() + self.send_timeout > deadline:
                 done.put((unit, None, None))  # not started: goes back to the queue
                 return
             recorded = threading.Event()
@@ -494,8 +500,13 @@ class Worker:
             recorded.wait()
 
         error: Exception | None = None
-        # one connection records the whole batch (no pool checkout and ping per result)
-        with self.engine.connect() as conn, ThreadPoolExecutor(min(self.concurrency, len(units)), thread_name_prefix="outbox-send") as pool:
+        # One connection records the whole batch (no pool checkout and ping per round). On PostgreSQL in
+        # autocommit: a round of results is one atomic statement, so one round trip.
+        with self.engine.connect() as conn, ThreadPoolExecutor(
+            min(self.concurrency, len(units)), thread_name_prefix="outbox-send"
+        ) as pool:
+            if self.is_pg:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             for unit in units:
                 pool.submit(send_unit, unit)
             left = len(units)
@@ -517,6 +528,7 @@ class Worker:
                             self.release(unsent, conn)
                 except Exception as exc:  # keep draining so no sending thread waits forever; rows stay leased
                     error = exc
+                    broken.set()
                 finally:
                     for _, _, recorded in items:
                         if recorded is not None:
