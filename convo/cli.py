@@ -129,7 +129,9 @@ def demo(host: str, port: int, sim_port: int) -> None:
 
 @main.command()
 @click.option("--once", is_flag=True, help="dispatch what is due now, then exit")
-def worker(once: bool) -> None:
+@click.option("--metrics-port", default=0, show_default=True, envvar="CONVO_WORKER_METRICS_PORT",
+              help="serve this worker's Prometheus metrics (sends, repayments, reminder runs) on this port (0: off)")
+def worker(once: bool, metrics_port: int) -> None:
     """Send queued SMS, make repayments from savings, run reminders on CONVO_REMIND_CRON.
 
     Run as many as you like against PostgreSQL (one with SQLite).
@@ -149,6 +151,10 @@ def worker(once: bool) -> None:
     from convo import logs
 
     logs.install()                               # phone numbers masked at INFO and above, as in the app
+    if metrics_port and not once:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)          # GET :<port>/metrics (convo/metrics.py, "the worker")
     if not once:  # reminders on CONVO_REMIND_CRON, pending Fineract hooks retried (convo/reminders.py)
         import threading
 
@@ -180,8 +186,11 @@ def remind(on, dry_run: bool, no_meetings: bool) -> None:
     settings = _settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rep = run(build_services(settings), on=on.date() if on else None, dry_run=dry_run, meetings=not no_meetings)
+    texts = {o.reminder.key: o for o in rep.texts}
     for r in rep.reminders:
         click.echo(f"{r.rule:10} client {r.client_id:<6} {r.key}")
+        if dry_run and r.key in texts:                  # what the client would read, in their language
+            click.echo(f"           ({texts[r.key].lang}) {texts[r.key].text}")
     for why in rep.skipped:
         click.echo(f"skipped: {why}", err=True)
     if dry_run:
@@ -229,10 +238,22 @@ def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> No
     """Serve the gateway (granian, the WSGI server chosen by benchmark).
 
     Refuses to start when the database schema is behind the code (run `convo db upgrade`, or
-    pass --migrate)."""
-    from granian import Granian
+    pass --migrate).
+
+    Metrics of all workers: PROMETHEUS_MULTIPROC_DIR (default: a fresh temporary directory) is emptied
+    here, before the workers start, since granian has no hook when a worker exits; /metrics sums them."""
+    import os
+    import tempfile
 
     settings = _checked_settings()
+    # before anything imports prometheus_client: it picks its value store when first imported
+    multiproc = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="convo-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc
+    from convo.metrics import prepare_multiproc_dir
+
+    prepare_multiproc_dir(multiproc)
+    from granian import Granian
+
     if migrate:
         from convo.db import upgrade as do_upgrade
 
@@ -316,6 +337,7 @@ def test_cmd(path: Path | None, flows_dir: Path | None) -> None:
 
     flows_dir = flows_dir or Path(_settings().flows_dir)
     path = path or flows_dir / "tests"
+    logging.disable(logging.WARNING)                    # the results only, not the app's own log lines
     sim = start_simulator()
     tmp = tempfile.TemporaryDirectory(prefix="convo-test-")
     try:
@@ -336,7 +358,18 @@ def test_cmd(path: Path | None, flows_dir: Path | None) -> None:
     finally:
         sim.stop()
         tmp.cleanup()
+        logging.disable(logging.NOTSET)
     sys.exit(1 if failed or not tests else 0)
+
+
+def phone_screen(text: str, width: int = 30) -> str:
+    """A USSD screen as a feature phone shows it: ``text`` wrapped to ``width`` inside a frame."""
+    import textwrap
+
+    rows = [part for line in text.split("\n")
+            for part in (textwrap.wrap(line, width, break_long_words=True) or [""])]
+    edge = "+" + "-" * width + "+"
+    return "\n".join([edge, *(f"|{r:<{width}}|" for r in rows), edge])
 
 
 @main.command()
@@ -377,9 +410,7 @@ def simulate(phone: str, url: str | None, code: str) -> None:
                     click.echo(f"!! HTTP {status}: {body}")
                     break
                 kind, _, text = body.partition(" ")
-                click.echo("+" + "-" * 30 + "+")
-                click.echo(text)
-                click.echo("+" + "-" * 30 + "+")
+                click.echo(phone_screen(text))
                 if kind == "END":
                     break
                 answer = click.prompt(">", default="", show_default=False)

@@ -1,8 +1,164 @@
-"""Prometheus metrics (prometheus_client). Labels never carry phone numbers or input."""
-from prometheus_client import Counter, Histogram
+"""Prometheus metrics (prometheus_client): every metric of the service is defined here.
+Labels never carry phone numbers or input.
 
+Several processes: ``convo serve`` runs granian workers, each with its own counters. With
+``PROMETHEUS_MULTIPROC_DIR`` set (``convo serve`` sets and empties it before the workers start: granian
+has no child-exit hook to clean up after a worker) every process writes its values to files there and
+``/metrics`` sums them (:func:`exposition`), so a scrape tells the truth whichever process answers it.
+Gauges say how they combine across processes (``multiprocess_mode``); a dead worker's "live" gauges are
+dropped at the next scrape.
+
+The worker (``convo worker``: sends, repayments from savings, reminder runs) is another process,
+usually another container: it serves its own ``/metrics`` on ``--metrics-port`` (``CONVO_WORKER_METRICS_PORT``).
+The outbox backlog (queued, due, oldest) is read from the database at each scrape of the app.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+# ---- hops (the app)
 HOPS = Counter("convo_hops_total", "Inbound hops answered", ["channel", "gateway", "result"])
 HOP_SECONDS = Histogram("convo_hop_seconds", "Time to answer one hop", ["channel"],
                         buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
 BAD_REQUESTS = Counter("convo_bad_requests_total", "Callbacks refused with 4xx", ["endpoint", "status"])
 USSD_EVENTS = Counter("convo_ussd_session_events_total", "End-of-session notifications", ["status"])
+
+# ---- Mifos X (app and worker; convo/mifos/client.py)
+MIFOS_REQUEST_SECONDS = Histogram(
+    "convo_mifos_request_seconds", "Mifos X call latency by endpoint template", ["method", "endpoint"],
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30))
+MIFOS_ERRORS = Counter("convo_mifos_errors_total", "Failed Mifos X calls by kind", ["endpoint", "kind"])
+#: each process has its own breaker: the worst state of the live processes
+MIFOS_BREAKER_STATE = Gauge("convo_mifos_breaker_state",
+                            "Circuit breaker per Mifos X server: 0 closed, 1 half-open, 2 open", ["server"],
+                            multiprocess_mode="livemax")
+MIFOS_BREAKER_OPENED = Counter("convo_mifos_breaker_opened_total", "Times the breaker opened", ["server"])
+
+# ---- the worker
+OUTBOX_RESULTS = Counter("convo_outbox_results_total",
+                         "Send attempts recorded by the worker, per gateway and status "
+                         "(sent; queued = to be retried; failed = given up)", ["gateway", "status"])
+TRANSFERS = Counter("convo_transfers_total", "Repayments from savings finished, by outcome", ["outcome"])
+REMINDER_RUNS = Counter("convo_reminder_runs_total", "Reminder runs, by result (ok, failed, dry_run)", ["result"])
+REMINDERS = Counter("convo_reminders_total", "Reminders found by runs, by what became of them "
+                    "(written, duplicate, suppressed = opted out)", ["outcome"])
+REMINDER_MIFOS_CALLS = Counter("convo_reminder_mifos_calls_total", "Mifos X calls made by reminder runs")
+REMINDER_LAST_RUN = Gauge("convo_reminder_last_run_timestamp_seconds", "When the last reminder run finished (Unix time)",
+                          multiprocess_mode="max")
+
+# ---- read from the database at each scrape of the app (OutboxCollector)
+OUTBOX_QUEUED = "convo_outbox_queued"
+OUTBOX_DUE = "convo_outbox_due"
+OUTBOX_OLDEST_AGE = "convo_outbox_oldest_age_seconds"
+OUTBOX_SCRAPE_ERROR = "convo_outbox_scrape_error"
+
+#: every metric name the service exposes (ops/grafana-dashboard.json may use only these; tests check it)
+NAMES = frozenset({
+    "convo_hops_total", "convo_hop_seconds", "convo_bad_requests_total", "convo_ussd_session_events_total",
+    "convo_mifos_request_seconds", "convo_mifos_errors_total", "convo_mifos_breaker_state",
+    "convo_mifos_breaker_opened_total", "convo_outbox_results_total", "convo_transfers_total",
+    "convo_reminder_runs_total", "convo_reminders_total", "convo_reminder_mifos_calls_total",
+    "convo_reminder_last_run_timestamp_seconds", "convo_staff_auth_refused_total",
+    OUTBOX_QUEUED, OUTBOX_DUE, OUTBOX_OLDEST_AGE, OUTBOX_SCRAPE_ERROR,
+})
+
+
+class OutboxCollector:
+    """Backlog per gateway, one cheap query at scrape time (``ix_outbox_due``: status, next_attempt_at):
+    messages waiting (queued or being sent), those due now, and the age of the oldest waiting one."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        import sqlalchemy as sa
+
+        from convo.db import OutboxMessage as O, utcnow
+
+        queued = GaugeMetricFamily(OUTBOX_QUEUED, "Outbox messages waiting (queued or sending), per gateway",
+                                   labels=["gateway"])
+        due = GaugeMetricFamily(OUTBOX_DUE, "Outbox messages due now and not yet sent, per gateway",
+                                labels=["gateway"])
+        oldest = GaugeMetricFamily(OUTBOX_OLDEST_AGE, "Age of the oldest waiting outbox message, per gateway",
+                                   labels=["gateway"])
+        error = GaugeMetricFamily(OUTBOX_SCRAPE_ERROR, "1 when the outbox could not be read at this scrape")
+        now = utcnow()
+        try:
+            q = (sa.select(O.gateway, sa.func.count(),
+                           sa.func.sum(sa.case((O.next_attempt_at <= now, 1), else_=0)),
+                           sa.func.min(O.created_at))
+                 .where(O.status.in_(("queued", "sending"))).group_by(O.gateway))
+            with self.engine.connect() as conn:
+                rows = conn.execute(q).all()
+        except Exception as e:  # noqa: BLE001 - /metrics answers even with the database down
+            log.warning("outbox metrics unavailable: %s", str(e).splitlines()[0][:200])
+            error.add_metric([], 1)
+            return [error]
+        for gateway, count, due_now, first in rows:
+            label = gateway or "unrouted"
+            queued.add_metric([label], count)
+            due.add_metric([label], due_now or 0)
+            if first is not None:
+                oldest.add_metric([label], max(0.0, (now - first).total_seconds()))
+        error.add_metric([], 0)
+        return [queued, due, oldest, error]
+
+
+def multiproc_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def prepare_multiproc_dir(path: str) -> str:
+    """Create ``path`` or empty it of a previous run's files: before the workers start (``convo serve``)."""
+    os.makedirs(path, exist_ok=True)
+    for f in glob.glob(os.path.join(path, "*.db")):
+        os.remove(f)
+    return path
+
+
+_LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
+
+def _forget_dead_processes(path: str) -> None:
+    """Drop the live gauges of worker processes that exited (granian tells no one; their counters stay)."""
+    from prometheus_client import multiprocess
+
+    for name in os.listdir(path):
+        m = _LIVE_FILE.match(name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:
+            pass
+
+
+def exposition(engine=None) -> bytes:
+    """The text of ``/metrics``: every process's metrics (summed in multiprocess mode), then the
+    scrape-time figures read from the database ``engine``."""
+    path = multiproc_dir()
+    if path:
+        from prometheus_client import multiprocess
+
+        _forget_dead_processes(path)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=path)
+    else:
+        registry = REGISTRY
+    text = generate_latest(registry)
+    if engine is not None:
+        scrape = CollectorRegistry(auto_describe=False)
+        scrape.register(OutboxCollector(engine))
+        text += generate_latest(scrape)
+    return text

@@ -141,6 +141,10 @@ class TransferRunner:
         with self.db.begin() as conn:
             done = conn.execute(sa.update(table).where(table.c.id == row.id, table.c.leased_by == self.name)
                                 .values(**values)).rowcount
+        if done:
+            from convo import metrics
+
+            metrics.TRANSFERS.labels("retry" if retry else status).inc()
         return bool(done)
 
     def _store_date(self, row, day: dt.date) -> None:

@@ -138,6 +138,7 @@ def test_convo_worker_and_serve_refuse_to_start_with_them(tmp_path, monkeypatch)
     from convo.cli import main
 
     monkeypatch.chdir(tmp_path)                    # no .env of the working tree
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))   # were serve to get that far
     env = {"CONVO_ENV": "production", "CONVO_PIN_PEPPER": PEPPER, "CONVO_CALLBACK_TOKEN": CB,
            "CONVO_SECRET_KEY": SECRET, "CONVO_REDIS_URL": "memory://",
            "CONVO_DATABASE_URL": "postgresql+psycopg://postgres:convo@127.0.0.1:1/convo"}

@@ -42,10 +42,9 @@ from decimal import Decimal
 from typing import Any, Iterable, Literal
 
 import requests
-from prometheus_client import Counter, Gauge, Histogram
 from requests.adapters import HTTPAdapter
 
-from convo import budget, phone
+from convo import budget, metrics, phone
 from convo.mifos.breaker import STATE_VALUES, CircuitBreaker, CircuitOpen
 
 log = logging.getLogger(__name__)
@@ -662,13 +661,11 @@ def fineract_date(day: date) -> str:
 
 # --------------------------------------------------------------------------- metrics
 
-REQUEST_SECONDS = Histogram(
-    "convo_mifos_request_seconds", "Mifos X call latency by endpoint template", ["method", "endpoint"],
-    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30))
-ERRORS = Counter("convo_mifos_errors_total", "Failed Mifos X calls by kind", ["endpoint", "kind"])
-BREAKER_STATE = Gauge("convo_mifos_breaker_state",
-                      "Circuit breaker per Mifos X server: 0 closed, 1 half-open, 2 open", ["server"])
-BREAKER_OPENED = Counter("convo_mifos_breaker_opened_total", "Times the breaker opened", ["server"])
+# defined in convo/metrics.py with every other metric (multiprocess modes there)
+REQUEST_SECONDS = metrics.MIFOS_REQUEST_SECONDS
+ERRORS = metrics.MIFOS_ERRORS
+BREAKER_STATE = metrics.MIFOS_BREAKER_STATE
+BREAKER_OPENED = metrics.MIFOS_BREAKER_OPENED
 
 _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import threading
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from sqlalchemy import exc as sa_exc
 
@@ -39,14 +42,54 @@ def _database_down(e: Exception):
     return _unavailable("database", e)
 
 
+#: seconds one process keeps the answer of its Mifos X probe (load balancers poll /healthz often)
+MIFOS_PROBE_TTL = 15.0
+_probe_lock = threading.Lock()
+_probe: dict = {}
+
+
+def _mifos_state(s) -> dict:
+    """``GET /offices`` through the service's own client (its timeout and circuit breaker), at most once
+    per ``MIFOS_PROBE_TTL`` seconds per process: reachable or why not, the breaker, how long it took."""
+    from convo.mifos.client import MifosError, MifosUnavailable
+
+    client = s.mifos
+    with _probe_lock:
+        cached = _probe.get(id(client))
+        if cached and time.monotonic() - cached[0] < MIFOS_PROBE_TTL:
+            return {**cached[1], "breaker": client.breaker.state}
+        start = time.monotonic()
+        try:
+            client.get("/offices")
+            state = {"reachable": True, "error": None}
+        except MifosUnavailable as e:
+            state = {"reachable": False, "error": f"{e.reason}: {str(e)[:200]}"}
+        except MifosError as e:             # an answer (e.g. 403: the user may not list offices): reachable
+            state = {"reachable": True, "error": f"{e.status}: {str(e)[:200]}"}
+        except Exception as e:  # noqa: BLE001 - health reports, never raises
+            state = {"reachable": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+        state["seconds"] = round(time.monotonic() - start, 3)
+        _probe[id(client)] = (time.monotonic(), state)
+        return {**state, "breaker": client.breaker.state}
+
+
+@bp.get("/livez")
+def livez():
+    """Liveness: the process answers requests (no dependency is asked). Restart the container when this
+    fails; use ``/healthz`` to decide whether to send it traffic."""
+    return jsonify({"ok": True}), 200
+
+
 @bp.get("/healthz")
 def healthz():
-    """200 when every dependency answers, else 503; ``failing`` names the ones that do not.
+    """Readiness: 200 when every dependency answers, else 503; ``failing`` names the ones that do not.
 
     ``redis``: reachable; ``database``: reachable and at the schema the code needs
-    (``schema.revision`` vs ``schema.head``; behind means ``convo db upgrade`` was not run).
-    Mifos X is not a dependency here: when it is down the service still answers (last known
-    figures or "try again later").
+    (``schema.revision`` vs ``schema.head``; behind means ``convo db upgrade`` was not run);
+    ``flows_version`` and ``flows_refused`` (an edited flows folder that failed its checks).
+    ``mifos``: reachable (``GET /offices``, at most every 15 s), its circuit ``breaker`` and the probe's
+    ``seconds``. Mifos X down does not make the service unready (``degraded`` names it, status stays
+    200): callers still get last known figures or "try again later", which no other instance does better.
     """
     s = services()
     failing = []
@@ -68,7 +111,15 @@ def healthz():
     if db_state != "ok":
         failing.append("database")
     lib = s.flows
-    body = {"ok": not failing, "failing": failing, "redis": redis_state, "database": db_state,
+    try:
+        mifos = _mifos_state(s)
+    except Exception as e:  # noqa: BLE001 - e.g. no client configured
+        mifos = {"reachable": False, "error": f"{type(e).__name__}: {e}", "breaker": None, "seconds": None}
+    degraded = [] if mifos["reachable"] and mifos["breaker"] == "closed" else ["mifos"]
+    if lib.refused:
+        degraded.append("flows")
+    body = {"ok": not failing, "failing": failing, "degraded": degraded, "mifos": mifos,
+            "redis": redis_state, "database": db_state,
             "schema": {"revision": revision, "head": head},
             "flows_version": lib.current.version,
             "flows_error": str(lib.last_error) if lib.last_error else None,
@@ -79,4 +130,12 @@ def healthz():
 
 @bp.get("/metrics")
 def metrics():
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    """Every process's metrics (multiprocess mode under ``convo serve``) and the outbox backlog read from
+    the database at this scrape (:mod:`convo.metrics`)."""
+    from convo.metrics import exposition
+
+    try:
+        engine = services().db
+    except Exception:  # noqa: BLE001 - metrics of the process still answer
+        engine = None
+    return Response(exposition(engine), mimetype=CONTENT_TYPE_LATEST)
