@@ -1,0 +1,167 @@
+"""Twilio gateway: the official SDK sending to a local fake of Twilio's REST API, webhooks signed as Twilio
+signs them (convo.fake_twilio), verified by the SDK's RequestValidator."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from convo.fake_twilio import start_fake_twilio, twilio_signature
+from gateways.base import ConfigError, DeliveryUpdate, InboundSms, OptOutUpdate, OutgoingSms, Unauthorized, WebRequest
+from gateways.twilio import TwilioGateway, classify
+
+SID, TOKEN = "AC" + "1" * 32, "twilio-auth-token"
+PUBLIC = "https://convo.example.org"
+
+
+@pytest.fixture
+def fake():
+    with start_fake_twilio(account_sid=SID, auth_token=TOKEN) as f:
+        yield f
+
+
+def gateway(base_url="http://127.0.0.1:9", **kw) -> TwilioGateway:
+    conf = {"account_sid": SID, "auth_token": TOKEN, "from": "+15005550006", "base_url": base_url,
+            "public_url": PUBLIC, "callback_token": "cbtok", **kw}
+    return TwilioGateway("twilio", conf, region="UG")
+
+
+def sms(to="+256772000001", body="Your balance is UGX 5,000", i=1) -> OutgoingSms:
+    return OutgoingSms(id=i, to=to, body=body, idempotency_key=f"k{i}")
+
+
+def test_signature_contract_matches_twilios_published_vector():
+    """The fake signs as Twilio does: vector from twilio-python tests/unit/test_request_validator.py
+    (ValidationTest.setUp / test_compute_signature), token "12345"."""
+    params = {"CallSid": "CA1234567890ABCDE", "Digits": "1234", "From": "+14158675309", "To": "+18005551212",
+              "Caller": "+14158675309"}
+    assert twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", params) \
+        == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+
+
+def test_send_goes_through_the_sdk_to_the_configured_base_url(fake):
+    gw = gateway(fake.url)
+    [r] = gw.send([sms()])
+    assert r.status == "sent" and r.provider_id.startswith("SM") and r.parts == 1 and not r.failover
+    [m] = fake.fake.messages
+    assert (m["to"], m["from"], m["body"]) == ("+256772000001", "+15005550006", "Your balance is UGX 5,000")
+    assert m["status_callback"] == f"{PUBLIC}/gateways/twilio/status?token=cbtok"
+    assert fake.fake.requests[0]["account"] == SID
+
+
+def test_messaging_service_instead_of_a_number(fake):
+    gw = gateway(fake.url, **{"from": None, "messaging_service_sid": "MG" + "2" * 32})
+    assert gw.send([sms()])[0].status == "sent"
+    assert fake.fake.messages[0]["messaging_service_sid"] == "MG" + "2" * 32
+
+
+def test_a_wrong_auth_token_fails_over_rather_than_losing_the_message(fake):
+    gw = TwilioGateway("twilio", {"account_sid": SID, "auth_token": "wrong", "from": "+15005550006",
+                                  "base_url": fake.url})
+    [r] = gw.send([sms()])
+    assert r.status == "retry" and r.failover and r.status_code == 20003 and not fake.fake.messages
+
+
+@pytest.mark.parametrize("code,status,failover,opted_out", [
+    (21211, "failed", False, False), (21614, "failed", False, False), (21635, "failed", False, False),
+    (30005, "failed", False, False),
+    (21610, "failed", False, True),
+    (20429, "retry", True, False), (30003, "retry", True, False), (30008, "retry", True, False),
+    (30500, "retry", True, False),
+])
+def test_error_codes_are_classified(fake, code, status, failover, opted_out):
+    fake.fake.errors["+256772000009"] = code
+    [r] = gateway(fake.url).send([sms(to="+256772000009")])
+    assert (r.status, r.failover, r.opted_out, r.status_code) == (status, failover, opted_out, code)
+
+
+def test_5xx_and_an_unreachable_api_fail_over(fake):
+    fake.fake.http_error = 503
+    [r] = gateway(fake.url).send([sms()])
+    assert r.status == "retry" and r.failover
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    [r] = gateway(f"http://127.0.0.1:{port}").send([sms()])
+    assert r.status == "retry" and r.failover
+
+
+def test_classify_by_http_status():
+    assert classify(None, 500) == "failover" and classify(None, 429) == "failover"
+    assert classify(None, 400) == "failed"
+
+
+def test_lease_deadline_stops_before_a_request(fake):
+    [r] = gateway(fake.url).send([sms()], deadline=0.0)
+    assert r.status == "retry" and not fake.fake.messages
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="'auth_token'"):
+        TwilioGateway("tw", {"account_sid": SID, "from": "+1500"})
+    with pytest.raises(ConfigError, match="'from'"):
+        TwilioGateway("tw", {"account_sid": SID, "auth_token": TOKEN})
+
+
+# --------------------------------------------------------------------------- webhooks, verified
+
+
+def signed(url: str, form: dict, token: str = TOKEN, **kw) -> WebRequest:
+    return WebRequest(url=url, form=form, headers={"X-Twilio-Signature": twilio_signature(token, url, form)},
+                      region="UG", **kw)
+
+
+INBOUND = {"MessageSid": "SM" + "a" * 32, "SmsSid": "SM" + "a" * 32, "AccountSid": SID, "From": "+256772000001",
+           "To": "+15005550006", "Body": "BAL", "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01"}
+URL = f"{PUBLIC}/gateways/twilio/sms?token=cbtok"
+
+
+def test_inbound_sms_good_signature():
+    got = gateway().inbound()["sms"](signed(URL, INBOUND))
+    assert got == InboundSms(id="SM" + "a" * 32, phone="+256772000001", text="BAL", gateway="twilio",
+                             to="+15005550006")
+
+
+@pytest.mark.parametrize("req,why", [
+    (WebRequest(url=URL, form=INBOUND, region="UG"), "missing"),                               # no header
+    (signed(URL, INBOUND, token="another-account-token"), "bad"),                               # forged
+    (WebRequest(url=URL, form={**INBOUND, "Body": "PIN 1234"},                                  # tampered body
+                headers={"X-Twilio-Signature": twilio_signature(TOKEN, URL, INBOUND)}), "bad"),
+    (WebRequest(url=URL, form=INBOUND, headers={"X-Twilio-Signature": twilio_signature(                # signed
+        TOKEN, "https://evil.example/gateways/twilio/sms?token=cbtok", INBOUND)}), "bad"),          # for another URL
+    (signed(URL, {**INBOUND, "AccountSid": "AC" + "9" * 32}), "AccountSid"),                   # another account
+])
+def test_inbound_sms_refused_unless_twilio_signed_it_for_us(req, why):
+    with pytest.raises(Unauthorized, match=why):
+        gateway().inbound()["sms"](req)
+
+
+def test_stop_through_advanced_opt_out_marks_the_number():
+    got = gateway().inbound()["sms"](signed(URL, {**INBOUND, "Body": "STOP", "OptOutType": "STOP"}))
+    assert isinstance(got[0], InboundSms) and got[1] == OptOutUpdate(
+        gateway="twilio", phone="+256772000001", opted_out=True, sender_id="+15005550006",
+        raw={"OptOutType": "STOP", "MessageSid": INBOUND["MessageSid"]})
+
+
+@pytest.mark.parametrize("word,status", [("queued", "sent"), ("sent", "submitted"), ("delivered", "delivered"),
+                                         ("undelivered", "failed"), ("failed", "failed"),
+                                         ("partially_delivered", None)])
+def test_status_callbacks_map_to_outbox_states(word, status):
+    form = {"AccountSid": SID, "MessageSid": "SM" + "b" * 32, "MessageStatus": word, "To": "+256772000001",
+            "From": "+15005550006", "ApiVersion": "2010-04-01"}
+    got = gateway().inbound()["status"](signed(f"{PUBLIC}/gateways/twilio/status?token=cbtok", form))
+    assert isinstance(got, DeliveryUpdate) and got.status == status and got.provider_id == "SM" + "b" * 32
+
+
+def test_status_21610_marks_the_number_opted_out():
+    form = {"AccountSid": SID, "MessageSid": "SM" + "c" * 32, "MessageStatus": "failed", "ErrorCode": "21610",
+            "To": "+256772000001", "From": "+15005550006"}
+    upd, opt = gateway().inbound()["status"](signed(f"{PUBLIC}/gateways/twilio/status?token=cbtok", form))
+    assert upd.status == "failed" and upd.failure_reason == "ErrorCode 21610"
+    assert opt.phone == "+256772000001" and opt.opted_out
+
+
+def test_twilio_is_answered_with_empty_twiml():
+    body, ctype = gateway().ack("sms", None)
+    assert body.endswith("<Response/>") and ctype == "text/xml"
