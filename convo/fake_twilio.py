@@ -81,10 +81,12 @@ class FakeTwilio:
             return [m for m in self.messages if m["status"] == "queued"]
 
     # -- webhooks the fake sends
-    def _post(self, url: str, params: dict[str, str], signature: str | None = "good") -> requests.Response:
+    def _post(self, url: str, params: dict[str, str], signature: str | None = "good",
+              sign_url: str | None = None) -> requests.Response:
+        """POST ``params`` to ``url``; ``sign_url`` is the URL Twilio signs when it differs (a proxy in front)."""
         headers = {}
         if signature == "good":
-            headers["X-Twilio-Signature"] = twilio_signature(self.auth_token, url, params)
+            headers["X-Twilio-Signature"] = twilio_signature(self.auth_token, sign_url or url, params)
         elif signature:
             headers["X-Twilio-Signature"] = signature
         r = requests.post(url, data=params, headers=headers, timeout=10)
@@ -93,7 +95,8 @@ class FakeTwilio:
         return r
 
     def text(self, from_: str, body: str, to: str = "+15005550006", *, sid: str | None = None,
-             signature: str | None = "good", url: str | None = None, **extra) -> requests.Response:
+             signature: str | None = "good", url: str | None = None, sign_url: str | None = None,
+             **extra) -> requests.Response:
         """An SMS from ``from_`` arriving at Twilio: the incoming-message webhook, as Twilio posts it."""
         sid = sid or "SM" + uuid.uuid4().hex
         params = {"ToCountry": "US", "ToState": "CA", "SmsMessageSid": sid, "NumMedia": "0", "ToCity": "",
@@ -101,7 +104,7 @@ class FakeTwilio:
                   "Body": body, "FromCountry": "UG", "To": to, "ToZip": "", "NumSegments": str(_segments(body)),
                   "MessageSid": sid, "AccountSid": self.account_sid, "From": from_, "ApiVersion": "2010-04-01",
                   **extra}
-        return self._post(url or self.sms_url, params, signature)
+        return self._post(url or self.sms_url, params, signature, sign_url)
 
     def report(self, sid: str, status: str, error_code: int | None = None, *,
                signature: str | None = "good") -> requests.Response:

@@ -46,8 +46,6 @@ class KannelGateway(Gateway):
 
     type = "kannel"
     capabilities = frozenset({"sms_in", "sms_out", "delivery"})
-    #: Kannel fetches get-url and dlr-url with GET
-    methods = {"sms": ("GET", "POST"), "dlr": ("GET", "POST")}
 
     def __init__(self, name: str, config: Mapping | None = None, *, region: str = "KE"):
         super().__init__(name, config, region=region)
@@ -109,7 +107,7 @@ class KannelGateway(Gateway):
         text = r.text.strip()[:200]
         if r.status_code in (200, 202):
             queued = text.startswith("3:")
-            return SendResult("sent", provider_id=pid, parts=m.segments, provider_status=text or "Accepted",
+            return SendResult("sent", provider_id=pid, parts=m.segments, provider_status=(text or "Accepted")[:40],
                               status_code=3 if queued else 0)
         if r.status_code == 400:                                   # "Missing receiver number, rejected"...
             return SendResult.failed(f"Kannel {r.status_code}: {text}", status_code=r.status_code)
@@ -123,6 +121,10 @@ class KannelGateway(Gateway):
     # -- inbound
     def inbound(self):
         return {"sms": self._sms, "dlr": self._dlr}
+
+    def methods(self, event: str) -> tuple[str, ...]:
+        """Kannel fetches get-url and dlr-url with GET (POST accepted too)."""
+        return ("GET", "POST")
 
     def ack(self, event: str, parsed) -> tuple[str, str]:
         return "", "text/plain"           # an empty answer: Kannel sends no SMS of its own (omit-empty)

@@ -165,3 +165,84 @@ def test_status_21610_marks_the_number_opted_out():
 def test_twilio_is_answered_with_empty_twiml():
     body, ctype = gateway().ack("sms", None)
     assert body.endswith("<Response/>") and ctype == "text/xml"
+
+
+# --------------------------------------------------------------------------- end to end over HTTP
+
+GRACE = "+254700000101"
+
+
+@pytest.fixture
+def stack(fake, redis_url, pg_url):
+    from tests.e2e import give_pin
+    from tests.gateway_e2e import routes_stack
+
+    routes = f"""
+rates: {{USD: 1}}
+gateways:
+  twilio: {{type: twilio, account_sid: "{SID}", auth_token: "{TOKEN}", from: "+15005550006",
+           base_url: "{fake.url}", public_url: "{{PUBLIC}}", callback_token: "{{TOKEN}}"}}
+routes:
+  - to: "*"
+    via: [{{gateway: twilio, cost: 0.05, currency: USD}}]
+"""
+    with routes_stack(redis_url, pg_url, routes) as (gw, services):
+        from tests.gateway_e2e import TOKEN as CB
+
+        fake.fake.sms_url = f"{gw}/gateways/twilio/sms?token={CB}"
+        give_pin(services, GRACE, "2468")
+        yield gw, services
+
+
+def test_bal_by_twilio_is_answered_through_twilio_and_tracked_to_delivery(fake, stack):
+    from tests.gateway_e2e import deliver, rows
+
+    gw, services = stack
+    r = fake.fake.text(GRACE, "BAL")
+    assert r.status_code == 200 and r.text.endswith("<Response/>") and "xml" in r.headers["Content-Type"]
+    deliver(services)
+    assert "PIN" in fake.fake.messages[-1]["body"] and fake.fake.messages[-1]["to"] == GRACE     # the PIN prompt
+    fake.fake.text(GRACE, "2468")
+    deliver(services)
+    answer = fake.fake.messages[-1]
+    assert "Balance: KES 8,637.50" in answer["body"]
+    assert answer["status_callback"] == f"{gw}/gateways/twilio/status?token=e2e-token_1"
+    row = rows(services)[-1]
+    assert (row.status, row.provider_id, row.gateway) == ("sent", answer["sid"], "twilio")
+    assert fake.fake.report(answer["sid"], "sent").status_code == 200
+    assert rows(services)[-1].status == "submitted"
+    fake.fake.report(answer["sid"], "delivered")
+    fake.fake.report(answer["sid"], "sent")                     # late and out of order: never backwards
+    assert rows(services)[-1].status == "delivered"
+
+
+def test_a_replayed_webhook_is_answered_once_and_forged_ones_not_at_all(fake, stack):
+    from tests.gateway_e2e import rows
+
+    gw, services = stack
+    sid = "SM" + "d" * 32
+    assert fake.fake.text(GRACE, "HELP", sid=sid).status_code == 200
+    assert fake.fake.text(GRACE, "HELP", sid=sid).status_code == 200        # Twilio's retry, or a replay
+    assert len(rows(services)) == 1
+    assert fake.fake.text(GRACE, "HELP", signature=None).status_code == 403
+    assert fake.fake.text(GRACE, "HELP", signature="bm90IGEgc2lnbmF0dXJl").status_code == 403
+    no_token = fake.fake.text(GRACE, "HELP", url=f"{gw}/gateways/twilio/sms")   # signed, but without ?token=
+    assert no_token.status_code == 403
+    assert len(rows(services)) == 1
+
+
+def test_behind_a_proxy_the_signature_is_checked_over_convo_public_url(fake, redis_url, pg_url):
+    """Twilio signs the URL it called (https://convo.example.org/...); the app sees http://127.0.0.1:PORT."""
+    from tests.gateway_e2e import TOKEN as CB, routes_stack
+
+    routes = f"""
+rates: {{USD: 1}}
+gateways:
+  twilio: {{type: twilio, account_sid: "{SID}", auth_token: "{TOKEN}", from: "+15005550006", base_url: "{fake.url}"}}
+routes: [{{to: "*", via: [{{gateway: twilio, cost: 0.05, currency: USD}}]}}]
+"""
+    with routes_stack(redis_url, pg_url, routes, public_url="https://convo.example.org") as (gw, services):
+        path = f"/gateways/twilio/sms?token={CB}"
+        assert fake.fake.text(GRACE, "HELP", url=gw + path, sign_url="https://convo.example.org" + path
+                              ).status_code == 200
+        assert fake.fake.text(GRACE, "HELP", url=gw + path).status_code == 403     # signed for the inside URL
