@@ -17,9 +17,10 @@ One dispatch round (:meth:`Worker.dispatch_once`):
 3. **Record** each unit's results as they come back: a sending thread hands
    its results to the dispatching thread and waits until they are committed
    before it takes another unit. The dispatching thread commits whatever has
-   come back in one transaction (group commit); each result is written only
-   if the row is still ``sending`` under *our* token (``SELECT … FOR UPDATE``
-   then guarded UPDATEs). ``sent`` stores provider id/cost/parts; ``retry``
+   come back at once (group commit); each result is written only if the row
+   is still ``sending`` under *our* token (PostgreSQL: one guarded ``UPDATE …
+   FROM json_to_recordset(…) RETURNING`` in autocommit, one round trip;
+   SQLite: ``SELECT … FOR UPDATE`` then guarded UPDATEs). ``sent`` stores provider id/cost/parts; ``retry``
    re-queues with exponential backoff and jitter, or ends ``failed`` after
    ``max_attempts``; ``failed`` is final with the reason. Units not started
    (stop requested, deadline near) go back to ``queued`` as they were.
