@@ -136,3 +136,78 @@ def test_status_events_move_the_outbox(event, status):
 
 def test_other_events_are_acknowledged():
     assert gateway().inbound()["webhook"](hook("system:ping", {"health": {}})) is None
+
+
+# --------------------------------------------------------------------------- end to end over HTTP
+
+GRACE = "+254700000101"
+
+
+def register_webhooks(phone_url: str, convo_url: str, auth=("sms", "phone-pass")) -> list[dict]:
+    """What README "An Android phone as gateway" tells the MFI to run: one POST /webhooks per event."""
+    import requests
+
+    out = []
+    for event in ("sms:received", "sms:sent", "sms:delivered", "sms:failed"):
+        r = requests.post(f"{phone_url}/webhooks", json={"url": convo_url, "event": event}, auth=auth, timeout=10)
+        assert r.status_code == 201, r.text
+        out.append(r.json())
+    return out
+
+
+@pytest.fixture
+def stack(phone, redis_url, pg_url):
+    from tests.gateway_e2e import TOKEN as CB, routes_stack
+
+    routes = f"""
+rates: {{UGX: 0.00027, USD: 1}}
+gateways:
+  phone-gulu: {{type: smsgate, url: "{phone.url}", username: sms, password: phone-pass, signing_key: {KEY}}}
+routes:
+  - to: "*"
+    via: [{{gateway: phone-gulu, cost: 25, currency: UGX}}]
+"""
+    with routes_stack(redis_url, pg_url, routes) as (gw, services):
+        register_webhooks(phone.url, f"{gw}/gateways/phone-gulu/webhook?token={CB}")
+        yield gw, services
+
+
+def test_help_texted_to_the_phone_is_answered_by_the_phone_and_tracked_to_delivery(phone, stack):
+    from tests.gateway_e2e import deliver, rows
+
+    gw, services = stack
+    [r] = phone.fake.receive(GRACE, "HELP")
+    assert r.status_code == 200
+    deliver(services)
+    [sent] = phone.fake.messages
+    assert sent["phoneNumbers"] == [GRACE] and "BAL" in sent["text"]          # the HELP text lists keywords
+    [row] = rows(services)
+    assert (row.status, row.provider_id, row.gateway) == ("sent", sent["id"], "phone-gulu")
+    phone.fake.report(sent["id"], "sms:sent")
+    assert rows(services)[0].status == "submitted"
+    phone.fake.report(sent["id"], "sms:delivered")
+    assert rows(services)[0].status == "delivered"
+
+
+def test_the_apps_retries_are_answered_once_and_stale_or_forged_hooks_refused(phone, stack):
+    from tests.gateway_e2e import rows
+
+    gw, services = stack
+    assert phone.fake.receive(GRACE, "HELP")[0].status_code == 200
+    assert phone.fake.redeliver().status_code == 200            # same event id, signed again: answered once
+    assert len(rows(services)) == 1
+    phone.fake.clock_skew = -(MAX_SKEW + 60)                    # a captured request replayed 6 minutes later
+    assert phone.fake.receive(GRACE, "HELP")[0].status_code == 403
+    phone.fake.clock_skew = 0
+    assert phone.fake.receive(GRACE, "HELP", signature="0" * 64)[0].status_code == 403
+    assert phone.fake.receive(GRACE, "HELP", signature=None)[0].status_code == 403
+    assert len(rows(services)) == 1
+
+
+def test_the_phone_refuses_webhooks_to_plain_http_elsewhere(phone):
+    """WebHooksService.replace: https://, or http://127.0.0.1 only (the README says to use HTTPS)."""
+    import requests
+
+    r = requests.post(f"{phone.url}/webhooks", json={"url": "http://10.0.0.9/gateways/p/webhook",
+                                                     "event": "sms:received"}, auth=("sms", "phone-pass"))
+    assert r.status_code == 400 and "https://" in r.json()["message"]
