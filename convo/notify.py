@@ -59,6 +59,8 @@ TEMPLATES: dict[str, set[str]] = {
     "notify.reminder.overdue": _CLIENT | {"account_no", "product", "amount", "currency", "due_date", "days",
                                            "overdue"},
     "notify.meeting.tomorrow": _CLIENT | {"group_name", "center_name", "location", "date", "days"},
+    "notify.officer.day": _CLIENT | {"date", "meetings", "due_count", "due_total", "overdue_count",
+                                      "overdue_total", "currency"},      # convo.officer_day
     "notify.receipt.loan_repayment": _CLIENT | {"amount", "currency", "account_no", "balance", "reference", "date"},
     "notify.receipt.loan_disbursal": _CLIENT | {"amount", "currency", "account_no", "balance", "reference", "date"},
     "notify.receipt.savings_deposit": _CLIENT | {"amount", "currency", "account_no", "balance", "reference",
@@ -92,6 +94,9 @@ SAMPLES: dict[str, Any] = {
     "group_name": "Tumaini Self-Help Group", "center_name": "Umoja Center", "location": "Kariobangi Social Hall",
     "client_id": 1234, "office_id": 2, "loan_officer_id": 2, "loan_id": 201, "savings_id": 101,
     "phone": "+254700000101", "channel": "ussd", "locked_until": "2024-09-30 10:00",
+    "meetings": [{"group": "Tumaini Self-Help Group", "time": "10:00", "place": "Kariobangi Social Hall"},
+                 {"group": "Umoja Women Group", "time": "14:30", "place": "Eastlands Market Shed"}],
+    "due_count": 12, "due_total": Decimal("125400.00"), "overdue_count": 4, "overdue_total": Decimal("48200.00"),
 }
 
 

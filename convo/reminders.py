@@ -264,6 +264,10 @@ def start_scheduler(services, cron: str, stop: threading.Event, *, timezone: str
                     retry_pending_hooks(services)
                 except Exception:  # noqa: BLE001
                     log.exception("retrying pending Fineract hooks failed")
+                if services.settings.officer_day:   # the field officer's morning SMS (convo/officer_day.py)
+                    from convo import officer_day
+
+                    officer_day.tick(services)
             stop.wait(1.0)
 
     t = threading.Thread(target=loop, name="notify-scheduler", daemon=True)

@@ -501,9 +501,25 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
             app.config["SIM_PUBLISH_HOOK"]("ACCOUNTTRANSFER", "CREATE", body, answer)
         return Response(text, status=status, mimetype="application/json")
 
+    _meeting_times(app.config["SIM_DATA"])
     from convo.mifos import sim_notify
 
     return sim_notify.install(app)  # loan list, staff, groups list, single transactions (notifications)
+
+
+#: collection meeting times (``m_calendar.meeting_time``) by center / group id; Fineract's
+#: ``LocalTimeAdapter`` writes a ``LocalTime`` as ``[hour, minute, second]``
+MEETING_TIMES = {("centers", 1): [10, 0, 0], ("centers", 2): [9, 30, 0], ("groups", 11): [14, 0, 0],
+                 ("groups", 13): [11, 0, 0], ("groups", 15): [16, 0, 0]}
+
+
+def _meeting_times(data: dict) -> None:
+    """Give the seeded calendars their ``meetingTime`` (``CalendarData.meetingTime``) where they have none."""
+    for kind in ("centers", "groups"):
+        for eid, body in (data.get(kind) or {}).items():
+            cal = body.get("_calendar")
+            if cal is not None and (kind, eid) in MEETING_TIMES:
+                cal.setdefault("meetingTime", MEETING_TIMES[(kind, eid)])
 
 
 # ------------------------------------------------------------------ account transfers (savings → loan)

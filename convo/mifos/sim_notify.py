@@ -9,7 +9,7 @@ Endpoints (Fineract's shapes):
 
 * ``GET /loans?offset=&limit=`` → ``{"totalFilteredRecords": n, "pageItems": [LoanAccountData...]}``
   (no schedule, no transactions: like Fineract's list)
-* ``GET /groups?paged=true&offset=&limit=`` → ``{totalFilteredRecords, pageItems}`` (a bare list without ``paged``)
+* ``GET /groups?paged=true&offset=&limit=&staffId=`` → ``{totalFilteredRecords, pageItems}`` (a bare list without ``paged``)
 * ``GET /staff/{id}`` → StaffData (``mobileNo``, ``isLoanOfficer``, ``isActive``, office)
 * ``GET /loans/{loanId}/transactions/{id}`` → LoanTransactionData
 * ``GET /savingsaccounts/{id}/transactions/{id}`` → SavingsAccountTransactionData
@@ -124,8 +124,10 @@ def groups():
     data = _data()
     offset = max(0, request.args.get("offset", 0, type=int))
     limit = request.args.get("limit", 200, type=int)
+    staff_id = request.args.get("staffId", type=int)        # GroupsApiResource.retrieveAll: staffId filter
     rows = [{k: v for k, v in g.items() if not k.startswith("_")}
-            for g in sorted(data.get("groups", {}).values(), key=lambda g: g["id"])]
+            for g in sorted(data.get("groups", {}).values(), key=lambda g: g["id"])
+            if staff_id is None or g.get("staffId") == staff_id]
     page = rows[offset:] if limit <= 0 else rows[offset:offset + limit]
     if request.args.get("paged", "false").lower() == "true":
         return _reply({"totalFilteredRecords": len(rows), "pageItems": page})
