@@ -147,9 +147,14 @@ class FakeKannel:
             self.fetched.append({"url": url, "status": r.status_code, "body": r.text})
         return r
 
-    def mo(self, sender: str, text: str, receiver: str = "22384", *, coding: int = 0,
+    def mo(self, sender: str, text: str, receiver: str = "22384", *, coding: int = 0, mo_recode: bool = True,
            mo_uuid: str | None = None) -> requests.Response:
-        """A phone texts ``receiver`` over the operator's bind: Kannel fetches the get-url."""
+        """A phone texts ``receiver`` over the operator's bind: Kannel fetches the get-url.
+
+        ``coding=2`` is a UCS-2 message; with ``mo_recode`` (smsbox ``mo-recode = true``) Kannel recodes it
+        to UTF-8 (coding 0, charset UTF-8) before filling the URL, else ``%b`` carries UTF-16BE bytes."""
+        if coding == 2 and mo_recode:
+            coding = 0
         data = text.encode("utf-16-be") if coding == 2 else text.encode("utf-8")
         msg = {"sender": sender, "receiver": receiver, "text": text, "bytes": data, "coding": coding,
                "charset": "UTF-16BE" if coding == 2 else "UTF-8", "uuid": mo_uuid or str(uuid.uuid4()),

@@ -27,7 +27,7 @@ import hashlib
 import re
 import time
 from typing import Mapping, Sequence
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from gateways.base import BadCallback, ConfigError, DeliveryUpdate, Gateway, InboundSms, OutgoingSms, SendResult, WebRequest
 
@@ -133,7 +133,8 @@ class KannelGateway(Gateway):
     def _params(req: WebRequest) -> dict[str, bytes]:
         """Query (or form) parameters as raw bytes: ``%b`` may be UTF-16BE, so nothing is decoded as UTF-8 yet."""
         out: dict[str, bytes] = {}
-        query = urlsplit(req.url).query
+        # the URL may come back as an IRI (percent-encoded UTF-8 shown as characters): encode those again
+        query = quote(urlsplit(req.url).query, safe="!#$%&'()*+,/:;=?@[]~")
         for k, vs in parse_qs(query, keep_blank_values=True, encoding="latin-1").items():
             out[k] = vs[0].encode("latin-1")
         for source in (req.form, req.args):
