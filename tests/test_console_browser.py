@@ -102,6 +102,21 @@ def test_a_loan_officer_signs_in_finds_a_client_resets_the_pin_and_sends_an_sms(
             assert row is not None, page.locator("#messages tbody tr").first.inner_text()
             assert row.locator(".gateway").inner_text() != "" and row.locator(".cost").inner_text() != ""
             assert "mifos" in row.inner_text()
+            # the README's bookmarklet: from a client's page in the Mifos X web app to the console
+            from pathlib import Path
+
+            readme = (Path(__file__).parent.parent / "README.md").read_text()
+            js = next(l for l in readme.splitlines() if l.startswith("javascript:"))
+            js = js[len("javascript:"):].replace("https://<host>", gw)
+            for mifos_url in (f"{gw}/console/login#/clients/1/general", f"{gw}/console/login#/viewclient/1"):
+                page.goto(mifos_url)
+                with page.context.expect_page() as opened:
+                    page.evaluate(js)
+                popup = opened.value
+                popup.wait_for_load_state()
+                assert popup.url == f"{gw}/console/clients/1" and popup.inner_text("#client-name") == \
+                    "Grace Wanjiru Kamau"
+                popup.close()
         finally:
             browser.close()
     assert [m["message"] for m in fake.fake.accepted()] == ["Habari Grace, your new PIN can be chosen on *384*12#."]

@@ -97,6 +97,9 @@ def test_each_officer_gets_one_morning_sms_in_their_offices_time_and_language(wo
     assert body == (f"Good morning Peter. 1 Dec 2026: Umoja Women Group 10:00 at Kariobangi Social Hall. "
                     f"Due today: 1, KES {due_total:,.2f}. Overdue: {late_n}, KES {late_total:,.2f}."), body
 
+    from pathlib import Path
+
+    assert f"\n{body}\n" in (Path(__file__).parent.parent / "README.md").read_text()   # the README's example
     again = officer_day.run(services, now=at(NAIROBI, 9, 0))               # never twice a day
     assert again.written == 0 and again.already == 1 and len(outbox(services, PETER)) == 1
 
