@@ -62,6 +62,13 @@ def test_authorization_failure_fails_over_and_a_bad_request_does_not(kannel):
     assert r.status == "failed" and "Empty receiver number not allowed" in r.error
 
 
+def test_a_kannel_that_does_not_answer_fails_over():
+    from tests.gateway_e2e import free_port
+
+    [r] = gateway(f"http://127.0.0.1:{free_port()}/cgi-bin/sendsms").send([sms()])
+    assert r.status == "retry" and r.failover
+
+
 def test_a_token_kannel_would_misread_is_a_config_error():
     with pytest.raises(ConfigError, match="URL-safe"):
         gateway(callback_token="a%C3b")

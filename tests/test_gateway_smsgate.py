@@ -68,6 +68,11 @@ def test_wrong_password_and_5xx_and_a_phone_that_is_off_fail_over(phone):
     assert r.status == "retry" and r.failover
 
 
+def test_sim_number_picks_the_sim(phone):
+    gateway(phone.url, sim_number=2).send([sms()])
+    assert phone.fake.messages[0]["simNumber"] == 2
+
+
 def test_an_empty_text_is_refused_for_good(phone):
     [r] = gateway(phone.url).send([sms(body="")])
     assert r.status == "failed" and "Text message is empty" in r.error

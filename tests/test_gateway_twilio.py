@@ -67,7 +67,7 @@ def test_a_wrong_auth_token_fails_over_rather_than_losing_the_message(fake):
     (30005, "failed", False, False),
     (21610, "failed", False, True),
     (20429, "retry", True, False), (30003, "retry", True, False), (30008, "retry", True, False),
-    (30500, "retry", True, False),
+    (30500, "retry", True, False), (21408, "retry", True, False), (21612, "retry", True, False),
 ])
 def test_error_codes_are_classified(fake, code, status, failover, opted_out):
     fake.fake.errors["+256772000009"] = code
@@ -152,6 +152,11 @@ def test_status_callbacks_map_to_outbox_states(word, status):
             "From": "+15005550006", "ApiVersion": "2010-04-01"}
     got = gateway().inbound()["status"](signed(f"{PUBLIC}/gateways/twilio/status?token=cbtok", form))
     assert isinstance(got, DeliveryUpdate) and got.status == status and got.provider_id == "SM" + "b" * 32
+
+
+def test_start_through_advanced_opt_out_unmarks_the_number():
+    got = gateway().inbound()["sms"](signed(URL, {**INBOUND, "Body": "START", "OptOutType": "START"}))
+    assert got[1].opted_out is False and got[1].phone == "+256772000001"
 
 
 def test_status_21610_marks_the_number_opted_out():
