@@ -251,3 +251,55 @@ routes: [{{to: "*", via: [{{gateway: twilio, cost: 0.05, currency: USD}}]}}]
         assert fake.fake.text(GRACE, "HELP", url=gw + path, sign_url="https://convo.example.org" + path
                               ).status_code == 200
         assert fake.fake.text(GRACE, "HELP", url=gw + path).status_code == 403     # signed for the inside URL
+
+
+@pytest.fixture
+def twilio_then_phone(fake, redis_url, pg_url):
+    from convo.fake_smsgate import start_fake_smsgate
+    from tests.gateway_e2e import routes_stack
+
+    with start_fake_smsgate(signing_key="k") as phone:
+        routes = f"""
+rates: {{USD: 1, KES: 0.0077}}
+gateways:
+  twilio: {{type: twilio, account_sid: "{SID}", auth_token: "{TOKEN}", from: "+15005550006", base_url: "{fake.url}"}}
+  phone-nbo: {{type: smsgate, url: "{phone.url}", username: sms, password: phone-pass, signing_key: k}}
+routes:
+  - to: [KE]
+    via: [{{gateway: twilio, cost: 0.01, currency: USD}}, {{gateway: phone-nbo, cost: 2, currency: KES}}]
+  - to: "*"
+    via: [{{gateway: twilio, cost: 0.05, currency: USD}}]
+"""
+        with routes_stack(redis_url, pg_url, routes) as (gw, services):
+            yield services, phone
+
+
+def _notice(services, key: str) -> None:
+    from convo.outbox import enqueue
+
+    enqueue(services.db, idempotency_key=key, to=GRACE, body="Your repayment of KES 500 was received.",
+            kind="receipt", region="KE")
+
+
+def test_twilio_5xx_fails_over_to_the_phone(fake, twilio_then_phone):
+    from tests.gateway_e2e import deliver, rows
+
+    services, phone = twilio_then_phone
+    fake.fake.http_error = 503
+    _notice(services, "receipt:1")
+    deliver(services)
+    [row] = rows(services)
+    assert row.status == "sent" and row.gateway == "phone-nbo" and phone.fake.messages[0]["phoneNumbers"] == [GRACE]
+
+
+def test_twilio_21610_marks_the_number_and_is_never_sent_elsewhere(fake, twilio_then_phone):
+    from convo.outbox import is_opted_out
+    from tests.gateway_e2e import deliver, rows
+
+    services, phone = twilio_then_phone
+    fake.fake.errors[GRACE] = 21610
+    _notice(services, "receipt:2")
+    deliver(services)
+    [row] = rows(services)
+    assert row.status == "failed" and not phone.fake.messages
+    assert is_opted_out(services.db, GRACE)
