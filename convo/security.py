@@ -178,7 +178,10 @@ def redact_ussd_text(text: str, secret_positions) -> str:
     return "*".join("****" if i in secret or len(p) >= 4 else p for i, p in enumerate(text.split("*")))
 
 
-_TOKEN_RE = re.compile(r"(?i)((?:^|[?&\s])(?:token|api_?key|pepper)=)[^&\s\"']+")
+#: also ``text``/``answer``/``from``: Kannel's get-url and dlr-url carry the client's message (a PIN), the
+#: SMSC's receipt (the first characters of ours) and the client's number (``%2B...``, which the phone
+#: masking cannot see) in the query string
+_TOKEN_RE = re.compile(r"(?i)((?:^|[?&\s])(?:token|api_?key|pepper|text|answer|from)=)[^&\s\"']+")
 
 
 _HOOK_PATH_RE = re.compile(r"(/hooks/fineract/)[^/?#\s\"']+")
