@@ -18,6 +18,7 @@ Send errors (``TwilioRestException.code``, https://www.twilio.com/docs/api/error
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Mapping, Sequence
 from urllib.parse import urlencode
@@ -47,6 +48,10 @@ DELIVERY_STATUS = {
     "partially_delivered": None,            # recorded, changes nothing
 }
 MAX_SMS_TEXT = 1600
+#: the SDK logs eight INFO lines per request (URL and headers): WARNING unless an operator sets this logger
+_SDK_LOG = logging.getLogger("gateways.twilio.sdk")
+if _SDK_LOG.level == logging.NOTSET:
+    _SDK_LOG.setLevel(logging.WARNING)
 
 
 def classify(code: int | None, http_status: int | None) -> str:
@@ -129,7 +134,7 @@ class TwilioGateway(Gateway):
                     return super().request(method, url, *args, **kw)
 
             self._client = Client(self.account_sid, self.auth_token,
-                                  http_client=_BaseUrlHttpClient(timeout=self.timeout))
+                                  http_client=_BaseUrlHttpClient(timeout=self.timeout, logger=_SDK_LOG))
         return self._client
 
     # -- outbound
