@@ -143,7 +143,9 @@ def enqueue(
     * An opted-out recipient gets status ``suppressed`` (never sent) unless
       ``requested_by_client`` (a reply to the client's own BAL, STOP...).
     * ``link_id`` makes it a premium reply (Africa's Talking); ``gateway``
-      pins a gateway by name (None = the worker's default); ``not_before``
+      pins a gateway by name, stored as ``via`` (a reply leaves through the
+      gateway the client wrote to; None = routed by country, cheapest first,
+      :mod:`convo.routing`); ``not_before``
       delays the first attempt (quiet hours).
     """
     from convo.render import sms_info, to_gsm
@@ -171,7 +173,7 @@ def enqueue(
             encoding=info.encoding,
             chars=info.chars,
             segments=info.segments,
-            gateway=gateway,
+            via=gateway,
             sender_id=sender_id,
             link_id=link_id,
             requested_by_client=bool(requested_by_client),

@@ -260,7 +260,6 @@ def routes_from_settings(settings, *, env: Mapping[str, str] | None = None,
         at = AfricasTalkingGateway.from_settings(settings)
     else:  # receives AT's callbacks, sends nothing: prints (the demo)
         at = AfricasTalkingGateway("africastalking", {}, region=region, sender=LogSender())
-        at.sender_id, at.timeout = None, 0.0
     via = Via("africastalking", Decimal(0), "", Decimal(0))
     return Routes({"africastalking": at}, [Route(None, (via,))], {}, {},
                   {"africastalking": Health(5, 0.0, clock=clock)}, "CONVO_AT_*")
@@ -349,7 +348,10 @@ class Router:
         self.max_wait = float(max_wait)
         self.sleep = sleep
         outs = [g for g in routes.gateways.values() if "sms_out" in g.capabilities]
-        self.timeout = max((_seconds(getattr(g, "timeout", 0)) for g in outs), default=0.0)
+        slowest = max(outs, key=lambda g: _seconds(getattr(g, "timeout", 0)), default=None)
+        self.timeout = _seconds(getattr(slowest, "timeout", 0))
+        #: the gateway whose timeout the worker's lease must cover (named in its refusal to start)
+        self.timeout_gateway = slowest.name if slowest is not None else self.name
         caps = [getattr(getattr(g, "sender", g), "max_recipients", 1) for g in outs]
         self.max_recipients = max([c for c in caps if isinstance(c, int)] or [1])
 

@@ -510,8 +510,8 @@ class AfricasTalkingGateway(Gateway):
                 sender_id=self.option("sender_id"), base_url=self.option("base_url"),
                 timeout=float(self.option("timeout", 10.0)), concurrency=int(self.option("concurrency", 8)))
         self.sender = sender
-        self.sender_id = sender.sender_id
-        self.timeout = sender.timeout
+        self.sender_id = getattr(sender, "sender_id", None)
+        self.timeout = getattr(sender, "timeout", 0.0)
 
     @classmethod
     def from_settings(cls, settings, name: str = GATEWAY) -> "AfricasTalkingGateway":

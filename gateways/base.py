@@ -43,6 +43,7 @@ A subclass declares:
   :class:`UssdEvent`) or ``None`` (acknowledged, nothing to do). It verifies
   first (signature, timestamp) and raises :class:`Unauthorized` (answered 403)
   or :class:`BadCallback` (400). Routes become ``POST /gateways/<name>/<event>``;
+* ``methods(event)`` - HTTP methods of that route (default ``("POST",)``; GET callbacks read ``args``);
 * ``ack(event, parsed) -> (body, content_type)`` - the HTTP 200 answer (default
   ``("OK", "text/plain")``; Twilio answers empty TwiML, Kannel an empty body so
   it sends no reply SMS). USSD answers come from ``render_ussd(text, end)``.
@@ -357,6 +358,10 @@ class Gateway:
     def inbound(self) -> Mapping[str, Handler]:
         """``{event: handler}``; each becomes ``POST /gateways/<name>/<event>``."""
         return {}
+
+    def methods(self, event: str) -> tuple[str, ...]:
+        """HTTP methods the provider uses for ``event`` (Kannel's get-url and dlr-url call with GET)."""
+        return ("POST",)
 
     def ack(self, event: str, parsed: Any) -> tuple[str, str]:
         """The body and content type of the 200 answer to ``event``."""

@@ -264,14 +264,17 @@ def create_app(settings: Settings | None = None, svc: Services | None = None) ->
     app.before_request(_limit_input)
     app.after_request(_console_headers)
 
-    from convo.web.gateways import bp as gateways_bp
+    from convo.routing import routes_from_settings
+    from convo.web.gateways import blueprint as gateways_blueprint
     from convo.web.ops import bp as ops_bp
 
     from convo.web import staff
 
     app.before_request(_protect_callbacks)
     staff.install(app)
-    app.register_blueprint(gateways_bp)
+    # the routes file is validated here, at start: a wrong one stops the app with the place and reason
+    app.extensions["convo_gateways"] = routes_from_settings(settings).gateways
+    app.register_blueprint(gateways_blueprint(app.extensions["convo_gateways"]))
     app.register_blueprint(ops_bp)
     from convo.web import notify_api
 
