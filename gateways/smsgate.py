@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from typing import Mapping, Sequence
 
@@ -151,7 +152,11 @@ class SmsGateGateway(Gateway):
             if not isinstance(text, str) or len(text) > MAX_SMS_TEXT:
                 raise BadCallback(f"payload.message must be text of at most {MAX_SMS_TEXT} characters")
             to = p.get("recipient")
-            return InboundSms(id=mid, phone=phone, text=text, gateway=self.name,
+            # messageId is a 32-bit hashCode of (sender, date, SIM, text) (modules/receiver/ReceiverService.kt,
+            # receiver/data/InboxMessage.kt): two clients' messages can share one. Our id adds a strong hash of
+            # what identifies the message, so retries (same payload) match and strangers never do.
+            digest = hashlib.sha256(json.dumps([raw, p.get("receivedAt"), p.get("simNumber"), text]).encode())
+            return InboundSms(id=f"{mid}-{digest.hexdigest()[:20]}", phone=phone, text=text, gateway=self.name,
                               to=str(to)[:32] if to else None, date=str(p.get("receivedAt") or "")[:40] or None)
         if event in EVENT_STATUS:
             if not isinstance(mid, str) or not mid or len(mid) > 100:
