@@ -5,6 +5,7 @@ office's user cannot do. Real Redis, real PostgreSQL, the simulator over HTTP; t
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 
 import pytest
@@ -220,14 +221,15 @@ def test_the_client_page_shows_pin_language_stop_dialogs_and_messages_in_the_off
     subscribers.set_language(s.db, GRACE, "sw")
     with s.db.begin() as conn:
         conn.execute(sa.insert(OptOut.__table__).values(phone=GRACE, opted_out=True, source="sms"))
-    subscribers.audit(s.db, "data.balance", channel="ussd", phone=GRACE, client_id=GRACE_ID, outcome="ok",
-                      detail={"flow": "balance", "account": 101})
+    subscribers.audit_many(s.db, [dict(action="data.balance", channel="ussd", phone=GRACE, client_id=GRACE_ID,
+                                       outcome="ok", detail={"flow": "balance", "account": 101},
+                                       at=dt.datetime(2026, 1, 5, 6, 15, tzinfo=dt.timezone.utc))])
     c = app.test_client()
     sign_in(c)
     page = text(c.get(f"/console/clients/{GRACE_ID}"))
     assert 'data-state="set"' in page and "Set on " in page and "times in Africa/Nairobi" in page
     assert '<span id="language">sw</span>' in page and "opted out (STOP)" in page
-    assert "<td>ussd</td><td>balance</td><td>data.balance</td><td>ok</td>" in page
+    assert "<td>2026-01-05 09:15</td><td>ussd</td><td>balance</td><td>data.balance</td><td>ok</td>" in page  # EAT
     assert "4821" not in page and "101" not in page.split('id="dialogs"')[1]
 
 
@@ -330,3 +332,31 @@ def test_a_reset_on_a_shared_phone_keeps_the_other_clients_pin(app):
     c.post("/console/clients/37/pin", data={"csrf": csrf_of(c), "action": "reset", "confirm": "yes"})
     assert subscribers.status(s.db, SHARED, 37).state == "none"
     assert subscribers.status(s.db, SHARED, 38).state == "set"
+
+
+def test_the_client_page_shows_a_sim_swap_hold(sim, redis_url, pg_url):
+    """With CONVO_SIMSWAP_HOLD_DAYS, a number whose SIM was swapped two days ago shows the hold (Africa's
+    Talking's Insights API, here the fake), one swapped a month ago does not."""
+    import datetime as dt
+
+    from convo.cli import sim_settings
+    from convo.db import upgrade
+    from convo.fake_at import start_fake_at
+    from convo.web import create_app
+
+    fake = start_fake_at()
+    today = dt.date.today()
+    fake.fake.configure(sim_swaps={GRACE: (today - dt.timedelta(days=2)).isoformat(),
+                                   "+254700000105": (today - dt.timedelta(days=30)).isoformat()})
+    upgrade(pg_url)
+    app = create_app(sim_settings(sim.url, redis_url=redis_url, database_url=pg_url, flows_reload_seconds=0,
+                                  secret_key=SECRET, simswap_hold_days=7, at_username="sandbox",
+                                  at_api_key="test", at_base_url=fake.url))
+    try:
+        c = app.test_client()
+        sign_in(c)
+        assert "SIM-swap hold" in text(c.get(f"/console/clients/{GRACE_ID}"))
+        assert "SIM-swap hold" not in text(c.get("/console/clients/5"))         # Faith, swapped 30 days ago
+    finally:
+        app.extensions["convo"].db.dispose()
+        fake.stop()
