@@ -1,8 +1,13 @@
 """Payment and meeting reminders (``convo remind``, and on a schedule inside ``convo worker``).
 
-Selection (see :func:`find_payment_reminders`): every active loan from
-``GET /loans`` (paged) and its schedule; for each unpaid installment, with
-``today`` the date *in the loan's office time zone* (or ``--date``):
+Selection (see :func:`find_payment_reminders`): Fineract's own report of the
+unpaid installments of active loans due on a given day ("Expected Payments By
+Date - Basic", :func:`convo.mifos.notify_reads.installments_due`), asked once per
+reminder day, then the loans found, by account number or from the pages of the
+active loan list, whichever takes fewer calls: a run over 100,000 active loans
+makes a few dozen Mifos X calls (bench/remind_bench.py, bench/README.md). For
+each unpaid installment, with ``today`` the date *in the loan's office time
+zone* (or ``--date``):
 
 * ``due - today`` in ``reminders.due_in_days`` (e.g. ``[3, 0]``): a
   ``notify.reminder.due_soon`` (or ``due_today`` for 0) text;
@@ -62,60 +67,94 @@ def _today(cfg, office_id, on: dt.date | None, now: dt.datetime, default_tz: str
 
 
 def find_payment_reminders(services, *, on: dt.date | None = None, now: dt.datetime | None = None,
-                           cfg=None, overdue_events: list | None = None, threads: int = 4) -> list[Reminder]:
+                           cfg=None, overdue_events: list | None = None, threads: int = 4,
+                           stats: dict | None = None) -> list[Reminder]:
     """Reminders due for the active loans (see the module doc). ``overdue_events`` collects
-    ``(key, facts)`` of the ``loan_overdue`` alert event when given."""
-    from convo.mifos.notify_reads import iter_active_loans, loan_currency, loan_installments, loan_with_schedule
+    ``(key, facts)`` of the ``loan_overdue`` alert event when given; ``stats`` gets ``mifos_calls``.
+
+    Fineract selects: one ``Expected Payments By Date - Basic`` report per reminder day (unpaid
+    installments of active loans due that day, every office under the head office), and with a
+    ``loan_overdue`` alert rule one more (every unpaid installment due before today). The loans found
+    are then read from the loan list (id, client, office, currency): one ``GET /loans?accountNo=`` each
+    while they are few, else the pages of ``GET /loans?status=300`` (2,000 a page). Mifos X calls:
+    ``1 + reminder days + 1 + min(loans found, active loans / 2,000 + 1)``."""
+    from convo.mifos.notify_reads import installments_due, loan_currency, loans_by_account_no, offices
 
     cfg = cfg or notify.config_for(services)
     now = now or utcnow()
     default_tz = getattr(services.settings, "timezone", "Africa/Nairobi")
     mifos = services.mifos
-    loans = list(iter_active_loans(mifos))
-
-    def one(summary: dict) -> tuple[list[Reminder], tuple | None]:
-        office_id = summary.get("clientOfficeId")
+    calls = 1
+    all_offices = offices(mifos)
+    heads = [o for o in all_offices if o.get("parentId") is None] or all_offices[:1]
+    # rule of each day offset: +3 -> due3, 0 -> due0, -1 -> overdue1
+    rules = {d: (f"due{d}", "notify.reminder.due_today" if d == 0 else "notify.reminder.due_soon")
+             for d in cfg.due_in_days}
+    rules.update({-d: (f"overdue{d}", "notify.reminder.overdue") for d in cfg.overdue_days if d > 0})
+    # each office's own today (its time zone): which office wants which due date, and for what rule
+    wanted: dict[dt.date, dict[str, int]] = {}
+    office_ids: dict[str, int] = {}
+    for o in all_offices:
+        office_ids[o.get("name") or ""] = o["id"]
+        today = _today(cfg, o["id"], on, now, default_tz)
+        for offset in rules:
+            wanted.setdefault(today + dt.timedelta(days=offset), {})[o.get("name") or ""] = offset
+    rows = []
+    for day in sorted(wanted):
+        for head in heads:
+            calls += 1
+            rows.extend((r, wanted[day][r.office]) for r in installments_due(mifos, head["id"], day, day)
+                        if r.office in wanted[day])
+    # the loan_overdue alert (when notify.yaml has a rule for it): every loan in arrears, one more report
+    # per head office over every unpaid installment due before today
+    arrears: dict[str, tuple] = {}
+    if overdue_events is not None and any(rule.event == "loan_overdue" for rule in cfg.rules):
+        todays = {o.get("name") or "": _today(cfg, o["id"], on, now, default_tz) for o in all_offices}
+        latest = max(todays.values()) - dt.timedelta(days=1)
+        for head in heads:
+            calls += 1
+            for r in installments_due(mifos, head["id"], dt.date(1970, 1, 1), latest):
+                if r.office in todays and r.due_date < todays[r.office] and r.outstanding > 0:
+                    seen = arrears.get(r.loan_account_no)
+                    if seen is None or r.due_date < seen[0].due_date:
+                        arrears[r.loan_account_no] = (r, todays[r.office])
+    loans, looked_up = loans_by_account_no(mifos, {r.loan_account_no for r, _ in rows} | set(arrears),
+                                           threads=threads)
+    calls += looked_up
+    if stats is not None:
+        stats["mifos_calls"] = stats.get("mifos_calls", 0) + calls
+    found: list[Reminder] = []
+    for r, offset in rows:
+        loan = loans.get(r.loan_account_no)
+        if loan is None:
+            log.warning("reminders: loan account %s of the report not found by GET /loans?accountNo=",
+                        r.loan_account_no)
+            continue
+        office_id = loan.get("clientOfficeId") or office_ids.get(r.office)
         today = _today(cfg, office_id, on, now, default_tz)
-        loan = loan_with_schedule(mifos, summary["id"])
-        unpaid = loan_installments(loan)
         currency = loan_currency(loan)
         cur = {"code": currency.code, "decimal_places": currency.decimal_places}
-        overdue = sum((i.outstanding for i in unpaid if i.due_date < today), Decimal(0))
-        out = []
-        base = {"account_no": str(loan.get("accountNo", loan["id"])), "product": loan.get("loanProductName") or "",
-                "currency": cur, "overdue": overdue}
-        for inst in unpaid:
-            days = (inst.due_date - today).days
-            if days >= 0 and days in cfg.due_in_days:
-                rule, template = f"due{days}", ("notify.reminder.due_today" if days == 0 else
-                                                "notify.reminder.due_soon")
-            elif days < 0 and -days in cfg.overdue_days:
-                rule, template = f"overdue{-days}", "notify.reminder.overdue"
-            else:
-                continue
-            out.append(Reminder(
-                key=f"remind:{loan['id']}:{inst.number}:{inst.due_date.isoformat()}:{rule}",
-                kind="reminder", template=template, client_id=int(loan.get("clientId") or summary["clientId"]),
-                office_id=office_id, rule=rule,
-                variables={**base, "amount": inst.outstanding, "due_date": inst.due_date, "days": abs(days)}))
-        event = None
-        late = [i for i in unpaid if i.due_date < today]
-        if late:
-            oldest = min(i.due_date for i in late)
-            event = (f"loan:{loan['id']}:{oldest.isoformat()}", {
-                "client_id": loan.get("clientId"), "client_name": loan.get("clientName"), "office_id": office_id,
-                "loan_officer_id": loan.get("loanOfficerId") or summary.get("loanOfficerId"),
-                "loan_id": loan["id"], "account_no": base["account_no"], "product": base["product"],
-                "amount_overdue": overdue, "currency": cur, "days_overdue": (today - oldest).days,
-                "oldest_due_date": oldest})
-        return out, event
-
-    found: list[Reminder] = []
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for reminders, event in pool.map(one, loans):
-            found.extend(reminders)
-            if event and overdue_events is not None:
-                overdue_events.append(event)
+        rule, template = rules[offset]
+        account_no = str(loan.get("accountNo") or r.loan_account_no)
+        product = loan.get("loanProductName") or r.product
+        found.append(Reminder(
+            key=f"remind:{loan['id']}:{r.installment}:{r.due_date.isoformat()}:{rule}",
+            kind="reminder", template=template, client_id=int(loan["clientId"]), office_id=office_id, rule=rule,
+            variables={"account_no": account_no, "product": product, "currency": cur, "overdue": r.loan_overdue,
+                       "amount": r.outstanding, "due_date": r.due_date, "days": abs(offset)}))
+    for account, (r, today) in sorted(arrears.items()):
+        loan = loans.get(account)
+        if loan is None:
+            continue
+        currency = loan_currency(loan)
+        oldest = r.due_date                  # the oldest unpaid installment (m_loan_arrears_aging's overdue since)
+        overdue_events.append((f"loan:{loan['id']}:{oldest.isoformat()}", {
+            "client_id": loan.get("clientId"), "client_name": loan.get("clientName") or r.client_name,
+            "office_id": loan.get("clientOfficeId") or office_ids.get(r.office),
+            "loan_officer_id": loan.get("loanOfficerId"), "loan_id": loan["id"],
+            "account_no": str(loan.get("accountNo") or account), "product": loan.get("loanProductName") or r.product,
+            "amount_overdue": r.loan_overdue, "currency": {"code": currency.code, "decimal_places": currency.decimal_places},
+            "days_overdue": (today - oldest).days, "oldest_due_date": oldest}))
     return found
 
 
@@ -208,18 +247,36 @@ def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: Ru
 def run(services, *, on: dt.date | None = None, dry_run: bool = False, now: dt.datetime | None = None,
         payments: bool = True, meetings: bool = True) -> RunReport:
     """Find and enqueue today's reminders (``convo remind``). Safe to run any number of times."""
+    import time
+
+    from convo import metrics
+
     cfg = notify.config_for(services)
     now = now or utcnow()
     rep = RunReport()
     events: list = []
-    if payments:
-        rep.reminders.extend(find_payment_reminders(services, on=on, now=now, cfg=cfg, overdue_events=events))
-    if meetings:
-        rep.reminders.extend(find_meeting_reminders(services, on=on, now=now, cfg=cfg))
-    _deliver(services, cfg, rep.reminders, now, rep, dry_run)
+    stats: dict = {}
+    try:
+        if payments:
+            rep.reminders.extend(find_payment_reminders(services, on=on, now=now, cfg=cfg, overdue_events=events,
+                                                        stats=stats))
+        if meetings:
+            rep.reminders.extend(find_meeting_reminders(services, on=on, now=now, cfg=cfg))
+        _deliver(services, cfg, rep.reminders, now, rep, dry_run)
+        if not dry_run:
+            for key, facts in events:
+                rep.alerts += len(notify.alert(services, "loan_overdue", key=key, **facts))
+    except Exception:
+        metrics.REMINDER_RUNS.labels("failed").inc()
+        raise
+    finally:
+        metrics.REMINDER_MIFOS_CALLS.inc(stats.get("mifos_calls", 0))
+    metrics.REMINDER_RUNS.labels("dry_run" if dry_run else "ok").inc()
     if not dry_run:
-        for key, facts in events:
-            rep.alerts += len(notify.alert(services, "loan_overdue", key=key, **facts))
+        metrics.REMINDERS.labels("written").inc(rep.written)
+        metrics.REMINDERS.labels("duplicate").inc(rep.duplicates)
+        metrics.REMINDERS.labels("suppressed").inc(rep.suppressed)
+        metrics.REMINDER_LAST_RUN.set(time.time())
     return rep
 
 

@@ -6,13 +6,20 @@ Apache Fineract 1.8+ with the same shapes:
 
 * ``GET /clients/{id}`` → :func:`client_contact` (mobile number, names, office, loan officer)
 * ``GET /staff/{id}`` → :func:`staff_mobile` (``mobileNo`` of a loan officer or other staff)
-* ``GET /loans?offset=&limit=`` → :func:`iter_active_loans`: Fineract has no
-  "installments due in N days" endpoint, so reminders page through the loan
-  list (``totalFilteredRecords`` + ``pageItems``, newest Fineract; a bare list
-  on old ones) keeping active loans, then read each active loan's schedule
-  with ``GET /loans/{id}?associations=repaymentSchedule`` (:func:`loan_with_schedule`).
-  One call per active loan per run: a few thousand loans take a few minutes
-  once a day, done by the worker, never on a USSD hop.
+* ``GET /runreports/Expected Payments By Date - Basic`` → :func:`installments_due`: the unpaid
+  installments of active loans due between two dates, in an office and every office under it,
+  computed by Fineract's database (a core report of every Fineract since 1.x:
+  ``0003_postgresql_specific_initial_data.xml`` / ``0002_initial_data.xml``, report 'Expected Payments
+  By Date - Basic'; ``R_`` parameters per ``AbstractReportingProcessService.getReportParams``;
+  ``genericResultSet=false`` gives one JSON object per row keyed by column name, dates as
+  ``[y, m, d]``, per ``GenericDataServiceImpl.generateJsonFromGenericResultsetData``). Reminders ask
+  it once per reminder day: the number of calls does not grow with the number of loans.
+  The rows name the loan by account number: :func:`loan_by_account_no` (``GET /loans?accountNo=``,
+  ``LoanReadPlatformServiceImpl.retrieveAll``: ``l.account_no = ?``) gives its id, client, office
+  and currency, once per loan that gets a reminder.
+* ``GET /offices`` → :func:`offices` (id, name, hierarchy; names are unique in Fineract).
+* ``GET /loans?offset=&limit=`` → :func:`iter_active_loans` and ``GET /loans/{id}?associations=repaymentSchedule``
+  → :func:`loan_with_schedule`: one loan at a time (a loan's own schedule).
 * ``GET /loans/{loanId}/transactions/{id}`` and
   ``GET /savingsaccounts/{id}/transactions/{id}`` → receipts read the
   transaction as committed (amount, date, reversed flag, running balance).
@@ -27,7 +34,8 @@ from typing import Iterator
 from convo.mifos.client import Currency, MifosClient, MifosNotFound, parse_date, period_outstanding, to_decimal
 
 __all__ = [
-    "ClientContact", "Installment", "client_contact", "iter_active_loans", "loan_installments",
+    "EXPECTED_PAYMENTS_REPORT", "ClientContact", "DueRow", "Installment", "client_contact", "installments_due",
+    "iter_active_loans", "loan_by_account_no", "loans_by_account_no", "loan_installments", "offices",
     "loan_transaction", "loan_with_schedule", "savings_transaction", "staff_mobile", "savings_account",
 ]
 
@@ -137,3 +145,121 @@ def savings_transaction(mifos: MifosClient, savings_id: int, transaction_id: int
 
 def savings_account(mifos: MifosClient, savings_id: int) -> dict:
     return mifos.get(f"/savingsaccounts/{int(savings_id)}") or {}
+
+
+# --------------------------------------------------------------------------- reminders at scale
+
+#: Fineract's core report of unpaid installments of active loans due between two dates (see the module doc)
+EXPECTED_PAYMENTS_REPORT = "Expected Payments By Date - Basic"
+#: seconds a report or list read of the reminder run may take (the worker, never a USSD hop)
+REPORT_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class DueRow:
+    """One row of :data:`EXPECTED_PAYMENTS_REPORT`: an unpaid installment of an active loan."""
+    office: str
+    loan_account_no: str
+    client_account_no: str
+    client_name: str
+    product: str
+    due_date: date
+    installment: int
+    #: still owed on this installment (principal, interest, fees and penalties)
+    outstanding: Decimal
+    #: the loan's whole overdue amount (``m_loan_arrears_aging``; 0 when not in arrears)
+    loan_overdue: Decimal
+
+
+def _patient(mifos: MifosClient, timeout: float = REPORT_TIMEOUT) -> MifosClient:
+    """The same client (session, breaker) with a timeout for a long read in the worker."""
+    import copy
+
+    if mifos.timeout >= timeout:
+        return mifos
+    slow = copy.copy(mifos)
+    slow.timeout = float(timeout)
+    return slow
+
+
+def offices(mifos: MifosClient) -> list[dict]:
+    """``GET /offices``: every office (id, name, hierarchy, parentId)."""
+    return list(mifos.get("/offices") or [])
+
+
+def installments_due(mifos: MifosClient, office_id: int, start: date, end: date) -> list[DueRow]:
+    """Unpaid installments of active loans due from ``start`` to ``end`` (both included) in office
+    ``office_id`` and the offices under it: one call of :data:`EXPECTED_PAYMENTS_REPORT`."""
+    from urllib.parse import quote
+
+    rows = _patient(mifos).get("/runreports/" + quote(EXPECTED_PAYMENTS_REPORT), {
+        "R_officeId": int(office_id), "R_loanOfficerId": -1, "R_startDate": start.isoformat(),
+        "R_endDate": end.isoformat(), "genericResultSet": "false"}) or []
+    out = []
+    for r in rows:
+        due = parse_date(r.get("Due Date"))
+        if due is None or r.get("Loan Account Number") is None:
+            continue
+        out.append(DueRow(office=r.get("Office") or "", loan_account_no=str(r["Loan Account Number"]),
+                          client_account_no=str(r.get("Client Account Number") or ""),
+                          client_name=r.get("Name") or "", product=r.get("Product") or "", due_date=due,
+                          installment=int(r.get("Installment") or 0), outstanding=to_decimal(r.get("Total Due")),
+                          loan_overdue=to_decimal(r.get("Total Overdue"))))
+    return out
+
+
+def loan_by_account_no(mifos: MifosClient, account_no: str) -> dict | None:
+    """``GET /loans?accountNo=``: the loan list's row (id, clientId, clientOfficeId, loanOfficerId,
+    currency, status, summary) of the loan with that account number, or None."""
+    body = _patient(mifos, 30.0).get("/loans", {"accountNo": account_no, "limit": 1})
+    items = body if isinstance(body, list) else (body or {}).get("pageItems") or []
+    return next((l for l in items if str(l.get("accountNo")) == str(account_no)), None)
+
+
+#: rows per page when the active loans are read as a list (``GET /loans?status=300``: Fineract caps no
+#: ``limit``, ``SearchParameters.getLimit``) instead of one look-up per account
+LIST_PAGE = 2000
+
+
+def loans_by_account_no(mifos: MifosClient, accounts, *, threads: int = 4,
+                        page_size: int = LIST_PAGE) -> tuple[dict[str, dict], int]:
+    """The loan list's rows of ``accounts`` (account number -> row) and the Mifos X calls it took: one
+    :func:`loan_by_account_no` each while that is fewer calls than paging through every active loan
+    (``GET /loans?status=300``, ``page_size`` a page, ``LoanReadPlatformServiceImpl.retrieveAll``:
+    ``l.loan_status_id = ?``); past that, the pages. At most ``1 + active loans / page_size`` calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted = set(map(str, accounts))
+    if not wanted:
+        return {}, 0
+    slow = _patient(mifos)
+
+    def page(offset: int):
+        body = slow.get("/loans", {"status": 300, "offset": offset, "limit": page_size, "orderBy": "id",
+                                   "sortOrder": "ASC"})
+        items = body if isinstance(body, list) else (body or {}).get("pageItems") or []
+        total = len(items) if isinstance(body, list) else int((body or {}).get("totalFilteredRecords") or 0)
+        return items, total
+
+    def look_up(rest) -> dict:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            rows = dict(zip(rest, pool.map(lambda a: loan_by_account_no(mifos, a), rest)))
+        return {a: r for a, r in rows.items() if r is not None}
+
+    if len(wanted) <= 2:
+        return look_up(sorted(wanted)), len(wanted)
+    items, total = page(0)
+    calls = 1
+    found = {str(l.get("accountNo")): l for l in items if str(l.get("accountNo")) in wanted}
+    offset = len(items)
+    pages_left = -(-(total - offset) // page_size) if total > offset else 0
+    rest = sorted(wanted - set(found))
+    if len(rest) <= pages_left or not items:
+        found.update(look_up(rest))
+        return found, calls + len(rest)
+    while items and offset < total:
+        items, _ = page(offset)
+        calls += 1
+        offset += len(items)
+        found.update({str(l.get("accountNo")): l for l in items if str(l.get("accountNo")) in wanted})
+    return found, calls

@@ -7,8 +7,11 @@ managers); the loan list carries ``loanOfficerId`` (the client's staff member).
 
 Endpoints (Fineract's shapes):
 
-* ``GET /loans?offset=&limit=`` → ``{"totalFilteredRecords": n, "pageItems": [LoanAccountData...]}``
-  (no schedule, no transactions: like Fineract's list)
+* ``GET /loans?offset=&limit=&accountNo=&status=`` → ``{"totalFilteredRecords": n, "pageItems": [LoanAccountData...]}``
+  (no schedule, no transactions: like Fineract's list; ``accountNo`` exact, ``status`` a loan status id)
+* ``GET /runreports/Expected Payments By Date - Basic?R_officeId=&R_loanOfficerId=&R_startDate=&R_endDate=``
+  with ``genericResultSet=false`` (:func:`expected_payments_rows`): Fineract's core report, the
+  unpaid installments of active loans due between the dates, in the office and the offices under it
 * ``GET /groups?paged=true&offset=&limit=&staffId=`` → ``{totalFilteredRecords, pageItems}`` (a bare list without ``paged``)
 * ``GET /staff/{id}`` → StaffData (``mobileNo``, ``isLoanOfficer``, ``isActive``, office)
 * ``GET /loans/{loanId}/transactions/{id}`` → LoanTransactionData
@@ -108,10 +111,23 @@ _LIST_DROP = ("repaymentSchedule", "transactions")
 
 @bp.get(API + "/loans")
 def loans():
+    """``LoansApiResource.retrieveAll`` / ``LoanReadPlatformServiceImpl.retrieveAll``: ``accountNo`` adds
+    ``l.account_no = ?``, ``status`` adds ``l.loan_status_id = ?``."""
     data = _data()
     offset = max(0, request.args.get("offset", 0, type=int))
     limit = request.args.get("limit", 200, type=int)
-    rows = sorted(data["loans"].values(), key=lambda l: l["id"])
+    account_no, status = request.args.get("accountNo"), request.args.get("status")
+    if account_no:
+        found = data.setdefault("_loans_by_account_no", {})
+        if len(found) != len(data["loans"]):
+            found.clear()
+            found.update({str(l["accountNo"]): lid for lid, l in data["loans"].items()})
+        loan = data["loans"].get(found.get(account_no))
+        rows = [loan] if loan is not None and str(loan["accountNo"]) == account_no else []
+    else:
+        rows = sorted(data["loans"].values(), key=lambda l: l["id"])
+    if status:
+        rows = [l for l in rows if str((l.get("status") or {}).get("id")) == status]
     if request.args.get("sortOrder", "ASC").upper() == "DESC":
         rows.reverse()
     page = rows[offset:] if limit <= 0 else rows[offset:offset + limit]
@@ -397,3 +413,89 @@ def install(app: Flask) -> Flask:
     app.config["SIM_PUBLISH_HOOK"] = lambda *a, **kw: publish_hook(app, *a, **kw)
     app.register_blueprint(bp)
     return app
+
+
+# --------------------------------------------------------------------------- reports (/runreports)
+
+#: the columns of 'Expected Payments By Date - Basic', in the order of its SELECT
+#: (fineract-provider/src/main/resources/db/changelog/tenant/parts/0003_postgresql_specific_initial_data.xml)
+EXPECTED_PAYMENTS_COLUMNS = ("Office", "Loan Officer", "Client Account Number", "Name", "Product",
+                             "Loan Account Number", "Due Date", "Installment", "Currency", "Principal Due",
+                             "Interest Due", "Fees Due", "Penalty Due", "Total Due", "Total Overdue")
+
+
+def _office_hierarchy(oid: int) -> str:
+    parent = seed.OFFICE_PARENTS.get(oid)
+    return "." if parent is None else _office_hierarchy(parent) + f"{oid}."
+
+
+def _owed(p: dict, part: str) -> Decimal:
+    """``x_amount - coalesce(coalesce(x_completed_derived, x_waived_derived), 0)`` of the report's SQL."""
+    paid = p.get(f"{part}Paid")
+    return Decimal(p.get(f"{part}Due") or 0) - Decimal(paid if paid is not None else (p.get(f"{part}Waived") or 0))
+
+
+def expected_payments_rows(data: dict, office_id: int, loan_officer_id: int, start: dt.date, end: dt.date) -> list[dict]:
+    """The report's rows over the simulator's data: active loans (``loan_status_id=300``) of clients in the
+    office or under it (``ounder.hierarchy LIKE concat(mo.hierarchy, '%')``), of the loan officer unless
+    -1, their installments not completed (``completed_derived=false``) with ``duedate BETWEEN`` the dates;
+    ordered by office id, due date, loan account number."""
+    top = _office_hierarchy(office_id)
+    out = []
+    for loan in data["loans"].values():
+        if (loan.get("status") or {}).get("id") != 300:
+            continue
+        client = data["clients"].get(loan.get("clientId")) or {}
+        oid = loan.get("clientOfficeId") or client.get("officeId")
+        if oid is None or not _office_hierarchy(oid).startswith(top):
+            continue
+        officer = loan.get("loanOfficerId") or client.get("staffId")
+        if loan_officer_id != -1 and (officer if officer is not None else -10) != loan_officer_id:
+            continue
+        summary = loan.get("summary") or {}
+        overdue = summary.get("totalOverdue")
+        for p in (loan.get("repaymentSchedule") or {}).get("periods") or []:
+            if p.get("period") is None or p.get("complete") is True:
+                continue
+            due = p["dueDate"]
+            if not (start <= due <= end):
+                continue
+            parts = [_owed(p, "principal"), _owed(p, "interest"), _owed(p, "feeCharges"), _owed(p, "penaltyCharges")]
+            staff = data.get("staff", {}).get(officer) if officer is not None else None
+            out.append(dict(zip(EXPECTED_PAYMENTS_COLUMNS, (
+                data["offices"].get(oid, ""), (staff or {}).get("displayName") or "-",
+                loan.get("clientAccountNo") or client.get("accountNo"), loan.get("clientName") or client.get("displayName"),
+                loan.get("loanProductName"), loan.get("accountNo"), due, p["period"],
+                (loan.get("currency") or {}).get("displaySymbol"), *parts, sum(parts, Decimal(0)),
+                overdue if overdue else None))))
+            out[-1]["_sort"] = (oid, due, str(loan.get("accountNo")))
+    out.sort(key=lambda r: r.pop("_sort"))
+    return out
+
+
+@bp.get(API + "/runreports/<path:name>")
+def run_report(name: str):
+    """``RunreportsApiResource.runReport``: ``R_<name>`` fills ``${name}`` in the report's SQL
+    (``AbstractReportingProcessService.getReportParams``); ``genericResultSet=false`` answers one object per
+    row keyed by column name (``GenericDataServiceImpl.generateJsonFromGenericResultsetData``), otherwise
+    ``columnHeaders`` + ``data: [{row: [...]}]``. Only 'Expected Payments By Date - Basic' is simulated."""
+    if name != "Expected Payments By Date - Basic":
+        return _not_found("Reporting meta-data entry", "error.msg.report.name.not.found", name)
+    a = request.args
+    try:
+        rows = expected_payments_rows(_data(), int(a["R_officeId"]), int(a.get("R_loanOfficerId", "-1")),
+                                      dt.date.fromisoformat(a["R_startDate"]), dt.date.fromisoformat(a["R_endDate"]))
+    except (KeyError, ValueError) as e:
+        # Fineract leaves ${x} unreplaced in the SQL and the database refuses it
+        return _reply({"developerMessage": f"report parameter missing or malformed: {e}", "httpStatusCode": "400",
+                       "userMessageGlobalisationCode": "error.msg.report.parameter.invalid"}, 400)
+    if a.get("genericResultSet", "true").lower() == "false":
+        # GenericDataServiceImpl writes every column, null included, in the SELECT's order (not Gson)
+        def value(v):
+            return "null" if v is None else to_json(v)
+
+        body = ",".join("{" + ",".join(f"{json.dumps(c)}: {value(r[c])}" for c in EXPECTED_PAYMENTS_COLUMNS) + "}"
+                        for r in rows)
+        return Response("[" + body + "]", mimetype="application/json")
+    return _reply({"columnHeaders": [{"columnName": c} for c in EXPECTED_PAYMENTS_COLUMNS],
+                   "data": [{"row": [r[c] for c in EXPECTED_PAYMENTS_COLUMNS]} for r in rows]})
