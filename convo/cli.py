@@ -215,6 +215,31 @@ def upgrade() -> None:
     click.echo(f"database at {settings.database_url.split('@')[-1]} is up to date")
 
 
+@main.group()
+def report() -> None:
+    """Reports from the outbox database."""
+
+
+@report.command()
+@click.option("--month", default=None, metavar="YYYY-MM", help="calendar month (UTC); default: this month")
+def costs(month: str | None) -> None:
+    """Messages, segments and cost per gateway and destination country for a month."""
+    from convo.costs import cost_rows, format_costs, month_bounds
+    from convo.db import make_engine
+
+    try:
+        start, _ = month_bounds(month)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--month") from None
+    settings = _settings()
+    require_schema(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        click.echo(format_costs(cost_rows(engine, start.strftime("%Y-%m")), start.strftime("%Y-%m")), nl=False)
+    finally:
+        engine.dispose()
+
+
 @main.command("fake-at")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8089, show_default=True)

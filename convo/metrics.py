@@ -59,6 +59,13 @@ OUTBOX_QUEUED = "convo_outbox_queued"
 OUTBOX_DUE = "convo_outbox_due"
 OUTBOX_OLDEST_AGE = "convo_outbox_oldest_age_seconds"
 OUTBOX_SCRAPE_ERROR = "convo_outbox_scrape_error"
+# this month's sending costs (CostCollector, the figures of `convo report costs`)
+SMS_MONTH_MESSAGES = "convo_sms_month_messages"
+SMS_MONTH_SEGMENTS = "convo_sms_month_segments"
+SMS_MONTH_COST = "convo_sms_month_cost"
+#: names produced at scrape time from the database, not registered in a process
+SCRAPE_NAMES = frozenset({OUTBOX_QUEUED, OUTBOX_DUE, OUTBOX_OLDEST_AGE, OUTBOX_SCRAPE_ERROR,
+                          SMS_MONTH_MESSAGES, SMS_MONTH_SEGMENTS, SMS_MONTH_COST})
 
 #: every metric name the service exposes (ops/grafana-dashboard.json may use only these; tests check it)
 NAMES = frozenset({
@@ -68,6 +75,7 @@ NAMES = frozenset({
     "convo_reminder_runs_total", "convo_reminders_total", "convo_reminder_mifos_calls_total",
     "convo_reminder_last_run_timestamp_seconds", "convo_staff_auth_refused_total",
     OUTBOX_QUEUED, OUTBOX_DUE, OUTBOX_OLDEST_AGE, OUTBOX_SCRAPE_ERROR,
+    SMS_MONTH_MESSAGES, SMS_MONTH_SEGMENTS, SMS_MONTH_COST,
 })
 
 
@@ -110,6 +118,40 @@ class OutboxCollector:
                 oldest.add_metric([label], max(0.0, (now - first).total_seconds()))
         error.add_metric([], 0)
         return [queued, due, oldest, error]
+
+
+class CostCollector:
+    """This calendar month's (UTC) messages, segments and cost per gateway and country, read at scrape time
+    (``ix_outbox_sent_at``); the same query as ``convo report costs`` (:func:`convo.costs.cost_rows`)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        from convo.costs import cost_rows
+
+        msgs = GaugeMetricFamily(SMS_MONTH_MESSAGES, "SMS handed to a gateway this month (UTC)",
+                                 labels=["gateway", "country"])
+        segs = GaugeMetricFamily(SMS_MONTH_SEGMENTS, "SMS segments handed to a gateway this month (UTC)",
+                                 labels=["gateway", "country"])
+        cost = GaugeMetricFamily(SMS_MONTH_COST, "SMS cost this month (UTC), routes-file price x segments",
+                                 labels=["gateway", "country", "currency"])
+        try:
+            rows = cost_rows(self.engine)
+        except Exception as e:  # noqa: BLE001 - OutboxCollector reports the database as unreadable
+            log.warning("cost metrics unavailable: %s", str(e).splitlines()[0][:200])
+            return []
+        count: dict[tuple, list] = {}
+        for r in rows:
+            c = count.setdefault((r.gateway, r.country), [0, 0])
+            c[0] += r.messages
+            c[1] += r.segments
+            if r.cost is not None:
+                cost.add_metric([r.gateway, r.country, r.currency], float(r.cost))
+        for (g, c), (n, s) in count.items():
+            msgs.add_metric([g, c], n)
+            segs.add_metric([g, c], s)
+        return [msgs, segs, cost]
 
 
 def multiproc_dir() -> str | None:
@@ -160,5 +202,6 @@ def exposition(engine=None) -> bytes:
     if engine is not None:
         scrape = CollectorRegistry(auto_describe=False)
         scrape.register(OutboxCollector(engine))
+        scrape.register(CostCollector(engine))
         text += generate_latest(scrape)
     return text

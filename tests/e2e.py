@@ -82,8 +82,9 @@ def running_sms_stack(redis_url: str, database_url: str, **overrides):
 class Handset:
     """A phone texting the short code through Africa's Talking (inbound SMS callbacks)."""
 
-    def __init__(self, gateway: str, number: str, short_code: str = "22384", token: str | None = None):
-        self.gateway, self.number, self.short_code = gateway, number, short_code
+    def __init__(self, gateway: str, number: str, short_code: str = "22384", token: str | None = None,
+                 name: str = "africastalking"):
+        self.gateway, self.number, self.short_code, self.name = gateway, number, short_code, name
         self.params = {"token": token} if token else None
 
     def text(self, body: str, message_id: str | None = None, link_id: str | None = None) -> requests.Response:
@@ -91,7 +92,7 @@ class Handset:
                 "id": message_id or f"ATXid_in_{next(_sessions):06d}", "networkCode": "63902"}
         if link_id:
             form["linkId"] = link_id
-        r = requests.post(f"{self.gateway}/gateways/africastalking/sms", data=form, params=self.params, timeout=10)
+        r = requests.post(f"{self.gateway}/gateways/{self.name}/sms", data=form, params=self.params, timeout=10)
         assert r.status_code == 200, r.text
         return r
 
