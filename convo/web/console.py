@@ -48,7 +48,7 @@ console = Blueprint("notify_console", __name__, url_prefix="/console", template_
 _USER_RE = re.compile(r"^[\w.@+\- ]{1,100}$")
 ALL = "ALL_FUNCTIONS"
 ALL_READ = "ALL_FUNCTIONS_READ"
-MAX_RESULTS = 20
+MAX_RESULTS = 10                # each result costs Mifos X a client read and the shared-number searches
 
 
 # --------------------------------------------------------------------------- who is signed in
