@@ -140,3 +140,19 @@ def test_an_overdue_loan_is_alerted_with_its_oldest_unpaid_installment(sim, tmp_
         oldest = min(p["dueDate"] for p in loan["repaymentSchedule"]["periods"]
                      if p.get("period") and not p["complete"] and p["dueDate"] < TODAY)
         assert key == f"loan:{loan['id']}:{oldest.isoformat()}" and facts["days_overdue"] == (TODAY - oldest).days
+
+
+def test_a_reminder_run_is_counted_with_its_mifos_calls(sim, tmp_path):
+    from convo import metrics
+
+    url, _ = sim
+    svc = make_services(url, f"sqlite:///{tmp_path}/m.db")
+    runs, calls = metrics.REMINDER_RUNS.labels("ok")._value.get(), metrics.REMINDER_MIFOS_CALLS._value.get()
+    written = metrics.REMINDERS.labels("written")._value.get()
+    before = hits(url)
+    rep = reminders.run(svc, on=TODAY, meetings=False)
+    assert metrics.REMINDER_RUNS.labels("ok")._value.get() == runs + 1
+    assert metrics.REMINDERS.labels("written")._value.get() == written + rep.written > written
+    selection = metrics.REMINDER_MIFOS_CALLS._value.get() - calls
+    assert 0 < selection < hits(url) - before                   # the selection's calls, then the deliveries'
+    assert metrics.REMINDER_LAST_RUN._value.get() > 0
