@@ -145,3 +145,27 @@ def test_convo_worker_and_serve_refuse_to_start_with_them(tmp_path, monkeypatch)
     for command in (["worker", "--once"], ["serve", "--port", "1"]):
         r = CliRunner().invoke(main, command, env=env)
         assert r.exit_code == 1 and "not starting" in r.output and "default password" in r.output, r.output
+
+
+def test_the_caddyfile_is_one_caddy_accepts():
+    """`caddy adapt` (when Caddy is installed: Debian's `caddy` package) turns the Caddyfile into Caddy's
+    JSON: HTTPS on CONVO_DOMAIN, /metrics answered 404, the rest proxied to app:8000, ?token= redacted."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    caddy = shutil.which("caddy")
+    if not caddy:
+        pytest.skip("caddy is not installed (apt-get install caddy): the Caddyfile's syntax is not checked")
+    r = subprocess.run([caddy, "adapt", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "CONVO_DOMAIN": "sms.example.org"})
+    assert r.returncode == 0, r.stderr
+    config = json.loads(r.stdout)
+    server = next(iter(config["apps"]["http"]["servers"].values()))
+    assert server["listen"] == [":443"]
+    text = r.stdout
+    assert '"sms.example.org"' in text and '"/metrics"' in text and '"status_code":404' in text
+    assert '"dial":"app:8000"' in text
+    assert '"parameter":"token"' in text and '"type":"replace"' in text
