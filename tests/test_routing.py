@@ -379,3 +379,23 @@ def test_convo_report_costs_prints_messages_segments_and_cost_per_gateway_and_co
     assert 'convo_sms_month_segments{country="UG",gateway="at-cheap"} 3.0' in text
     assert 'convo_sms_month_cost{country="UG",currency="UGX",gateway="at-cheap"} 75.0' in text
     assert 'convo_sms_month_cost{country="KE",currency="KES",gateway="at-dear"} 1.2' in text
+
+
+def test_gateways_of_a_route_are_ordered_by_converted_price_and_equal_prices_keep_the_files_order():
+    r = _parse('rates: {USD: 1, KES: 0.0077}\n'
+               'gateways: {a: {type: log}, b: {type: log}, c: {type: log}}\n'
+               'routes: [{to: [KE, UG], via: [{gateway: a, cost: 1, currency: KES}, {gateway: b, cost: 0.01, '
+               'currency: USD}, {gateway: c, cost: 0.0077, currency: USD}]}]')
+    # a: 0.0077 USD, b: 0.01 USD, c: 0.0077 USD -> a and c tie (a first, as written), then b
+    assert [v.gateway for v in r.routes[0].via] == ["a", "c", "b"]
+    assert r.route_for("UG") is r.routes[0] and r.route_for("TZ") is None
+
+
+def test_a_country_no_route_lists_waits_in_the_queue_and_says_why():
+    from gateways.base import OutgoingSms
+
+    r = Router(_parse('rates: {KES: 1}\ngateways: {a: {type: log}}\n'
+                      'routes: [{to: [KE], via: [{gateway: a, cost: 1, currency: KES}]}]'))
+    tz, ke = r.send([OutgoingSms(1, "+255754123456", "hi"), OutgoingSms(2, KE, "hi")])
+    assert (tz.status, tz.error, tz.failover) == ("retry", "no route to TZ", False)
+    assert (ke.status, ke.gateway, ke.cost_amount, ke.cost_currency) == ("sent", "a", Decimal(1), "KES")
