@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import logging
 import re
 import time
 from typing import Mapping, Sequence
 from urllib.parse import parse_qs, quote, urlsplit
 
-from gateways.base import BadCallback, ConfigError, DeliveryUpdate, Gateway, InboundSms, OutgoingSms, SendResult, WebRequest
+from gateways.base import (BadCallback, ConfigError, DeliveryUpdate, Gateway, InboundSms, OutgoingSms, SendResult,
+                           WebRequest)
 
 __all__ = ["DLR_STATUS", "KannelGateway"]
 
@@ -56,6 +58,9 @@ class KannelGateway(Gateway):
         self.dlr_mask = int(self.option("dlr_mask", 31))
         self.timeout = float(self.option("timeout", 10.0))
         self.dlr_url = self.option("dlr_url") or self._default_dlr_url()
+        if not self.dlr_url:
+            logging.getLogger(__name__).warning("gateway %r: no public_url (or dlr_url): Kannel will not report "
+                                                "delivery, messages stay 'sent'", name)
         self._id_prefix = re.sub(r"[^A-Za-z0-9._~-]", "_", name)
         self._http = None
 

@@ -105,6 +105,9 @@ class TwilioGateway(Gateway):
         self.base_url = str(self.option("base_url", TWILIO_API)).rstrip("/")
         self.timeout = float(self.option("timeout", 10.0))
         self.status_callback = self.option("status_callback") or self._callback_url("status")
+        if not self.status_callback:
+            logging.getLogger(__name__).warning("gateway %r: no public_url (or status_callback): Twilio will "
+                                                "not report delivery, messages stay 'sent'", name)
         self._client = client
         from twilio.request_validator import RequestValidator
 

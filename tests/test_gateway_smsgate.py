@@ -225,3 +225,12 @@ def test_the_phone_refuses_webhooks_to_plain_http_elsewhere(phone):
     r = requests.post(f"{phone.url}/webhooks", json={"url": "http://10.0.0.9/gateways/p/webhook",
                                                      "event": "sms:received"}, auth=("sms", "phone-pass"))
     assert r.status_code == 400 and "https://" in r.json()["message"]
+
+
+def test_stop_texted_to_the_phone_opts_the_number_out(phone, stack):
+    """The phone has no opt-out list of its own: STOP runs the same flow as on any gateway (README table)."""
+    from convo.outbox import is_opted_out
+
+    gw, services = stack
+    assert phone.fake.receive(GRACE, "STOP")[0].status_code == 200
+    assert is_opted_out(services.db, GRACE)
