@@ -6,8 +6,8 @@ the Fineract simulator in its own process (run on demand, not in pytest; results
 The simulator gets N extra active loans (monthly, 12 installments, due days spread over the month,
 one loan in 20 with its last due installment unpaid), each with its own client. The run is
 `convo remind --dry-run` minus the texts: :func:`convo.reminders.find_payment_reminders` (the selection
-from Fineract), then the client look-ups of the reminders found (``GET /clients/{id}``, as delivering
-does). Reported: simulator requests (counted by the simulator), wall time, peak RSS of the run's process.
+from Fineract), then the contacts of the clients reminded (as delivering does: ``GET /clients/{id}`` each, or the
+pages of ``GET /clients?status=active`` when fewer). Reported: simulator requests (counted by the simulator), wall time, peak RSS of the run's process.
 ``--old`` also runs the previous selection (every active loan page by page, then each loan's schedule),
 on the same data.
 """
@@ -115,7 +115,7 @@ def main() -> None:
     from convo import reminders
     from convo.config import Settings
     from convo.db import upgrade
-    from convo.mifos.notify_reads import client_contact
+    from convo.mifos.notify_reads import client_contacts
     from convo.services import build_services
 
     db = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
@@ -130,8 +130,7 @@ def main() -> None:
     select_s, select_calls = time.monotonic() - start, _hits(url) - before - 0
     clients = sorted({r.client_id for r in found})
     before2, start2 = _hits(url), time.monotonic()
-    for cid in clients:
-        client_contact(services.mifos, cid)
+    client_contacts(services.mifos, clients)
     contact_s, contact_calls = time.monotonic() - start2, _hits(url) - before2
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rules: dict[str, int] = {}

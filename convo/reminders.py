@@ -202,13 +202,16 @@ def find_meeting_reminders(services, *, on: dt.date | None = None, now: dt.datet
 
 
 def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: RunReport, dry_run: bool) -> None:
-    from convo.mifos.notify_reads import client_contact
+    from convo.mifos.notify_reads import client_contact, client_contacts
     from convo.actions.mifos import office_regions
     from convo.recipients import NoRecipient, client_phone
 
     regions = office_regions(services)
     default_tz = getattr(services.settings, "timezone", "Africa/Nairobi")
     contacts: dict[int, object] = {}
+    # every client to text, in as few calls as it takes (one each, or the pages of the active client list)
+    wanted = {r.client_id for r in reminders if r.variables.get("_mobile") is None}
+    contacts.update(client_contacts(services.mifos, wanted)[0])
     locales = notify._flowset(services).locales
     for r in reminders:
         v = dict(r.variables)

@@ -156,3 +156,29 @@ def test_a_reminder_run_is_counted_with_its_mifos_calls(sim, tmp_path):
     selection = metrics.REMINDER_MIFOS_CALLS._value.get() - calls
     assert 0 < selection < hits(url) - before                   # the selection's calls, then the deliveries'
     assert metrics.REMINDER_LAST_RUN._value.get() > 0
+
+
+def test_client_contacts_one_by_one_or_from_the_active_client_list(sim):
+    """``GET /clients?status=active&offset=&limit=`` (ClientReadPlatformServiceImpl.retrieveAll:
+    ``c.status_enum = 300`` for ``status=active``; rows carry ``mobileNo``) when that takes fewer calls
+    than ``GET /clients/{id}`` each."""
+    from convo.mifos.notify_reads import client_contact, client_contacts
+
+    url, app = sim
+    data = app.config["SIM_DATA"]
+    add_loans(data, 1000, TODAY)
+    svc = make_services(url, "sqlite://")
+    body = requests.get(url + "/fineract-provider/api/v1/clients", params={"status": "active", "limit": 5},
+                        timeout=10, **AUTH).json()
+    active = [c for c in data["clients"].values() if c["status"]["id"] == 300]
+    assert body["totalFilteredRecords"] == len(active) and len(body["pageItems"]) == 5
+    assert all("mobileNo" in c and "officeId" in c for c in body["pageItems"])
+    few = [1, 2, 1_000_500, 1_000_900]
+    before = hits(url)
+    got, calls = client_contacts(svc.mifos, few, page_size=100)
+    assert calls == hits(url) - before == 1 + 2                  # a first page (1 and 2 in it), 2 look-ups
+    assert got == {c: client_contact(svc.mifos, c) for c in few}
+    many = list(range(1_000_000, 1_001_000, 3))
+    before = hits(url)
+    got, calls = client_contacts(svc.mifos, many, page_size=100)
+    assert calls == hits(url) - before == -(-len(active) // 100) and set(got) == set(many)

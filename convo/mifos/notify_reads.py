@@ -34,7 +34,8 @@ from typing import Iterator
 from convo.mifos.client import Currency, MifosClient, MifosNotFound, parse_date, period_outstanding, to_decimal
 
 __all__ = [
-    "EXPECTED_PAYMENTS_REPORT", "ClientContact", "DueRow", "Installment", "client_contact", "installments_due",
+    "EXPECTED_PAYMENTS_REPORT", "ClientContact", "DueRow", "Installment", "client_contact", "client_contacts",
+    "installments_due",
     "iter_active_loans", "loan_by_account_no", "loans_by_account_no", "loan_installments", "offices",
     "loan_transaction", "loan_with_schedule", "savings_transaction", "staff_mobile", "savings_account",
 ]
@@ -53,13 +54,7 @@ class ClientContact:
 
 def client_contact(mifos: MifosClient, client_id: int) -> ClientContact:
     """``GET /clients/{id}``; raises ``MifosNotFound`` for an unknown client."""
-    body = mifos.get(f"/clients/{int(client_id)}") or {}
-    first = body.get("firstname") or (body.get("displayName") or "").split(" ")[0]
-    return ClientContact(
-        id=int(body["id"]), display_name=body.get("displayName") or "", first_name=first or "",
-        mobile_no=body.get("mobileNo") or None, office_id=body.get("officeId"), staff_id=body.get("staffId"),
-        active=bool(body.get("active", True)),
-    )
+    return _contact(mifos.get(f"/clients/{int(client_id)}") or {})
 
 
 def staff_mobile(mifos: MifosClient, staff_id: int) -> str | None:
@@ -221,45 +216,80 @@ def loan_by_account_no(mifos: MifosClient, account_no: str) -> dict | None:
 LIST_PAGE = 2000
 
 
+def _by_look_up_or_pages(mifos: MifosClient, wanted: set, look_up, list_path: str, list_params: dict, key_of,
+                         *, threads: int, page_size: int) -> tuple[dict, int]:
+    """Rows of ``wanted`` keys: ``look_up(key)`` each while that is fewer calls than reading every page of
+    ``list_path`` (``page_size`` rows a page), the pages otherwise; and the calls it took. The first page
+    is read as soon as there are more than two keys: its ``totalFilteredRecords`` tells the pages left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not wanted:
+        return {}, 0
+    slow = _patient(mifos)
+
+    def page(offset: int):
+        body = slow.get(list_path, {**list_params, "offset": offset, "limit": page_size, "orderBy": "id",
+                                    "sortOrder": "ASC"})
+        items = body if isinstance(body, list) else (body or {}).get("pageItems") or []
+        total = len(items) if isinstance(body, list) else int((body or {}).get("totalFilteredRecords") or 0)
+        return items, total
+
+    def look_up_all(rest) -> dict:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            rows = dict(zip(rest, pool.map(look_up, rest)))
+        return {k: r for k, r in rows.items() if r is not None}
+
+    if len(wanted) <= 2:
+        return look_up_all(sorted(wanted)), len(wanted)
+    items, total = page(0)
+    calls = 1
+    found = {key_of(r): r for r in items if key_of(r) in wanted}
+    offset = len(items)
+    pages_left = -(-(total - offset) // page_size) if total > offset else 0
+    rest = sorted(wanted - set(found))
+    if len(rest) <= pages_left or not items:
+        found.update(look_up_all(rest))
+        return found, calls + len(rest)
+    while items and offset < total:
+        items, _ = page(offset)
+        calls += 1
+        offset += len(items)
+        found.update({key_of(r): r for r in items if key_of(r) in wanted})
+    return found, calls
+
+
 def loans_by_account_no(mifos: MifosClient, accounts, *, threads: int = 4,
                         page_size: int = LIST_PAGE) -> tuple[dict[str, dict], int]:
     """The loan list's rows of ``accounts`` (account number -> row) and the Mifos X calls it took: one
     :func:`loan_by_account_no` each while that is fewer calls than paging through every active loan
     (``GET /loans?status=300``, ``page_size`` a page, ``LoanReadPlatformServiceImpl.retrieveAll``:
     ``l.loan_status_id = ?``); past that, the pages. At most ``1 + active loans / page_size`` calls."""
-    from concurrent.futures import ThreadPoolExecutor
+    return _by_look_up_or_pages(mifos, set(map(str, accounts)), lambda a: loan_by_account_no(mifos, a), "/loans",
+                                {"status": 300}, lambda l: str(l.get("accountNo")), threads=threads,
+                                page_size=page_size)
 
-    wanted = set(map(str, accounts))
-    if not wanted:
-        return {}, 0
-    slow = _patient(mifos)
 
-    def page(offset: int):
-        body = slow.get("/loans", {"status": 300, "offset": offset, "limit": page_size, "orderBy": "id",
-                                   "sortOrder": "ASC"})
-        items = body if isinstance(body, list) else (body or {}).get("pageItems") or []
-        total = len(items) if isinstance(body, list) else int((body or {}).get("totalFilteredRecords") or 0)
-        return items, total
+def _contact(body: dict) -> ClientContact:
+    first = body.get("firstname") or (body.get("displayName") or "").split(" ")[0]
+    return ClientContact(
+        id=int(body["id"]), display_name=body.get("displayName") or "", first_name=first or "",
+        mobile_no=body.get("mobileNo") or None, office_id=body.get("officeId"), staff_id=body.get("staffId"),
+        active=bool(body.get("active", True)),
+    )
 
-    def look_up(rest) -> dict:
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            rows = dict(zip(rest, pool.map(lambda a: loan_by_account_no(mifos, a), rest)))
-        return {a: r for a, r in rows.items() if r is not None}
 
-    if len(wanted) <= 2:
-        return look_up(sorted(wanted)), len(wanted)
-    items, total = page(0)
-    calls = 1
-    found = {str(l.get("accountNo")): l for l in items if str(l.get("accountNo")) in wanted}
-    offset = len(items)
-    pages_left = -(-(total - offset) // page_size) if total > offset else 0
-    rest = sorted(wanted - set(found))
-    if len(rest) <= pages_left or not items:
-        found.update(look_up(rest))
-        return found, calls + len(rest)
-    while items and offset < total:
-        items, _ = page(offset)
-        calls += 1
-        offset += len(items)
-        found.update({str(l.get("accountNo")): l for l in items if str(l.get("accountNo")) in wanted})
-    return found, calls
+def client_contacts(mifos: MifosClient, client_ids, *, threads: int = 4,
+                    page_size: int = LIST_PAGE) -> tuple[dict[int, ClientContact], int]:
+    """Contacts of ``client_ids`` and the Mifos X calls it took: ``GET /clients/{id}`` each while that is
+    fewer calls than the pages of ``GET /clients?status=active`` (``ClientReadPlatformServiceImpl``:
+    ``c.status_enum = 300``; the list's rows carry ``mobileNo``, names, ``officeId``, ``staffId``).
+    Clients not found (or not active) are left out: :func:`client_contact` says why."""
+    def one(cid):
+        try:
+            return mifos.get(f"/clients/{int(cid)}")
+        except MifosNotFound:
+            return None
+
+    rows, calls = _by_look_up_or_pages(mifos, {int(c) for c in client_ids}, one, "/clients", {"status": "active"},
+                                       lambda r: int(r.get("id")), threads=threads, page_size=page_size)
+    return {cid: _contact(r) for cid, r in rows.items()}, calls

@@ -135,6 +135,31 @@ def loans():
                    "pageItems": [_with_officer(data, l) for l in page]})
 
 
+@bp.get(API + "/clients")
+def clients():
+    """``ClientsApiResource.retrieveAll`` / ``ClientReadPlatformServiceImpl.retrieveAll``: ``status``
+    (``ClientStatus.fromString``: active = ``c.status_enum = 300``), ``officeId``, ``offset``/``limit``
+    (no cap), ordered by id; ``{totalFilteredRecords, pageItems}`` of ClientData rows (``mobileNo``,
+    names, ``officeId``, ``staffId``, ``active``)."""
+    data = _data()
+    offset = max(0, request.args.get("offset", 0, type=int))
+    limit = request.args.get("limit", 200, type=int)
+    rows = sorted(data["clients"].values(), key=lambda c: c["id"])
+    status = (request.args.get("status") or "").lower()
+    if status == "active":
+        rows = [c for c in rows if (c.get("status") or {}).get("id") == 300 or
+                (c.get("status") is None and c.get("active"))]
+    elif status:
+        return _reply({"developerMessage": f"The Status value '{status}' is not supported.", "httpStatusCode": "400",
+                       "userMessageGlobalisationCode": "validation.msg.client.status.invalid"}, 400)
+    if request.args.get("officeId"):
+        rows = [c for c in rows if c.get("officeId") == request.args.get("officeId", type=int)]
+    if request.args.get("sortOrder", "ASC").upper() == "DESC":
+        rows.reverse()
+    page = rows[offset:] if limit <= 0 else rows[offset:offset + limit]
+    return _reply({"totalFilteredRecords": len(rows), "pageItems": page})
+
+
 @bp.get(API + "/groups")
 def groups():
     data = _data()
