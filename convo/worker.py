@@ -62,6 +62,7 @@ from typing import Callable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from convo import metrics
 from convo.db import DeliveryReport, OutboxMessage, make_engine, utcnow
 from convo.outbox import apply_pending_reports, attach_unmatched_reports, opted_out_among
 from gateways.base import OutgoingSms, SendResult, SmsSender
@@ -409,6 +410,7 @@ class Worker:
                                 v["id"], v["status"])
                     continue
                 self.stats["sent" if v["status"] == "sent" else "retry" if v["status"] == "queued" else "failed"] += 1
+                metrics.OUTBOX_RESULTS.labels(v.get("gw") or gateway or "unknown", v["status"]).inc()
                 if v["status"] == "sent" and v["pid"]:
                     pending[v["pid"]] = v["id"]
                 if v["optout"]:  # the provider says the recipient opted out (e.g. Twilio 21610)

@@ -160,3 +160,33 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist():
                    "convo_outbox_results_total", "convo_transfers_total", "convo_mifos_request_seconds_bucket",
                    "convo_mifos_breaker_state", "convo_reminder_runs_total"):
         assert needed in dashboard_names(), needed
+
+
+@pytest.mark.postgres
+def test_the_worker_counts_sends_per_gateway_and_status(pg_url):
+    """``convo_outbox_results_total{gateway, status}``: sent, queued (to be retried), failed (given up)."""
+    from convo.db import make_engine, upgrade
+    from convo.outbox import enqueue
+    from convo.worker import Worker
+    from gateways.base import SendResult
+    from tests.test_outbox import Clock, FlakySender
+
+    def count(status):
+        return metrics.OUTBOX_RESULTS.labels("flaky", status)._value.get()
+
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        clock = Clock()
+        for key in ("a", "b"):
+            enqueue(engine, idempotency_key=key, to="+254712345678", body="hi", not_before=clock.now)
+        before = {s: count(s) for s in ("sent", "queued", "failed")}
+        sender = FlakySender([SendResult("sent", provider_id="P1"), SendResult.retry("503", status_code=503),
+                              SendResult.retry("503", status_code=503)])
+        w = Worker(engine, sender, clock=clock, max_attempts=2, retry_base_seconds=1, retry_max_seconds=1)
+        w.run(once=True)
+        clock.now += dt.timedelta(seconds=5)
+        w.run(once=True)
+    finally:
+        engine.dispose()
+    assert {s: count(s) - before[s] for s in before} == {"sent": 1, "queued": 1, "failed": 1}
