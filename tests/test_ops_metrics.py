@@ -190,3 +190,26 @@ def test_the_worker_counts_sends_per_gateway_and_status(pg_url):
     finally:
         engine.dispose()
     assert {s: count(s) - before[s] for s in before} == {"sent": 1, "queued": 1, "failed": 1}
+
+
+@pytest.mark.postgres
+def test_repayments_from_savings_are_counted_by_outcome(redis_url, pg_url):
+    """``convo_transfers_total{outcome}``: done, failed (e.g. insufficient funds), retry."""
+    from decimal import Decimal
+
+    from convo.transfers import TransferRunner, request_transfer
+    from tests.e2e import running_sms_stack
+
+    def count(outcome):
+        return metrics.TRANSFERS.labels(outcome)._value.get()
+
+    with running_sms_stack(redis_url, pg_url) as (_gw, _fake, services):
+        before = {o: count(o) for o in ("done", "failed")}
+        base = dict(phone="+254700000101", lang="en", client_id=1, office_id=1, savings_id=42, loan_id=29,
+                    currency={"code": "KES", "decimal_places": 2}, loan_label="Biashara Flat 6M *0029")
+        request_transfer(services.db, idempotency_key="repay:test:metrics:1", amount=Decimal("100"), **base)
+        request_transfer(services.db, idempotency_key="repay:test:metrics:2", amount=Decimal("9999999"), **base)
+        runner = TransferRunner(services)
+        while runner.run_once():
+            pass
+    assert {o: count(o) - before[o] for o in before} == {"done": 1, "failed": 1}
