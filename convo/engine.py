@@ -64,6 +64,12 @@ class Reply:
     secret_positions: tuple = ()
 
 
+#: the text added to the last SMS of a dialog in which the client texted a PIN
+PIN_ADVICE = "sms.pin_delete"
+#: conversation variable: a PIN came by SMS in this dialog
+PIN_BY_SMS = "_pin_by_sms"
+
+
 class Conversation:
     """The model the shared machines act on: plain data, rebuilt every hop."""
 
@@ -209,8 +215,12 @@ class Engine:
                     break
                 if self._waits_for_secret(fs, conv):
                     secret_positions.append(pos + i)
+                    if msg.channel != "ussd":
+                        conv.vars[PIN_BY_SMS] = True
                 error = self._feed(fs, conv, ctx, raw)
             body, end = self._screen(fs, conv, msg.channel, error)
+            if end and body and conv.vars.get(PIN_BY_SMS):   # the PIN stays in the phone's Sent folder: say so
+                body += self._pin_advice(fs, conv.lang)
         except (FlowRuntimeError, JinjaError) as e:
             log.error("session %s flow %s state %s: %s", msg.session_id, conv.flow, conv.state, e)
             body, end = self._common(fs, "common.error", conv.lang), True
@@ -228,6 +238,16 @@ class Engine:
         if secret_positions:
             state["sp"] = secret_positions
         return Reply(body, end, tuple(secret_positions)), state
+
+    @staticmethod
+    def _pin_advice(fs: FlowSet, lang: str) -> str:
+        """``sms.pin_delete`` (if the locale files have it), added to the last SMS of a dialog in which the
+        client texted a PIN."""
+        from convo.notify import render_text
+
+        if not any(fs.locales.has(code, PIN_ADVICE) for code in fs.locales.languages):
+            return ""
+        return "\n" + render_text(fs.locales, PIN_ADVICE, lang, {})
 
     @staticmethod
     def _waits_for_secret(fs: FlowSet, conv: Conversation) -> bool:
@@ -289,6 +309,9 @@ class Engine:
                 return None
             if raw == NAV_BACK and conv.page > 0:
                 conv.page -= 1
+                return None
+            if st.kind == "end" and conv.page == conv.pages - 1:    # anything else on its last screen: done
+                conv.page = conv.pages
                 return None
         tctx = self._tctx(conv)
         if st.kind == "menu":
@@ -388,14 +411,16 @@ class Engine:
                error: str | None) -> list[str]:
         tctx = self._tctx(conv)
         lang = conv.lang
-        prefix = ""
+        problem = None
         if error:
-            prefix = (cf.texts[(st.name, "error")].render(lang, tctx) if error.startswith("state:")
-                      else self._common(fs, error, lang)) + "\n"
+            problem = (cf.texts[(st.name, "error")].render(lang, tctx) if error.startswith("state:")
+                       else self._common(fs, error, lang))
         more = f"{NAV_MORE}. {self._common(fs, 'common.more', lang)}"
         back = f"{NAV_BACK}. {self._common(fs, 'common.back', lang)}"
         text = cf.texts.get((st.name, "text"))
-        body = prefix + (text.render(lang, tctx) if text else "")
+        body = text.render(lang, tctx) if text else ""
+        if problem and channel != "ussd":
+            body, problem = problem + "\n" + body, None
         if st.kind == "menu":
             if st.choose:
                 label = cf.texts[(st.name, "choose")]
@@ -408,10 +433,12 @@ class Engine:
                 hint = fs.common.get("sms.reply_number")
                 tail = [hint.render(lang, tctx)] if hint else []
                 return ["\n".join([body] + lines + tail)]
-            return render.paginate_menu(body, lines, limit=USSD_LIMIT, more_label=more, back_label=back)
+            return render.paginate_menu(body, lines, limit=USSD_LIMIT, more_label=more, back_label=back,
+                                        error=problem)
         if channel != "ussd":
             return [body]
-        return render.paginate_text(body, limit=USSD_LIMIT, more_label=more, back_label=back)
+        return render.paginate_text(body, limit=USSD_LIMIT, more_label=more, back_label=back, error=problem,
+                                    heading=st.kind == "end")
 
     def _screen(self, fs: FlowSet, conv: Conversation, channel: str, error: str | None) -> tuple[str, bool]:
         cf = fs.flows[conv.flow]
@@ -419,9 +446,11 @@ class Engine:
         pages = self._pages(fs, cf, st, conv, channel, error)
         if error:
             conv.page = 0
+        closing = conv.page >= len(pages)           # an answer on the last screen of a long end text
         conv.page = min(conv.page, len(pages) - 1)
         conv.pages = len(pages)
-        end = st.kind == "end" and conv.page == len(pages) - 1
+        # a long end text keeps "0. Back" on its last screen; any other answer there closes the session
+        end = st.kind == "end" and conv.page == len(pages) - 1 and (len(pages) == 1 or closing)
         body = pages[conv.page]
         if end and len(pages) > 1:                  # the session closes: no "0. Back" on the last screen
             body = body.rsplit("\n", 1)[0]

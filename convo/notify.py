@@ -53,11 +53,11 @@ _CLIENT = {"first_name", "name", "lang"}
 #: locale key → variables that notification gives its text (``lang`` is always there)
 TEMPLATES: dict[str, set[str]] = {
     "notify.reminder.due_soon": _CLIENT | {"account_no", "product", "amount", "currency", "due_date", "days",
-                                            "overdue"},
+                                            "overdue", "keyword"},
     "notify.reminder.due_today": _CLIENT | {"account_no", "product", "amount", "currency", "due_date", "days",
-                                             "overdue"},
+                                             "overdue", "keyword"},
     "notify.reminder.overdue": _CLIENT | {"account_no", "product", "amount", "currency", "due_date", "days",
-                                           "overdue"},
+                                           "overdue", "keyword"},
     "notify.meeting.tomorrow": _CLIENT | {"group_name", "center_name", "location", "date", "days"},
     "notify.officer.day": _CLIENT | {"date", "meetings", "due_count", "due_total", "overdue_count",
                                       "overdue_total", "currency"},      # convo.officer_day
@@ -97,6 +97,7 @@ SAMPLES: dict[str, Any] = {
     "meetings": [{"group": "Tumaini Self-Help Group", "time": "10:00", "place": "Kariobangi Social Hall"},
                  {"group": "Umoja Women Group", "time": "14:30", "place": "Eastlands Market Shed"}],
     "due_count": 12, "due_total": Decimal("125400.00"), "overdue_count": 4, "overdue_total": Decimal("48200.00"),
+    "keyword": "ECHEANCE",
 }
 
 

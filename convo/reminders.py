@@ -13,6 +13,9 @@ zone* (or ``--date``):
   ``notify.reminder.due_soon`` (or ``due_today`` for 0) text;
 * ``today - due`` in ``reminders.overdue_days`` (e.g. ``[1, 7]``): ``notify.reminder.overdue``.
 
+Reminder texts get ``keyword``: the DUE keyword in the client's language, read from
+``flows/channels.yaml`` (DENI in Swahili, DU in French; :func:`keyword_for`).
+
 One reminder per installment per rule: the outbox key is
 ``remind:<loan>:<installment>:<due date>:<rule>``, so running twice, or on two
 machines, sends once. Reminders written during quiet hours (office time)
@@ -38,7 +41,7 @@ from convo.db import utcnow
 
 log = logging.getLogger("convo.reminders")
 
-__all__ = ["Reminder", "RunReport", "find_meeting_reminders", "find_payment_reminders", "run", "start_scheduler"]
+__all__ = ["Outgoing", "Reminder", "RunReport", "keyword_for", "find_meeting_reminders", "find_payment_reminders", "run", "start_scheduler"]
 
 
 @dataclass(frozen=True)
@@ -52,14 +55,40 @@ class Reminder:
     rule: str
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A reminder as its client gets it: number, language, text (``convo remind --dry-run`` shows these)."""
+    reminder: Reminder
+    phone: str
+    lang: str
+    text: str
+
+
 @dataclass
 class RunReport:
     reminders: list[Reminder] = field(default_factory=list)
+    #: the texts, in each client's language (every run; a dry run writes none of them)
+    texts: list[Outgoing] = field(default_factory=list)
     written: int = 0
     duplicates: int = 0
     suppressed: int = 0
     skipped: list[str] = field(default_factory=list)
     alerts: int = 0
+
+
+def keyword_for(keywords, flow: str, lang: str) -> str:
+    """The SMS keyword a client of ``lang`` texts for ``flow``, from ``flows/channels.yaml``: the first
+    alias listed for that language (DENI in Swahili, DU in French), else the keyword itself (DUE)."""
+    words = list(getattr(keywords, "words", {}).values())
+    for lang_wanted in (lang, None):
+        for kw in words:
+            if kw.flow == flow and kw.lang == lang_wanted:
+                return kw.word
+    return ""
+
+
+#: variable -> the flow whose keyword a reminder text names (``Text {{ keyword }} for details``)
+KEYWORD_FLOWS = {"keyword": "due"}
 
 
 def _today(cfg, office_id, on: dt.date | None, now: dt.datetime, default_tz: str) -> dt.date:
@@ -212,7 +241,8 @@ def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: Ru
     # every client to text, in as few calls as it takes (one each, or the pages of the active client list)
     wanted = {r.client_id for r in reminders if r.variables.get("_mobile") is None}
     contacts.update(client_contacts(services.mifos, wanted)[0])
-    locales = notify._flowset(services).locales
+    flowset = notify._flowset(services)
+    locales = flowset.locales
     for r in reminders:
         v = dict(r.variables)
         mobile, first, name = v.pop("_mobile", None), v.pop("_first", None), v.pop("_name", None)
@@ -231,14 +261,18 @@ def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: Ru
             rep.skipped.append(f"{r.key}: {e}")
             continue
         v.update(first_name=first or (name or "").split(" ")[0], name=name or "")
+        lang = notify.client_language(services, e164, office.language)
+        if r.template.startswith("notify.reminder."):
+            v.update({var: keyword_for(flowset.keywords, flow, lang) for var, flow in KEYWORD_FLOWS.items()})
+        text = notify.render_text(locales, r.template, lang, v)
+        rep.texts.append(Outgoing(r, e164, lang, text))
         if dry_run:
             continue
         quiet = notify.not_before(now, cfg.timezone(r.office_id, default_tz), cfg.quiet_start, cfg.quiet_end)
-        lang = notify.client_language(services, e164, office.language)
         t0 = utcnow()
         msg = notify.send_to_client(services, client_id=r.client_id, phone=e164, key=r.template, variables=v,
                                     kind=r.kind, idempotency_key=r.key, sent_by="reminders", lang=lang,
-                                    region=region, quiet=quiet, locales=locales)
+                                    region=region, quiet=quiet, locales=locales, text=text)
         if msg.created_at < t0:
             rep.duplicates += 1
         else:

@@ -6,7 +6,8 @@ for the hop path; templates and locale tables are built once at load.
 * SMS: :func:`sms_info` (GSM-7 / UCS-2, length, segments), :func:`to_gsm`
   (replace look-alike characters so a text stays GSM-7), :func:`usable_screen`.
 * Templates: :func:`make_env` (sandboxed, StrictUndefined, filters ``money``,
-  ``date``, ``mask`` reading the language from the ``lang`` context variable),
+  ``date``, ``day`` (today/tomorrow/on <date>), ``mask`` reading the language from the ``lang``
+  context variable),
   :func:`compile_template`, :func:`template_variables`.
 * Locales: :class:`Locales` (flattened YAML keys with file:line of each key).
 * USSD: :func:`paginate_menu`, :func:`paginate_text`, :func:`fit_ussd`.
@@ -33,7 +34,7 @@ import yaml
 __all__ = [
     "SmsInfo", "sms_info", "to_gsm", "usable_screen", "is_gsm",
     "make_env", "compile_template", "template_variables", "TemplateError",
-    "format_money", "format_date", "mask",
+    "format_money", "format_date", "format_day", "mask",
     "Locales", "LocaleError",
     "paginate_menu", "paginate_text", "fit_ussd",
 ]
@@ -369,6 +370,29 @@ def format_date(value: Any, style: str = "medium", lang: str | None = "en") -> s
     return f"{d.day} {months[d.month - 1]} {d.year}"
 
 
+#: lang -> (today, tomorrow, prefix of any other date): ``due {{ d | day(today) }}`` reads
+#: "due today", "due tomorrow", "due on 18 Dec 2026"
+_DAY_WORDS = {
+    "en": ("today", "tomorrow", "on "),
+    "sw": ("leo", "kesho", "tarehe "),
+    "fr": ("aujourd'hui", "demain", "le "),
+}
+
+
+def format_day(value: Any, today: Any, lang: str | None = "en", style: str = "medium") -> str:
+    """A date as a client says it, relative to ``today`` (the MFI's local date, never the
+    server's): ``today``/``tomorrow`` on those days, else ``on 18 Dec 2026``; Swahili ``leo``,
+    ``kesho``, ``tarehe 18 Des 2026``; French ``aujourd'hui``, ``demain``, ``le 18 déc. 2026``.
+    Other languages as English."""
+    d, ref = _to_date(value), _to_date(today)
+    now, tomorrow, prefix = _DAY_WORDS.get(_lang(lang), _DAY_WORDS["en"])
+    if d == ref:
+        return now
+    if d == ref + _dt.timedelta(days=1):
+        return tomorrow
+    return prefix + format_date(d, style, lang)
+
+
 def mask(value: Any, keep: int = 4) -> str:
     """``"000000042"`` → ``"*0042"``: a star and the last ``keep`` characters;
     values no longer than ``keep`` are returned unchanged."""
@@ -409,10 +433,16 @@ def _date_filter(ctx: jinja2.runtime.Context, value: Any, style: str = "medium")
     return format_date(value, style, ctx.get("lang", "en"))
 
 
+@jinja2.pass_context
+def _day_filter(ctx: jinja2.runtime.Context, value: Any, today: Any, style: str = "medium") -> str:
+    return format_day(value, today, ctx.get("lang", "en"), style)
+
+
 def make_env() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     """Sandboxed Jinja environment for flow and locale texts: StrictUndefined,
-    no autoescape, no ``trim_blocks`` (a text reads as written), filters ``money``, ``date``, ``mask`` (the
-    first two format for the context variable ``lang``, default ``"en"``)."""
+    no autoescape, no ``trim_blocks`` (a text reads as written), filters ``money``, ``date``,
+    ``day`` (``{{ due.date | day(due.today) }}``: today, tomorrow, on 18 Dec 2026) and ``mask`` (the
+    first three format for the context variable ``lang``, default ``"en"``)."""
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -421,6 +451,7 @@ def make_env() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     )
     env.filters["money"] = _money_filter
     env.filters["date"] = _date_filter
+    env.filters["day"] = _day_filter
     env.filters["mask"] = mask
     return env
 
@@ -744,8 +775,36 @@ def _text_items(text: str) -> list[tuple[int, str]]:
     return [(_TEXT, line) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
 
 
+def _fits(items: list[tuple[int, str]], budget: int) -> bool:
+    return len("\n".join(line for _, line in items)) <= budget
+
+
+#: a first line this short may head every page of a long text
+HEADING_MAX = 40
+
+
+def _with_heading(items: list[tuple[int, str]], budget: int, more_label: str, back_label: str) -> list[str] | None:
+    """Pages that each start with the text's first line and the page number, ``Akiba *0901 (2/3)``;
+    None when the first line is no heading (empty, longer than :data:`HEADING_MAX`, or alone)."""
+    head = items[0][1].strip().rstrip(":").rstrip() if items else ""
+    if not head or len(head) > HEADING_MAX or len(items) < 2:
+        return None
+    rest = items[1:]
+    for width in (1, 2):                         # room for "(9/9)", then for "(99/99)"
+        room = budget - len(head) - len(" (/)") - 2 * width - 1
+        try:
+            pages = _paginate(rest, room, more_label, back_label)
+        except ValueError:
+            return None
+        if len(str(len(pages))) <= width:
+            n = len(pages)
+            return [f"{head} ({i}/{n})\n{page}" for i, page in enumerate(pages, 1)]
+    return None
+
+
 def paginate_text(text: str, *, limit: int = 160, prefix_len: int = 4,
-                  more_label: str = "98. More", back_label: str = "0. Back") -> list[str]:
+                  more_label: str = "98. More", back_label: str = "0. Back",
+                  error: str | None = None, heading: bool = False) -> list[str]:
     """Split ``text`` into USSD page bodies (without the ``CON ``/``END `` prefix).
 
     A text that fits is one page with no navigation. Otherwise pages break at
@@ -754,12 +813,34 @@ def paginate_text(text: str, *, limit: int = 160, prefix_len: int = 4,
     middle pages with ``back_label`` and ``more_label``, the last with
     ``back_label``. Each page + ``prefix_len`` <= ``limit``. Whitespace at page
     breaks and blank lines at the start of a page are dropped; no word is lost.
+
+    ``heading``: when the text needs more than one page and its first line is
+    short (a heading such as ``Akiba *0901``), every page starts with that line
+    and its number, ``Akiba *0901 (2/2)``.
+
+    ``error`` (an answer that was refused, e.g. "Enter an amount in numbers")
+    comes first, and the question stays on the first screen: when error and
+    text do not fit one page, the text's first lines are left out (the caller
+    has just seen them) until the error and the last line, the question, fit.
     """
-    return _paginate(_text_items(text), limit - prefix_len, more_label, back_label)
+    budget = limit - prefix_len
+    items = _text_items(text)
+    if error:
+        err = _text_items(error)
+        for start in range(len(items)):
+            if _fits(err + items[start:], budget):
+                return ["\n".join(line for _, line in err + items[start:])]
+        items = err + items
+    elif heading and not _fits(items, budget):
+        pages = _with_heading(items, budget, more_label, back_label)
+        if pages:
+            return pages
+    return _paginate(items, budget, more_label, back_label)
 
 
 def paginate_menu(title: str, options: list[str], *, limit: int = 160, prefix_len: int = 4,
-                  more_label: str = "98. More", back_label: str = "0. Back") -> list[str]:
+                  more_label: str = "98. More", back_label: str = "0. Back",
+                  error: str | None = None) -> list[str]:
     """Split a menu into USSD page bodies (without the ``CON `` prefix).
 
     ``options`` are numbered lines (``"1. Balance"``). If everything fits: one
@@ -769,6 +850,18 @@ def paginate_menu(title: str, options: list[str], *, limit: int = 160, prefix_le
     page is wrapped like :func:`paginate_text`, options follow it). Options are
     never split across pages; an option longer than a whole page is truncated
     with ``...``. Each page + ``prefix_len`` <= ``limit``.
+
+    ``error`` (e.g. "Invalid choice") comes first; when error, title and options
+    do not fit one page, the title is left out (the caller has just read it) so
+    that the first options stay on the first screen.
     """
-    items = (_text_items(title) if title else []) + [(_OPTION, o) for o in options]
-    return _paginate(items, limit - prefix_len, more_label, back_label)
+    budget = limit - prefix_len
+    title_items = _text_items(title) if title else []
+    opts = [(_OPTION, o) for o in options]
+    if error:
+        err = _text_items(error)
+        items = err + title_items + opts
+        if not _fits(items, budget):
+            items = err + opts
+        return _paginate(items, budget, more_label, back_label)
+    return _paginate(title_items + opts, budget, more_label, back_label)

@@ -55,3 +55,69 @@ def test_the_conversation_test_example_in_flows_md_passes():
             assert result.failure is None, str(result.failure)
     finally:
         sim.stop()
+
+
+# --------------------------------------------------------------------------- README promises a newcomer copies
+
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_readme_curl_pair_works_when_pasted_twice():
+    """The pair takes a new sessionId each time (SID=$(date +%s)): pasted again later it dials again."""
+    import subprocess
+    import tempfile
+    import time
+
+    from convo.cli import sim_settings, start_simulator
+    from convo.convtest import prepare_app
+    from convo.devserver import BackgroundServer
+    from convo.web import create_app
+
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if "curl" in b and "sessionId" in b)
+    assert "SID=$(date +%s)" in block and block.count("sessionId=$SID") == 2
+    sim = start_simulator()
+    try:
+        tmp = tempfile.mkdtemp()
+        app = create_app(sim_settings(sim.url, redis_url="memory://", database_url=f"sqlite:///{tmp}/readme.db",
+                                      flows_reload_seconds=0))
+        prepare_app(app)
+        with BackgroundServer(app) as gw:
+            script = block.replace("http://127.0.0.1:8000", gw.url)
+            outputs = []
+            for _ in range(2):
+                second = int(time.time())
+                while int(time.time()) == second:        # a newcomer pastes it again later, not in the same second
+                    time.sleep(0.05)
+                outputs.append(subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30).stdout)
+        for out in outputs:
+            assert out.startswith("CON Welcome Grace. Choose:\n1. Balance") and out.endswith(
+                "CON To keep your account safe, choose a PIN of 4 to 6 digits:"), out
+    finally:
+        sim.stop()
+
+
+def test_the_readme_and_flows_md_say_how_to_run_convo():
+    import subprocess
+    import sys
+
+    export = 'export PATH="$PWD/.venv/bin:$PATH"'
+    assert export in README and export in DOC and ".venv/bin/convo" in README and ".venv/bin/convo lint" in DOC
+    assert 'convo = "convo.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    venv = ROOT / ".venv"
+    if Path(sys.prefix).resolve() != venv.resolve():
+        return                                           # the suite runs outside the checkout's .venv
+    out = subprocess.run(["bash", "-c", f"cd {ROOT} && {export} && convo --help"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "lint" in out.stdout and "simulate" in out.stdout
+
+
+def test_convo_test_prints_its_results_without_log_lines():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "convo.cli", "test", str(ROOT / "flows" / "tests" / "language.yaml")],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    lines = (out.stdout + out.stderr).splitlines()
+    assert out.returncode == 0 and lines[-1] == f"{len(lines) - 1} passed, 0 failed", out.stdout + out.stderr
+    assert all(line.startswith("ok   language.yaml: ") for line in lines[:-1]), lines

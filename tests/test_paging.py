@@ -54,13 +54,15 @@ def test_a_long_menu_pages_forward_and_back_and_numbers_stay_the_same(phone):
     assert screen(phone.send("12")) == "END You chose Product number 12 with a long name."
 
 
-def test_a_long_text_is_read_page_by_page_and_ends_on_the_last(phone):
+def test_a_long_text_is_read_page_by_page_and_closes_after_the_last(phone):
     phone.dial("*384*99#")
     page = screen(phone.send("13"))
     assert page.startswith("CON Clause 1 says") and page.endswith("98. More")
     words = [w for l in page[4:].split("\n") if not l.startswith(("98.", "0.")) for w in l.split()]
-    while page.startswith("CON "):
+    while page.endswith("98. More"):
         page = screen(phone.send("98"))
         words += [w for l in page[4:].split("\n") if not l.startswith(("98.", "0.")) for w in l.split()]
-    assert page.startswith("END ") and "0. Back" not in page and words == " ".join(
-        f"Clause {i} says something important." for i in range(1, 16)).split()
+    assert words == " ".join(f"Clause {i} says something important." for i in range(1, 16)).split()
+    assert page.startswith("CON ") and page.endswith("\n0. Back")      # the last screen can still go back
+    last = screen(phone.send("1"))                                     # any other answer: done reading
+    assert last == "END " + page[4:].rsplit("\n", 1)[0]

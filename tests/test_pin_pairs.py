@@ -278,7 +278,7 @@ def test_wrong_pins_on_achieng_over_ussd_lock_barakas_sms_too(stack):
     phone.answer(number_of(menu, "Balance"))
     assert phone.answer("1357") == "CON Wrong PIN. 2 tries left. Enter your PIN:"
     handset = sms_as(gw, services, "BAL", "Baraka")
-    assert replies(services, SHARED)[-1] == "Enter your PIN:"
+    assert replies(services, SHARED)[-1] == "To see your balance, reply with your PIN."
     handset.text("2468")
     assert replies(services, SHARED)[-1] == "Wrong PIN. 1 try left. Enter your PIN:"
     assert phone.answer("9753").startswith("END Your PIN is blocked")
@@ -343,7 +343,7 @@ def test_salio_answers_in_swahili_but_setting_a_pin_keeps_the_language_the_subsc
     assert "Salio: KES 8,637.50" in replies(services, GRACE)[-1]
     assert subscribers.language_of(services.db, GRACE) == "fr"
     handset.text("BAL")                                                   # the next dialog is hers again
-    assert replies(services, GRACE)[-1] == "Entrez votre code PIN :"
+    assert replies(services, GRACE)[-1] == "Pour voir votre solde, répondez avec votre code PIN."
 
 
 def test_salio_leaves_a_subscriber_who_never_chose_with_no_language(stack):

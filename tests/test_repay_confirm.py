@@ -147,7 +147,7 @@ def test_sms_repay_then_a_pin_looking_number_cannot_pay_without_the_explicit_con
     before = mifos.savings_balance(42).available_balance
     grace = Handset(gw, GRACE)
     grace.text("REPAY")
-    assert last_text(services) == "Enter your PIN:"
+    assert last_text(services) == "To pay from your savings, reply with your PIN."
     grace.text(PIN)
     assert last_text(services).startswith("Biashara Flat 6M: due KES ")
     grace.text("2468")                                                  # meant as a PIN, read as an amount
@@ -184,7 +184,7 @@ def test_sms_cancel_moves_nothing(stack):
     grace = Handset(gw, GRACE)
     for text in ("REPAY", PIN, "700", "4321", "2"):
         grace.text(text)
-    assert last_text(services) == "Payment cancelled. No money was moved."
+    assert last_text(services).startswith("Payment cancelled. No money was moved.\nPlease delete the SMS with your PIN")
     grace.text("1")                                         # the dialog is over: "1" confirms nothing now
     assert requests_made(services) == [] and TransferRunner(services).run_once() == 0
     assert mifos.savings_balance(42).available_balance == before

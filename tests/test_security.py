@@ -149,7 +149,7 @@ def test_full_pin_dialogs_leave_no_pin_anywhere(stack, caplog):
     deliver(services)
     bodies = sent(fake, services)
     assert bodies[:3] == ["Enter your current PIN:", "Choose a new PIN of 4 to 6 digits:", "Enter the new PIN again:"]
-    assert bodies[3].startswith("Your PIN has been changed") and bodies[4] == "Enter your PIN:"
+    assert bodies[3].startswith("Your PIN has been changed") and bodies[4] == "To see your balance, reply with your PIN."
     assert "Balance: KES 8,637.50" in bodies[5]
 
     pepper_hmacs = []
@@ -201,7 +201,7 @@ def test_lockout_holds_across_ussd_and_sms_until_a_staff_reset(stack):
     assert ussd.answer(menu_number(menu, "Balance")).startswith("END Your PIN is blocked")   # right PIN or not
     sms.text("BAL")
     deliver(services)
-    assert sent(fake, services) == ["Enter your PIN:", "Wrong PIN. 1 try left. Enter your PIN:",
+    assert sent(fake, services) == ["To see what you owe, reply with your PIN.", "Wrong PIN. 1 try left. Enter your PIN:",
                           "Your PIN is blocked after too many wrong tries. Please visit your branch or call "
                           "customer care to unblock it."]
     assert [a.action for a in audit_rows(services, phone=GRACE) if a.action.startswith("pin.")] == \

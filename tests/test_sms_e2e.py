@@ -57,7 +57,7 @@ def test_grace_texts_bal_and_gets_her_balance(stack, word):
     assert [r.status for r in rows(services)] == ["queued", "queued"]   # nothing is sent inline
     deliver(services)
     prompt, answer = sent_bodies(fake, services)
-    assert prompt == "Enter your PIN:" and "Balance: KES" not in prompt
+    assert prompt == "To see your balance, reply with your PIN." and "Balance: KES" not in prompt
     assert answer == "Voluntary Savings *0042\nBalance: KES 8,637.50\nAvailable: KES 7,637.50" \
         or "Balance: KES 8,637.50" in answer
 
@@ -87,7 +87,7 @@ def test_due_with_two_loans_continues_over_several_texts(stack):
     deliver(services)
     _, menu, answer = sent_bodies(fake, services)
     assert menu.startswith("Choose an account:\n1. ") and menu.endswith("Reply with the number of your choice.")
-    assert "Amount due" in answer or "nothing is due" in answer
+    assert "Amount due" in answer or "Total due" in answer or "nothing is due" in answer
 
 
 def test_an_answer_after_the_inactivity_window_gets_help_instead(stack):

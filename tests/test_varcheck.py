@@ -113,7 +113,7 @@ def test_a_route_condition_and_a_with_value_are_checked_too(flows):
 
 def test_a_wrong_filter_argument_is_a_load_error_not_a_runtime_error(flows):
     en = flows / "locales" / "en.yaml"
-    edit(en, "by {{ due.date | date }}", 'by {{ due.date | date("longg") }}')
+    edit(en, "(since {{ due.overdue_since | date }})", '(since {{ due.overdue_since | date("longg") }})')
     lines = en.read_text().splitlines()
     key_line = lines.index("due:") + 2                           # `  text: |-` of due.text
     [e] = errors_of(flows)
@@ -133,8 +133,8 @@ def test_too_many_filter_arguments_and_an_unknown_filter(flows):
 
 def test_an_optional_value_used_without_a_guard(flows):
     """A loan's next due date is null when nothing is scheduled: `date` on it would fail for that caller."""
-    edit(flows / "locales" / "en.yaml", "{% if due.date %} by {{ due.date | date }}{% endif %}",
-         " by {{ due.date | date }}")
+    edit(flows / "locales" / "en.yaml", "{% if due.overdue_since %} (since {{ due.overdue_since | date }}){% endif %}",
+         " (since {{ due.overdue_since | date }})")
     [e] = errors_of(flows)
     assert e.key == "due.text" and e.lang == "en" and "with null values" in e.message
 
@@ -170,7 +170,7 @@ def _analysis(fs):
 def test_variables_per_state_follow_outcomes_sub_flows_and_with():
     an = _analysis(load_flowset(FLOWS))
     d = an.defined
-    assert "client" not in d[("balance", "_confirm_pin")]        # SMS BAL starts here with nothing
+    assert "client" not in d[("balance", "pin")]                 # SMS BAL starts here with nothing
     assert "client" in d[("balance", "who")]                     # confirm_pin identified the caller
     assert "client" not in d[("confirm_pin", "who")] and "client" in d[("confirm_pin", "check")]
     assert "account" in d[("balance", "fetch")] and "balance" not in d[("balance", "fetch")]

@@ -52,3 +52,18 @@ def opt_in(ctx: Context) -> str:
 
     set_opt_out(ctx.services.db, ctx.phone, False, source=ctx.channel)
     return "ok"
+
+
+@action("which_channel", outcomes=("ussd", "sms"), provides={})
+def which_channel(ctx: Context) -> str:
+    """Go on by the channel of the conversation: ``ussd`` or ``sms`` (any text channel), e.g. to ask
+    for a PIN in words that suit an SMS reply.
+
+    ```yaml
+    how:
+      do: which_channel
+      on: {ussd: ask, sms: ask_sms}
+    ```
+    """
+    return "ussd" if ctx.channel == "ussd" else "sms"
+

@@ -212,7 +212,11 @@ def client_accounts(ctx: Context) -> list[dict]:
                   s.settings.client_cache_ttl)
 
 
-@action("load_accounts", outcomes=("none", "one", "many", "unavailable"))
+_ACCOUNT = {"id", "kind", "account_no", "product", "currency"}
+
+
+@action("load_accounts", outcomes=("none", "one", "many", "unavailable"), needs=("client",),
+        provides={"accounts": on(("none", "one", "many"), [_ACCOUNT]), "account": on("one", _ACCOUNT)})
 def load_accounts(ctx: Context, kind: str) -> str:
     """List the caller's active accounts of one kind (``savings``, ``loan``, or ``any``).
 
@@ -244,7 +248,8 @@ def offer(ctx: Context, items: list, list_var: str, one_var: str) -> str:
     return "many"
 
 
-@action("savings_balance", outcomes=("ok", "unavailable"))
+@action("savings_balance", outcomes=("ok", "unavailable"), needs=("account",),
+        provides={"balance": on("ok", {"total", "available", "as_of"})})
 def savings_balance(ctx: Context) -> str:
     """Fetch the balance of the chosen savings ``account``.
 
@@ -271,12 +276,40 @@ def savings_balance(ctx: Context) -> str:
     return "ok"
 
 
-@action("loan_due", outcomes=("due", "paid_up", "unavailable"))
-def loan_due(ctx: Context) -> str:
-    """Fetch what is due on the chosen loan ``account``: overdue plus the next installment.
+def local_today(ctx: Context):
+    """Today in the MFI's time zone (``CONVO_TIMEZONE``), not the server's: "due today" means the client's day."""
+    return ctx.now.astimezone(ZoneInfo(ctx.services.settings.timezone)).date()
 
-    Sets ``due`` (``amount``, ``overdue``, ``date`` (ISO or null),
-    ``outstanding``, and ``as_of`` for last known figures).
+
+def _overdue_since(body: dict, today) -> Any:
+    """Due date of the oldest installment still unpaid before ``today`` (None when nothing is overdue)."""
+    from convo.mifos.client import parse_date, period_outstanding
+
+    for p in (body.get("repaymentSchedule") or {}).get("periods") or []:
+        if p.get("period") is None or p.get("complete") is True or period_outstanding(p) <= 0:
+            continue
+        due = parse_date(p.get("dueDate"))
+        if due is not None and due < today:
+            return due
+    return None
+
+
+_DUE = {"amount": "amount", "overdue": "amount", "overdue_since": "date?", "overdue_days": "int",
+        "next_amount": "amount", "date": "date?", "today": "date", "outstanding": "amount", "as_of": "time?"}
+
+
+@action("loan_due", outcomes=("due", "paid_up", "unavailable"), needs=("account",),
+        provides={"due": on(("due", "paid_up"), _DUE)})
+def loan_due(ctx: Context) -> str:
+    """Fetch what is due on the chosen loan ``account``: what is overdue, the next installment, the total.
+
+    Sets ``due``: ``overdue`` (unpaid on installments due before today, 0 when
+    none), ``overdue_since`` (the oldest such due date, ISO, or null) and
+    ``overdue_days``; ``next_amount`` and ``date`` (the next installment due
+    today or later, ISO or null); ``amount`` (overdue plus next installment);
+    ``outstanding`` (all still owed); ``today`` (the MFI's date, for
+    ``{{ due.date | day(due.today) }}``: today, tomorrow, on 18 Dec 2026); and
+    ``as_of`` for last known figures.
 
     ```yaml
     show_due:
@@ -284,18 +317,30 @@ def loan_due(ctx: Context) -> str:
       on: {due: due_text, paid_up: nothing_due, unavailable: mifos_down}
     ```
     """
+    from convo.mifos.client import loan_due_from_loan
+
     s = ctx.services
     acc = ctx.vars["account"]
+    today = local_today(ctx)
 
     def load() -> dict:
-        d = s.mifos.loan_due(acc["id"], ctx.today)
+        body = s.mifos.get(f"/loans/{int(acc['id'])}", {"associations": "repaymentSchedule"})
+        d = loan_due_from_loan(body, today)
+        since = _overdue_since(body, today) if d.overdue > 0 else None
         return {"amount": str(d.amount_due), "overdue": str(d.overdue), "outstanding": str(d.outstanding),
+                "next_amount": str(d.next_installment),
+                "overdue_since": since.isoformat() if since else None,
+                "overdue_days": (today - since).days if since else 0,
                 "date": d.next_due_date.isoformat() if d.next_due_date else None}
 
     try:
-        due = _fetch(ctx, f"convo:loan:{acc['id']}:{ctx.today.isoformat()}", load, s.settings.figures_cache_ttl)
+        due = _fetch(ctx, f"convo:loan:{acc['id']}:{today.isoformat()}", load, s.settings.figures_cache_ttl)
     except _Unavailable:
         return "unavailable"
+    due = {**due, "today": today.isoformat()}
+    due.setdefault("next_amount", due["amount"])              # figures cached by an earlier release
+    due.setdefault("overdue_since", None)
+    due.setdefault("overdue_days", 0)
     ctx.vars["due"] = due
     return "due" if Decimal(due["amount"]) > 0 else "paid_up"
 
@@ -314,15 +359,23 @@ def _kind_code(value: str) -> str:
     return next((code for word, code in _KINDS.items() if word in v), "other")
 
 
-@action("mini_statement", outcomes=("ok", "empty", "unavailable"))
+_ROW = {"date": "date", "kind": "word", "label": "word", "amount": "amount", "credit": "bool", "sign": "code",
+        "balance": "amount?"}
+
+
+@action("mini_statement", outcomes=("ok", "empty", "unavailable"), needs=("account",),
+        provides={"transactions": [_ROW], "closing_balance": "amount?", "statement_as_of": "time?"})
 def mini_statement(ctx: Context, limit: int = 5) -> str:
     """The last transactions of the chosen ``account`` (savings or loan), newest first.
 
     Sets ``transactions`` (each: ``date``, ``kind`` (a code: deposit,
-    withdrawal, interest, fee, repayment, disbursement, transfer, other),
-    ``label`` (the text ``mini.kind.<code>`` in the conversation's language),
-    ``amount``, ``credit`` (money in for the client), ``balance``).
-    Reversed entries and loan accruals are never listed.
+    withdrawal, interest, fee, payment (a loan repayment), disbursement,
+    transfer, other), ``label`` (the text ``mini.kind.<code>`` in the
+    conversation's language), ``amount``, ``credit`` (money in for the client),
+    ``sign`` (``+``/``-`` on savings; empty on a loan, where a payment lowers
+    what is owed), ``balance``) and ``closing_balance`` (the balance after the
+    newest row: the savings balance, or what is still owed on a loan; null
+    when Mifos X gives none). Reversed entries and loan accruals are never listed.
 
     ```yaml
     fetch:
@@ -334,9 +387,10 @@ def mini_statement(ctx: Context, limit: int = 5) -> str:
     s = ctx.services
     acc = ctx.vars["account"]
     limit = max(1, min(int(limit), 10))
+    loan = acc["kind"] != "savings"
 
     def load() -> dict:
-        get = s.mifos.savings_transactions if acc["kind"] == "savings" else s.mifos.loan_transactions
+        get = s.mifos.loan_transactions if loan else s.mifos.savings_transactions
         rows = get(acc["id"], limit=limit)
         return {"rows": [{"date": t.date.isoformat(), "kind": _kind_code(t.kind), "amount": str(t.amount),
                           "credit": t.credit,
@@ -350,15 +404,18 @@ def mini_statement(ctx: Context, limit: int = 5) -> str:
     locales = s.flows.current.locales
     rows = []
     for r in got["rows"]:
-        key = f"mini.kind.{r['kind']}"
-        label = locales.source(ctx.lang, key) if locales.has(ctx.lang, key) else r["kind"]
-        rows.append({**r, "label": label})
+        kind = "payment" if loan and r["kind"] == "repayment" else r["kind"]
+        key = f"mini.kind.{kind}"
+        label = locales.source(ctx.lang, key) if locales.has(ctx.lang, key) else kind
+        rows.append({**r, "kind": kind, "label": label, "sign": "" if loan else ("+" if r["credit"] else "-")})
     ctx.vars["transactions"] = rows
+    ctx.vars["closing_balance"] = rows[0]["balance"] if rows else None
     ctx.vars["statement_as_of"] = got.get("as_of")
     return "ok" if rows else "empty"
 
 
-@action("next_meeting", outcomes=("found", "none", "unavailable"))
+@action("next_meeting", outcomes=("found", "none", "unavailable"), needs=("client",),
+        provides={"meeting": on("found", {"date", "group", "center", "location", "kind"})})
 def next_meeting(ctx: Context) -> str:
     """The caller's next group or center meeting.
 

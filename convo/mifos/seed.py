@@ -25,6 +25,7 @@ from __future__ import annotations
 import calendar
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
 
 Z6 = Decimal("0.000000")
 
@@ -1042,7 +1043,9 @@ def _term_deposit(today: date, data: dict) -> None:
 
 def build(today: date | None = None) -> dict:
     """The whole data set: ``{"clients", "savings", "loans", "groups", "centers", "offices"}``, keyed by id."""
-    today = today or date.today()
+    # the business date of the demo tenant (Africa/Nairobi, CONVO_TIMEZONE's default), not the machine's:
+    # the gateway says "due today" by the MFI's date, so the two agree around midnight
+    today = today or datetime.now(ZoneInfo("Africa/Nairobi")).date()
     data = {"clients": {}, "savings": {}, "loans": {}, "offices": dict(OFFICES), "today": today}
     _grace(today, data)
     next_savings, next_loan = 100, 200
