@@ -6,6 +6,7 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 import threading
 import time
+import weakref
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
@@ -45,7 +46,7 @@ def _database_down(e: Exception):
 #: seconds one process keeps the answer of its Mifos X probe (load balancers poll /healthz often)
 MIFOS_PROBE_TTL = 15.0
 _probe_lock = threading.Lock()
-_probe: dict = {}
+_probe: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # client -> (when, state)
 
 
 def _mifos_state(s) -> dict:
@@ -55,7 +56,7 @@ def _mifos_state(s) -> dict:
 
     client = s.mifos
     with _probe_lock:
-        cached = _probe.get(id(client))
+        cached = _probe.get(client)
         if cached and time.monotonic() - cached[0] < MIFOS_PROBE_TTL:
             return {**cached[1], "breaker": client.breaker.state}
         start = time.monotonic()
@@ -69,7 +70,7 @@ def _mifos_state(s) -> dict:
         except Exception as e:  # noqa: BLE001 - health reports, never raises
             state = {"reachable": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
         state["seconds"] = round(time.monotonic() - start, 3)
-        _probe[id(client)] = (time.monotonic(), state)
+        _probe[client] = (time.monotonic(), state)
         return {**state, "breaker": client.breaker.state}
 
 
