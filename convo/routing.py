@@ -30,6 +30,7 @@ most N x the limit).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -44,6 +45,8 @@ from gateways.base import ConfigError, Gateway, OutgoingSms, SendResult
 
 __all__ = ["Health", "Route", "Routes", "RoutesError", "Router", "TokenBucket", "Via", "country_of",
            "load_routes", "routes_from_settings"]
+
+log = logging.getLogger("convo.routing")
 
 #: keys of a gateway entry the router reads; the rest is the gateway's own config
 ROUTER_KEYS = ("type", "max_per_second", "burst", "failures", "pause_seconds")
@@ -320,13 +323,16 @@ class Health:
         with self._lock:
             self.in_a_row, self.paused_until = 0, 0.0
 
-    def failed(self, error: str) -> None:
+    def failed(self, error: str) -> bool:
+        """Count a failed send; True when this one paused the gateway."""
         with self._lock:
             self.in_a_row += 1
             self.last_error = error
             if self.in_a_row >= self.failures and self.pause > 0:
                 self.paused_until = self.clock() + self.pause
                 self.in_a_row = self.failures - 1  # after the pause, one more failure pauses again
+                return True
+            return False
 
     def state(self) -> str:
         return "paused" if not self.available() else "ok"
@@ -417,6 +423,8 @@ class Router:
                             r = replace(r, error="; ".join(notes[i] + [f"{name}: {r.error}"]))
                         results[i] = r
                     else:
+                        log.info("outbox %s: %s failed (%s); trying the route's next gateway", messages[i].id,
+                                 name, (r.error or "")[:200])
                         notes[i].append(f"{name}: {r.error}")
                         last[i] = r
         return results  # type: ignore[return-value]
@@ -451,8 +459,9 @@ class Router:
             got = [SendResult.retry(f"{type(exc).__name__}: {str(exc)[:300]}", failover=True)] * len(msgs)
         if any(r.status == "sent" for r in got) or not all(r.failover for r in got):
             health.ok()
-        else:
-            health.failed(got[0].error or "")
+        elif health.failed(got[0].error or ""):
+            log.warning("gateway %s paused for %gs after %d failed sends in a row; last: %s", name, health.pause,
+                        health.failures, (got[0].error or "")[:200])
         return got
 
     def state(self) -> dict[str, str]:
