@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError as DatabaseUnavailable
 from sqlalchemy.exc import TimeoutError as DatabasePoolTimeout
 
-from convo import render, security
+from convo import render, security, stats
 from convo.actions import Context
 from convo.budget import hop_budget
 from convo.compiler import NAV_BACK, NAV_MORE, CompiledFlow, FlowSet
@@ -73,13 +73,23 @@ PIN_BY_SMS = "_pin_by_sms"
 class Conversation:
     """The model the shared machines act on: plain data, rebuilt every hop."""
 
-    __slots__ = ("flow", "state", "vars", "lang", "page", "pages", "stack", "secrets")
+    __slots__ = ("flow", "_state", "vars", "lang", "page", "pages", "stack", "secrets", "trail")
 
     def __init__(self, flow: str, state: str, vars: dict, lang: str, page: int = 0, stack=None, pages: int = 1):
-        self.flow, self.state, self.vars, self.lang, self.page = flow, state, vars, lang, page
+        self.flow, self._state, self.vars, self.lang, self.page = flow, state, vars, lang, page
         self.pages = pages                 # screens the current state's text was split into
         self.stack: list[list[str]] = stack or []
         self.secrets: set[str] = set()
+        self.trail: list[tuple[str, str]] = []     # (flow, state) entered this hop, for convo.stats
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self.trail.append((self.flow, value))
+        self._state = value
 
 
 class FlowRuntimeError(Exception):
@@ -152,7 +162,8 @@ class Engine:
             with hop_budget(self.settings.hop_budget_seconds):
                 reply, data = self._hop(msg, data)
             if data is not None:
-                saved = store.save(sid, token, data, self._ttl(msg))
+                counts = data.pop("_counts", None)      # drop-offs (convo.stats), in the same pipeline
+                saved = store.save(sid, token, data, self._ttl(msg), counts and self._count_call(*counts))
                 if not saved:
                     log.warning("session %s: lock expired before save; reply not stored", sid)
             return reply
@@ -204,6 +215,7 @@ class Engine:
         ctx = Context(vars=conv.vars, phone=msg.phone, channel=msg.channel, services=self.services,
                       lang=conv.lang, session_id=msg.session_id)
         secret_positions: list[int] = list((data or {}).get("sp", ())) if msg.channel == "ussd" else []
+        began, errored = (conv.flow, conv.state), False
         try:
             error = None
             if fresh:
@@ -223,7 +235,7 @@ class Engine:
                 body += self._pin_advice(fs, conv.lang)
         except (FlowRuntimeError, JinjaError) as e:
             log.error("session %s flow %s state %s: %s", msg.session_id, conv.flow, conv.state, e)
-            body, end = self._common(fs, "common.error", conv.lang), True
+            body, end, errored = self._common(fs, "common.error", conv.lang), True, True
         for name in conv.secrets:
             conv.vars.pop(name, None)
         if ctx.events:
@@ -237,7 +249,17 @@ class Engine:
                  "r": body, "e": end, "t": int(time.time())}
         if secret_positions:
             state["sp"] = secret_positions
+        if self.settings.flow_stats:
+            state["_counts"] = (fs.version, stats.hop_fields(fs, began, conv.trail, fresh, end, errored))
         return Reply(body, end, tuple(secret_positions)), state
+
+    def _count_call(self, version: str, counts) -> tuple | None:
+        if not counts:
+            return None
+        script = getattr(self, "_stats_script", None)
+        if script is None:
+            script = self._stats_script = self.services.redis.register_script(stats.SCRIPT)
+        return (script, *stats.script_call(version, counts, self.settings.flow_stats_days))
 
     @staticmethod
     def _pin_advice(fs: FlowSet, lang: str) -> str:

@@ -154,6 +154,30 @@ class CostCollector:
         return [msgs, segs, cost]
 
 
+class FlowStateCollector:
+    """``convo_flow_state_total{flow,state,outcome}``: dialogs that entered a state, went on from it, ended
+    there or hit an error, since the Redis began counting (:mod:`convo.stats`), read at scrape time."""
+
+    def __init__(self, redis):
+        self.redis = redis
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        from convo.stats import totals
+
+        fam = CounterMetricFamily("convo_flow_state", "Dialogs per flow state by outcome (entered, next, ended, "
+                                  "error)", labels=["flow", "state", "outcome"])
+        try:
+            rows = totals(self.redis)
+        except Exception as e:  # noqa: BLE001 - the rest of /metrics still answers
+            log.warning("flow state metrics unavailable: %s", str(e).splitlines()[0][:200])
+            return []
+        for flow, state, outcome, n in rows:
+            fam.add_metric([flow, state, outcome], n)
+        return [fam]
+
+
 def multiproc_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
@@ -186,7 +210,7 @@ def _forget_dead_processes(path: str) -> None:
             pass
 
 
-def exposition(engine=None) -> bytes:
+def exposition(engine=None, redis=None) -> bytes:
     """The text of ``/metrics``: every process's metrics (summed in multiprocess mode), then the
     scrape-time figures read from the database ``engine``."""
     path = multiproc_dir()
@@ -203,5 +227,9 @@ def exposition(engine=None) -> bytes:
         scrape = CollectorRegistry(auto_describe=False)
         scrape.register(OutboxCollector(engine))
         scrape.register(CostCollector(engine))
+        text += generate_latest(scrape)
+    if redis is not None:
+        scrape = CollectorRegistry(auto_describe=False)
+        scrape.register(FlowStateCollector(redis))
         text += generate_latest(scrape)
     return text

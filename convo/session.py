@@ -11,11 +11,22 @@ Redis Cluster slot.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
 
 import redis as redis_lib
+from redis.exceptions import NoScriptError
+
+log = logging.getLogger(__name__)
+
+
+def _quiet(call):
+    try:
+        return call()
+    except Exception as e:  # noqa: BLE001 - counting never fails a hop
+        return e
 
 _ACQUIRE = """
 if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -107,11 +118,29 @@ class SessionStore:
         raw = self.redis.get(self._keys(sid)[0])
         return json.loads(raw) if raw else None
 
-    def save(self, sid: str, token: str, data: dict, ttl: int) -> bool:
-        """Write and unlock; False if our lock had expired (someone else may have written)."""
+    def save(self, sid: str, token: str, data: dict, ttl: int, also=None) -> bool:
+        """Write and unlock; False if our lock had expired (someone else may have written).
+
+        ``also``: ``(script, keys, args)`` of one more Lua script sent in the same pipeline (the drop-off
+        counts of :mod:`convo.stats`): still one round trip. Its failure is logged, never the hop's."""
         skey, lkey = self._keys(sid)
         blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
-        return bool(self._save(keys=[skey, lkey], args=[token, blob, int(ttl)]))
+        if also is None:
+            return bool(self._save(keys=[skey, lkey], args=[token, blob, int(ttl)]))
+        script, keys, args = also
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._save.sha, 2, skey, lkey, token, blob, int(ttl))
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        saved, counted = pipe.execute(raise_on_error=False)
+        if isinstance(saved, NoScriptError):          # a restarted Redis forgot the scripts: load, run again
+            saved = self._save(keys=[skey, lkey], args=[token, blob, int(ttl)])
+        elif isinstance(saved, Exception):
+            raise saved
+        if isinstance(counted, NoScriptError):
+            counted = _quiet(lambda: script(keys=keys, args=args))
+        if isinstance(counted, Exception):
+            log.warning("flow counts not written: %s", str(counted)[:200])
+        return bool(saved)
 
     def release(self, sid: str, token: str) -> None:
         self._release(keys=[self._keys(sid)[1]], args=[token])

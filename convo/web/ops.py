@@ -139,4 +139,8 @@ def metrics():
         engine = services().db
     except Exception:  # noqa: BLE001 - metrics of the process still answer
         engine = None
-    return Response(exposition(engine), mimetype=CONTENT_TYPE_LATEST)
+    try:
+        redis = services().redis if services().settings.flow_stats else None
+    except Exception:  # noqa: BLE001
+        redis = None
+    return Response(exposition(engine, redis), mimetype=CONTENT_TYPE_LATEST)

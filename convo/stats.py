@@ -1,0 +1,160 @@
+"""Where callers drop off: per flows version, flow, state and day, how many dialogs entered a state,
+went on to each next state, ended there or hit an error.
+
+Counted on the hop path at one Redis command: the engine hands :func:`hop_fields`' result to
+:meth:`convo.session.SessionStore.save`, which sends :data:`SCRIPT` in the same pipeline as the session
+write (one round trip, as before). Nothing about the caller is kept: no phone number, no input, no
+session id; only flow and state names and counts.
+
+Keys (one Redis Cluster slot, hash tag ``{stats}``):
+
+* ``convo:{stats}:d:<version>:<YYYY-MM-DD>``: a hash ``flow|state|in``, ``flow|state|end``,
+  ``flow|state|err``, ``flow|state|>next`` -> count; expires ``flow_stats_days`` (90) after its last write;
+* ``convo:{stats}:total``: ``flow|state|entered|ended|error|next`` for ``/metrics``
+  (``convo_flow_state_total{flow,state,outcome}``), kept for the life of the Redis;
+* ``convo:{stats}:versions``: version -> last day it was counted.
+
+A caller who stops answering sends no hop, so "timed out" is not counted as it happens: it is what
+entered a state that waits for input and neither went on, ended nor errored
+(:func:`read_counts`; today's figure includes dialogs still open).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+
+PREFIX = "convo:{stats}:"
+TOTAL_KEY = PREFIX + "total"
+VERSIONS_KEY = PREFIX + "versions"
+TOTAL_OUTCOMES = {"in": "entered", "end": "ended", "err": "error"}
+
+#: KEYS: day hash, totals hash, versions hash. ARGV: ttl, version, day, n, n x (field, count), rest (field, count)
+SCRIPT = """
+local n = tonumber(ARGV[4])
+local i = 5
+for _ = 1, n do
+  redis.call('hincrby', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('hincrby', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('expire', KEYS[1], ARGV[1])
+redis.call('hset', KEYS[3], ARGV[2], ARGV[3])
+return n
+"""
+
+
+def day_key(version: str, day: str) -> str:
+    return f"{PREFIX}d:{version}:{day}"
+
+
+def hop_fields(fs, start: tuple[str, str], trail: list[tuple[str, str]], fresh: bool, end: bool,
+               errored: bool) -> Counter:
+    """The counts one hop adds: ``(flow, state, outcome)`` -> n, from where the hop began (``start``),
+    the states it passed through (``trail``, in order) and how it finished."""
+    out: Counter = Counter()
+    if fresh:
+        out[(*start, "in")] += 1
+    prev = start
+    for cur in trail:
+        if cur == prev:
+            continue
+        returned = _kind(fs, prev) == "return" and cur[0] != prev[0]
+        if cur[0] == prev[0]:
+            out[(*prev, ">" + cur[1])] += 1
+        if not returned:                     # back in the caller's flow state: it was entered when called
+            out[(*cur, "in")] += 1
+        prev = cur
+    if errored:
+        out[(*prev, "err")] += 1
+    elif end:
+        out[(*prev, "end")] += 1
+    return out
+
+
+def _kind(fs, where: tuple[str, str]) -> str | None:
+    cf = fs.flows.get(where[0])
+    st = cf.spec.states.get(where[1]) if cf else None
+    return st.kind if st else None
+
+
+def script_call(version: str, counts: Counter, days: int, today: dt.date | None = None) -> tuple[list, list]:
+    """(keys, args) of :data:`SCRIPT` for ``counts``."""
+    day = (today or dt.datetime.now(dt.timezone.utc).date()).isoformat()
+    day_args: list = []
+    total = Counter()
+    for (flow, state, outcome), n in counts.items():
+        day_args += [f"{flow}|{state}|{outcome}", n]
+        total[f"{flow}|{state}|{'next' if outcome.startswith('>') else TOTAL_OUTCOMES[outcome]}"] += n
+    args = [days * 86400, version, day, len(counts)] + day_args
+    for f, n in total.items():
+        args += [f, n]
+    return [day_key(version, day), TOTAL_KEY, VERSIONS_KEY], args
+
+
+@dataclass
+class StateCounts:
+    entered: int = 0
+    ended: int = 0
+    errored: int = 0
+    to: dict[str, int] = field(default_factory=dict)     # next state -> count
+    waits: bool = False
+
+    @property
+    def went_on(self) -> int:
+        return sum(self.to.values())
+
+    @property
+    def timed_out(self) -> int:
+        """Entered a state that waits for input and never left it (no hop after): the caller went away."""
+        return max(0, self.entered - self.went_on - self.ended - self.errored) if self.waits else 0
+
+
+def read_counts(redis, fs, flow: str, days: int = 7, version: str | None = None,
+                today: dt.date | None = None) -> dict[str, StateCounts]:
+    """The counts of ``flow`` in flows ``version`` (default: ``fs``'s) over the last ``days`` days (UTC)."""
+    version = version or fs.version
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    cf = fs.flows[flow]
+    out = {name: StateCounts(waits=st.waits_for_input) for name, st in cf.spec.states.items()}
+    pipe = redis.pipeline(transaction=False)
+    for i in range(days):
+        pipe.hgetall(day_key(version, (today - dt.timedelta(days=i)).isoformat()))
+    for h in pipe.execute():
+        for k, v in h.items():
+            k = k.decode() if isinstance(k, bytes) else k
+            f, _, rest = k.partition("|")
+            state, _, outcome = rest.partition("|")
+            if f != flow or state not in out:
+                continue
+            c, n = out[state], int(v)
+            if outcome == "in":
+                c.entered += n
+            elif outcome == "end":
+                c.ended += n
+            elif outcome == "err":
+                c.errored += n
+            elif outcome.startswith(">"):
+                c.to[outcome[1:]] = c.to.get(outcome[1:], 0) + n
+    return out
+
+
+def funnel(fs, flow: str, counts: dict[str, StateCounts]) -> list[tuple[str, StateCounts]]:
+    """The states in the order a caller meets them (breadth first from the start), with their counts."""
+    from convo.graph import layers
+
+    return [(name, counts[name]) for layer in layers(fs.flows[flow]) for name in layer]
+
+
+def totals(redis) -> list[tuple[str, str, str, int]]:
+    """``(flow, state, outcome, count)`` for ``/metrics``."""
+    rows = []
+    for k, v in (redis.hgetall(TOTAL_KEY) or {}).items():
+        k = k.decode() if isinstance(k, bytes) else k
+        parts = k.split("|")
+        if len(parts) == 3:
+            rows.append((*parts, int(v)))
+    return sorted(rows)
