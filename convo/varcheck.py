@@ -849,24 +849,23 @@ class TextLint:
                               t.key, lang, dedupe=None if t.key else (file, tline, what, "too long"))
             if title is None or lang not in long_title:
                 continue
-            for prefix in ("", long_err.get(lang, "") + "\n"):
-                pages = _paginate_menu(prefix + long_title[lang], lines, more, back)
+            for err in (None, long_err.get(lang) or None):
+                # as the engine shows it: after an invalid answer the error comes first and the title
+                # is left out when it would push the options off the first screen
+                pages = _paginate_menu(long_title[lang], lines, more, back, err)
                 shown = [p.split("\n") for p in pages]
                 for line, text_line, t, what in options[lang]:
                     if len(text_line) <= cap and not any(text_line in p for p in shown):
-                        when = " after an invalid answer" if prefix else ""
+                        when = " after an invalid answer" if err else ""
                         self._add("warning", *self._where_of(t, lang, spec, st, line),
                                   f"{what} ({len(text_line)} characters in {lang}) is cut on the USSD screen{when} "
                                   "with long example values", t.key, lang)
-                if len(prefix + long_title[lang]) > budget - len(more) - 1 and lines:
-                    when = "after an invalid answer, " if prefix else ""
-                    n = len(prefix + long_title[lang])
-                    self._add("warning", *self._where_of(title, lang, spec, st, st.line),
-                              f"{when}the menu title is {n} characters in {lang} with long example values: it is "
-                              f"split over USSD screens and the options start on screen 2 (at most "
-                              f"{budget - len(more) - 1} fit beside '{more}')", title.key, lang,
-                              dedupe=self._inline_once(title, spec, st, "title" + when))
-                    break
+            if lines and len(long_title[lang]) > budget - len(more) - 1:
+                n = len(long_title[lang])
+                self._add("warning", *self._where_of(title, lang, spec, st, st.line),
+                          f"the menu title is {n} characters in {lang} with long example values: it is split over "
+                          f"USSD screens and the options start on screen 2 (at most {budget - len(more) - 1} fit "
+                          f"beside '{more}')", title.key, lang, dedupe=self._inline_once(title, spec, st, "title"))
 
     def _ask_fit(self, spec, st, prompt, long_prompt, long_err) -> None:
         budget = USSD_LIMIT - USSD_PREFIX
@@ -881,11 +880,18 @@ class TextLint:
                           dedupe=self._inline_once(prompt, spec, st, "split"))
                 continue
             err = long_err.get(lang)
-            if err and len(err) + 1 + len(p) > budget:
+            if not err:
+                continue
+            # as the engine shows it: the error first, then the question, leaving out the question's
+            # first lines (just read) so that its last line stays on the first screen
+            question = p.rstrip().split("\n")[-1]
+            first = _paginate_text(p, self.nav[lang][0], self.nav[lang][1], err)[0].split("\n")
+            if question not in first:
                 self._add("warning", *self._where_of(prompt, lang, spec, st, st.line),
-                          f"after an invalid answer the error line ({len(err)}) and the question ({len(p)}) are "
-                          f"{len(err) + 1 + len(p)} characters in {lang} with long example values: the question "
-                          f"moves to screen 2 behind '{self.nav[lang][0]}' (at most {budget}); shorten one of them",
+                          f"after an invalid answer the error line ({len(err)}) and the question's last line "
+                          f"({len(question)}) do not fit one screen in {lang} with long example values: the "
+                          f"question moves to screen 2 behind '{self.nav[lang][0]}' (at most {budget}); shorten "
+                          "one of them, or end the text with a short question on its own line",
                           prompt.key, lang, dedupe=self._inline_once(prompt, spec, st, "moved"))
 
     @staticmethod
@@ -898,10 +904,19 @@ class TextLint:
         return file, tline, st.name
 
 
-def _paginate_menu(title: str, lines: list[str], more: str, back: str) -> list[str]:
+def _paginate_menu(title: str, lines: list[str], more: str, back: str, error: str | None = None) -> list[str]:
     from convo.render import paginate_menu
 
     try:
-        return paginate_menu(title, lines, limit=USSD_LIMIT, more_label=more, back_label=back)
+        return paginate_menu(title, lines, limit=USSD_LIMIT, more_label=more, back_label=back, error=error)
     except ValueError:
         return [title]
+
+
+def _paginate_text(text: str, more: str, back: str, error: str | None = None) -> list[str]:
+    from convo.render import paginate_text
+
+    try:
+        return paginate_text(text, limit=USSD_LIMIT, more_label=more, back_label=back, error=error)
+    except ValueError:
+        return [text]
