@@ -122,7 +122,8 @@ def test_sub_flow_outcomes_must_match(flows):
     text = (flows / "balance.yaml").read_text().replace("      none: no_savings\n", "      nada: no_savings\n", 1)
     (flows / "balance.yaml").write_text(text)
     errs = errors_of(flows)
-    assert any("balance.yaml:8: state 'pick': outcome 'none' of flow 'pick_account' has no next state" in e
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if l == "  pick:")
+    assert any(f"balance.yaml:{line}: state 'pick': outcome 'none' of flow 'pick_account' has no next state" in e
                for e in errs)
     assert any("state 'pick': flow 'pick_account' never returns 'nada'" in e for e in errs)
 
