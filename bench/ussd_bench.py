@@ -326,6 +326,41 @@ def measure_server(server: Server, env: dict, args, logdir: Path, run_no: int) -
             stop(p)
 
 
+def stats_cost(server: Server, env: dict, args, logdir: Path, r) -> bool:
+    """The drop-off counting's cost (convo.stats): the same hop server with ``CONVO_FLOW_STATS`` off and on,
+    side by side, ``--repeat`` alternating wrk runs; the ratio of the best runs must be >= 0.95."""
+    procs = {}
+    try:
+        for tag, on in (("off", "false"), ("on", "true")):
+            e = {**env, "CONVO_FLOW_STATS": on}
+            target, factory = APPS["hop"]
+            port = free_port()
+            p = spawn(server.argv(target, factory, port, args.workers), e, logdir / f"{server.name}-stats-{tag}.log")
+            base = f"http://127.0.0.1:{port}"
+            wait_http(p, base + "/healthz", f"{server.name} with flow stats {tag}")
+            procs[tag] = (p, base)
+        run_dialogs(procs["on"][1], "sw", rounds=2)
+        runs: dict[str, list] = {"off": [], "on": []}
+        for tag in ("off", "on"):
+            wrk(procs[tag][1], "ussd", f"swarm{tag}", args.warmup, args.concurrency)
+        for rep in range(args.repeat):
+            for tag in (("off", "on") if rep % 2 == 0 else ("on", "off")):
+                res = wrk(procs[tag][1], "ussd", f"s{rep}{tag}", args.duration, args.concurrency)
+                runs[tag].append(res)
+                print(f"{server.name:<18}stats {tag:<3} {res['rps']:8.0f} req/s  p50 {ms(res['p50_us'])} ms  "
+                      f"p99 {ms(res['p99_us'])} ms  errors {res['errors']}", flush=True)
+        best = {tag: max(x["rps"] for x in rs) for tag, rs in runs.items()}
+        med = {tag: statistics.median(x["rps"] for x in rs) for tag, rs in runs.items()}
+        ratio, mratio = best["on"] / best["off"], med["on"] / med["off"]
+        counted = len(r.keys("convo:{stats}:d:*"))
+        print(f"\nflow stats on/off: best {best['on']:.0f}/{best['off']:.0f} = {ratio:.3f}, median "
+              f"{med['on']:.0f}/{med['off']:.0f} = {mratio:.3f} (target >= 0.95); day hashes written: {counted}")
+        return ratio >= 0.95 and counted > 0
+    finally:
+        for p, _ in procs.values():
+            stop(p)
+
+
 def session_memory(server: Server, env: dict, args, logdir: Path, r) -> dict:
     """Live sessions (each dialog stopped before its last step) and what Redis spends on them."""
     r.flushdb()
@@ -779,6 +814,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slow-callers", default="24,100", help="comma-separated numbers of simultaneous first hops")
     ap.add_argument("--slow-threads", default=str(SERVE_THREADS),
                     help="comma-separated `convo serve --threads` values to compare (the last one is judged)")
+    ap.add_argument("--stats-cost", action="store_true",
+                    help="only the drop-off counting's cost: hop server with CONVO_FLOW_STATS off vs on")
     args = ap.parse_args(argv)
     _deadline = time.monotonic() + args.max_seconds
     signal.alarm(int(args.max_seconds) + 30)           # last resort if something hangs outside our checks
@@ -825,6 +862,10 @@ def main(argv: list[str] | None = None) -> int:
         profile_hop(env, args.profile_hops)
         r.flushdb()
         return 0
+    if args.stats_cost:
+        ok = stats_cost(servers[0], env, args, logdir, r)
+        r.flushdb()
+        return 0 if ok else 1
     if args.slow_mifos:
         ok = slow_mifos(env, args, logdir, f"http://127.0.0.1:{sim_port}", r)
         r.flushdb()

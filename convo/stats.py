@@ -27,23 +27,19 @@ from dataclasses import dataclass, field
 PREFIX = "convo:{stats}:"
 TOTAL_KEY = PREFIX + "total"
 VERSIONS_KEY = PREFIX + "versions"
-TOTAL_OUTCOMES = {"in": "entered", "end": "ended", "err": "error"}
 
-#: KEYS: day hash, totals hash, versions hash. ARGV: ttl, version, day, n, n x (field, count), rest (field, count)
+#: KEYS: day hash, totals hash, versions hash. ARGV: ttl, version, day, then the fields ``flow|state|outcome``
+#: joined by newlines (one argument: packing few arguments is what keeps the cost per hop small)
 SCRIPT = """
-local n = tonumber(ARGV[4])
-local i = 5
-for _ = 1, n do
-  redis.call('hincrby', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-while i <= #ARGV do
-  redis.call('hincrby', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
+local total = {['in'] = 'entered', ['end'] = 'ended', ['err'] = 'error'}
+for f in string.gmatch(ARGV[4], '[^\\n]+') do
+  redis.call('hincrby', KEYS[1], f, 1)
+  local head, outcome = string.match(f, '^(.*|)([^|]*)$')
+  redis.call('hincrby', KEYS[2], head .. (total[outcome] or 'next'), 1)
 end
 redis.call('expire', KEYS[1], ARGV[1])
 redis.call('hset', KEYS[3], ARGV[2], ARGV[3])
-return n
+return 1
 """
 
 
@@ -84,15 +80,8 @@ def _kind(fs, where: tuple[str, str]) -> str | None:
 def script_call(version: str, counts: Counter, days: int, today: dt.date | None = None) -> tuple[list, list]:
     """(keys, args) of :data:`SCRIPT` for ``counts``."""
     day = (today or dt.datetime.now(dt.timezone.utc).date()).isoformat()
-    day_args: list = []
-    total = Counter()
-    for (flow, state, outcome), n in counts.items():
-        day_args += [f"{flow}|{state}|{outcome}", n]
-        total[f"{flow}|{state}|{'next' if outcome.startswith('>') else TOTAL_OUTCOMES[outcome]}"] += n
-    args = [days * 86400, version, day, len(counts)] + day_args
-    for f, n in total.items():
-        args += [f, n]
-    return [day_key(version, day), TOTAL_KEY, VERSIONS_KEY], args
+    fields = "\n".join(f"{flow}|{state}|{outcome}" for (flow, state, outcome), n in counts.items() for _ in range(n))
+    return [day_key(version, day), TOTAL_KEY, VERSIONS_KEY], [days * 86400, version, day, fields]
 
 
 @dataclass
