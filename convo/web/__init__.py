@@ -75,7 +75,7 @@ def check_callback_token() -> Response | None:
 # --------------------------------------------------------------------------- hostile input
 #: body size allowed per path prefix (first match); anything else gets MAX_CONTENT_LENGTH
 BODY_LIMITS = (("/gateways/", 8 * 1024),      # Africa's Talking posts a few hundred bytes of form fields
-               ("/api/", 16 * 1024), ("/console/", 16 * 1024),
+               ("/api/", 16 * 1024), ("/console/flows/preview", 256 * 1024), ("/console/", 16 * 1024),
                ("/hooks/", 64 * 1024))         # a Fineract hook carries one command's JSON
 MAX_BODY = 64 * 1024
 MAX_QUERY = 2048                               # bytes of query string (?token=... and a few fields)
@@ -279,6 +279,8 @@ def create_app(settings: Settings | None = None, svc: Services | None = None) ->
     from convo.web import notify_api
 
     notify_api.install(app)                        # /api/clients/<id>/messages, /console, /hooks/fineract
+    from convo.web.studio import studio            # /console/flows: diagrams, browser phone, lint, drop-offs
+    app.register_blueprint(studio)
 
     @app.errorhandler(BadRequest)
     def _bad(e: BadRequest):

@@ -81,7 +81,7 @@ def may(who: dict, what: str) -> bool:
 def _kept_permissions(perms) -> list[str]:
     """Only the permissions the console asks about: a Mifos X role can carry hundreds, a cookie 4 KB."""
     st = services().settings
-    wanted = {ALL, ALL_READ, st.console_perm_view, st.console_perm_send, st.console_perm_pin}
+    wanted = {ALL, ALL_READ, st.console_perm_view, st.console_perm_send, st.console_perm_pin, st.studio_permission}
     return sorted(p for p in perms or () if isinstance(p, str) and p in wanted)
 
 

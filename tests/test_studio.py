@@ -1,0 +1,114 @@
+"""The studio (/console/flows) without a browser: who may see it, the flows list and diagrams, the sandbox
+phone (simulator only), lint of a pasted file without saving it. Real Redis and PostgreSQL."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from convo.compiler import load_flowset
+from tests.test_console_access import SECRET, csrf_of, sign_in, sim  # noqa: F401  (fixture)
+
+FLOWS = Path(__file__).resolve().parent.parent / "flows"
+GRACE = "+254700000101"
+
+
+@pytest.fixture
+def app(sim, redis_url, tmp_path):  # noqa: F811
+    """The console's app; its database is SQLite: the studio keeps nothing in it (previews live in Redis)."""
+    from convo.cli import sim_settings
+    from convo.db import upgrade
+    from convo.web import create_app
+
+    db = f"sqlite:///{tmp_path}/studio.db"
+    upgrade(db)
+    a = create_app(sim_settings(sim.url, redis_url=redis_url, database_url=db, flows_reload_seconds=0,
+                                secret_key=SECRET, trusted_proxies=1, pin_argon2_memory_kib=1024,
+                                pin_argon2_time_cost=1))
+    yield a
+    a.extensions["convo"].db.dispose()
+
+
+def signed_in(app, user="mifos"):  # noqa: F811
+    c = app.test_client()
+    sign_in(c, user=user)
+    c.get("/console/flows")                          # the page gives the form token
+    return c
+
+
+def phone_step(c, **body):
+    r = c.post("/console/flows/phone", json={"csrf": csrf_of(c), "channel": "ussd", "phone": GRACE, "lang": "en",
+                                             **body})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return r.get_json()
+
+
+def test_only_signed_in_users_with_the_studio_permission(app):  # noqa: F811
+    c = app.test_client()
+    r = c.get("/console/flows")
+    assert r.status_code == 302 and "/console/login" in r.headers["Location"]
+    peter = signed_in(app, "peter")                   # a loan officer: no ALL_FUNCTIONS
+    assert peter.get("/console/flows").status_code == 403
+    assert peter.get("/console/flows/balance").status_code == 403
+    r = peter.post("/console/flows/phone", json={"csrf": csrf_of(peter), "flow": "balance"})
+    assert r.status_code == 403
+
+
+def test_every_shipped_flow_is_listed_and_drawn_with_all_its_states(app):  # noqa: F811
+    c = signed_in(app)
+    fs = load_flowset(FLOWS)
+    page = c.get("/console/flows").get_data(as_text=True)
+    for name in fs.flows:
+        assert f'data-flow="{name}"' in page
+    assert "SMS BAL (BALANCE, SALIO, SOLDE)" in page and "USSD *384*12#" in page
+    for name, cf in fs.flows.items():
+        r = c.get(f"/console/flows/{name}")
+        assert r.status_code == 200, name
+        html = r.get_data(as_text=True)
+        assert "<svg" in html and "<script>" not in html and " style=" not in html
+        for state in cf.spec.states:
+            assert f'id="state-{state}"' in html, (name, state)
+    main = c.get("/console/flows/main").get_data(as_text=True)
+    assert 'href="/console/flows/balance" class="subflow"' in main     # sub-flows are links
+    assert 'class="node k-menu' in main and 'class="node k-do' in main
+
+
+def test_the_phone_runs_balance_against_the_simulator_with_paging_and_variables(app):  # noqa: F811
+    from convo.web import studio
+
+    c = signed_in(app)
+    first = phone_step(c, flow="balance", session="t1", text="", fresh=True)
+    assert first["end"] is False and first["text"] == "Enter your PIN:" and first["state"] == "ask"
+    done = phone_step(c, flow="balance", session="t1", text=studio.DEMO_PIN)
+    assert done["end"] is True and "Balance: KES 8,637.50" in done["text"]
+    assert done["vars"]["account"]["id"] and "pin" not in done["vars"]
+    sandbox = studio._sandboxes[str(Path(app.extensions["convo"].settings.flows_dir))]
+    assert sandbox.services.settings.fineract_url.startswith(studio._sim.url)     # never the live Mifos X
+    assert sandbox.services.settings.redis_url.startswith("memory://")
+    sw = phone_step(c, flow="main", session="t2", text="", fresh=True, lang="sw")
+    assert sw["lang"] == "sw" and sw["text"].startswith("Karibu")
+    assert len(sw["text"]) <= 160
+
+
+def test_a_pasted_flow_with_a_mistake_shows_its_error_and_nothing_is_saved(app):  # noqa: F811
+    c = signed_in(app)
+    before = (FLOWS / "balance.yaml").read_text()
+    broken = before.replace("on: {found: pick}", "on: {found: pik}")
+    assert broken != before
+    r = c.post("/console/flows/preview", data={"csrf": csrf_of(c), "file": "balance.yaml", "content": broken})
+    assert r.status_code == 303
+    page = c.get(r.headers["Location"]).get_data(as_text=True)
+    assert 'class="issue error"' in page and "balance.yaml" in page and "pik" in page
+    assert (FLOWS / "balance.yaml").read_text() == before
+    fine = before.replace("flow: balance\n", "flow: balance\n", 1).replace("no_savings:\n    end: balance.none",
+                                                                          "no_savings:\n    end: balance.none\n")
+    r = c.post("/console/flows/preview", data={"csrf": csrf_of(c), "file": "balance.yaml", "content": fine})
+    token = r.headers["Location"].rsplit("/", 1)[1]
+    assert c.get(f"/console/flows/preview/{token}/balance").status_code == 200
+    step = phone_step(c, flow="balance", session="p1", text="", fresh=True, preview=token)
+    assert step["text"] == "Enter your PIN:"
+    assert c.post("/console/flows/preview", data={"csrf": "wrong", "file": "x.yaml", "content": "a"}).status_code == 403
+    assert c.post("/console/flows/preview", data={"csrf": csrf_of(c), "file": "../../etc/passwd",
+                                                  "content": "a"}).status_code == 400
+    assert c.get("/console/flows/preview/" + "A" * 24).status_code == 404
