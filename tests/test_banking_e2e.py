@@ -52,11 +52,13 @@ def test_mini_statement_needs_the_pin_and_pages_over_ussd(stack):
     accounts = phone.answer(PIN)
     assert accounts.startswith("CON Choose an account:")
     screen = phone.answer(menu_number(accounts, "Voluntary Savings"))
-    assert screen.startswith("CON Voluntary Savings *0042:\n") and len(screen) <= 160
+    assert screen.startswith("CON Voluntary Savings *0042 (1/") and len(screen) <= 160   # a heading on every page
     lines = screen.split("\n")[1:]
-    while screen.startswith("CON "):
+    while screen.endswith("98. More"):
         screen = phone.answer("98")
-        lines += screen[4:].split("\n")
+        assert screen.startswith("CON Voluntary Savings *0042 (") and len(screen) <= 160
+        lines += screen[4:].split("\n")[1:]
+    assert screen.endswith("\n0. Back") and "Balance: KES 8,637.50" in lines   # the balance after the rows
     rows = [l for l in lines if l[:2].isdigit() and l[2] == "/"]
     assert len(rows) == 5 and all(("+KES" in r) != ("-KES" in r) for r in rows)
 
@@ -68,7 +70,8 @@ def test_mini_statement_by_sms_fits_two_segments(stack):
     grace.text(PIN)
     grace.text("1")
     statement = texts(services)[-1]
-    assert statement.startswith("Voluntary Savings *0042:") and statement.count("\n") == 5
+    assert statement.startswith("Voluntary Savings *0042\n") and statement.count("\n") == 7   # 5 rows, balance, advice
+    assert "\nBalance: KES 8,637.50\nPlease delete the SMS with your PIN" in statement
     assert sms_info(statement).segments <= 2
 
 
