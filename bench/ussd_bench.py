@@ -361,6 +361,45 @@ def stats_cost(server: Server, env: dict, args, logdir: Path, r) -> bool:
             stop(p)
 
 
+def stats_cost_inprocess(env: dict, rounds: int = 30) -> dict:
+    """The same comparison in this process, hop after hop (no server, no wrk): CPU time of this process
+    and wall time per hop with counting off and on, alternating blocks, medians. The machine's other load
+    moves wall time; this process's CPU time it barely moves."""
+    os.environ.update(env)
+    from convo.config import Settings
+    from convo.web import create_app
+
+    apps = {tag: create_app(Settings.from_env(flow_stats=(tag == "on"))) for tag in ("off", "on")}
+    clients = {tag: a.test_client() for tag, a in apps.items()}
+    seq = [0]
+
+    def block(tag: str) -> tuple[float, float, int]:
+        c, hops = clients[tag], 0
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(5):
+            for phone, texts in DIALOGS:
+                seq[0] += 1
+                for text in texts:
+                    r = c.post(USSD_PATH, data={"sessionId": f"ip{seq[0]}", "serviceCode": CODE, "phoneNumber": phone,
+                                                "networkCode": "63902", "text": text})
+                    assert r.status_code == 200
+                    hops += 1
+        return (time.process_time() - cpu) / hops * 1e6, (time.perf_counter() - wall) / hops * 1e6, hops
+
+    block("off"), block("on")                                  # warm: Fineract figures cached in Redis
+    got: dict[str, list] = {"off": [], "on": []}
+    for i in range(rounds):
+        for tag in (("off", "on") if i % 2 == 0 else ("on", "off")):
+            got[tag].append(block(tag))
+    med = {tag: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for tag, v in got.items()}
+    out = {"cpu_us_off": med["off"][0], "cpu_us_on": med["on"][0], "wall_us_off": med["off"][1],
+           "wall_us_on": med["on"][1], "hops": sum(x[2] for v in got.values() for x in v)}
+    print(f"in-process, {out['hops']} hops: CPU per hop {out['cpu_us_off']:.0f} -> {out['cpu_us_on']:.0f} us "
+          f"(throughput ratio {out['cpu_us_off'] / out['cpu_us_on']:.3f}); wall per hop {out['wall_us_off']:.0f} -> "
+          f"{out['wall_us_on']:.0f} us (ratio {out['wall_us_off'] / out['wall_us_on']:.3f})", flush=True)
+    return out
+
+
 def session_memory(server: Server, env: dict, args, logdir: Path, r) -> dict:
     """Live sessions (each dialog stopped before its last step) and what Redis spends on them."""
     r.flushdb()
@@ -863,7 +902,8 @@ def main(argv: list[str] | None = None) -> int:
         r.flushdb()
         return 0
     if args.stats_cost:
-        ok = stats_cost(servers[0], env, args, logdir, r)
+        ip = stats_cost_inprocess(env)
+        ok = stats_cost(servers[0], env, args, logdir, r) and ip["cpu_us_off"] / ip["cpu_us_on"] >= 0.95
         r.flushdb()
         return 0 if ok else 1
     if args.slow_mifos:

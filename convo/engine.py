@@ -162,7 +162,7 @@ class Engine:
             with hop_budget(self.settings.hop_budget_seconds):
                 reply, data = self._hop(msg, data)
             if data is not None:
-                counts = data.pop("_counts", None)      # drop-offs (convo.stats), in the same pipeline
+                counts = data.pop("_counts", None)      # drop-offs (convo.stats), in the same script
                 saved = store.save(sid, token, data, self._ttl(msg), counts and self._count_call(*counts))
                 if not saved:
                     log.warning("session %s: lock expired before save; reply not stored", sid)
@@ -256,10 +256,7 @@ class Engine:
     def _count_call(self, version: str, counts) -> tuple | None:
         if not counts:
             return None
-        script = getattr(self, "_stats_script", None)
-        if script is None:
-            script = self._stats_script = self.services.redis.register_script(stats.SCRIPT)
-        return (script, *stats.script_call(version, counts, self.settings.flow_stats_days))
+        return (stats.LUA, *stats.script_call(version, counts, self.settings.flow_stats_days))
 
     @staticmethod
     def _pin_advice(fs: FlowSet, lang: str) -> str:

@@ -11,22 +11,11 @@ Redis Cluster slot.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from typing import Any
 
 import redis as redis_lib
-from redis.exceptions import NoScriptError
-
-log = logging.getLogger(__name__)
-
-
-def _quiet(call):
-    try:
-        return call()
-    except Exception as e:  # noqa: BLE001 - counting never fails a hop
-        return e
 
 _ACQUIRE = """
 if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -41,6 +30,14 @@ if redis.call('get', KEYS[2]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+_SAVE_THEN = """
+local saved = 0
+if redis.call('get', KEYS[2]) == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  redis.call('del', KEYS[2])
+  saved = 1
+end
 """
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -91,6 +88,7 @@ class SessionStore:
         self._acquire = redis.register_script(_ACQUIRE)
         self._save = redis.register_script(_SAVE)
         self._release = redis.register_script(_RELEASE)
+        self._combined: dict = {}
 
     def _keys(self, sid: str) -> tuple[str, str]:
         base = f"{self.prefix}{{{sid}}}"
@@ -121,26 +119,19 @@ class SessionStore:
     def save(self, sid: str, token: str, data: dict, ttl: int, also=None) -> bool:
         """Write and unlock; False if our lock had expired (someone else may have written).
 
-        ``also``: ``(script, keys, args)`` of one more Lua script sent in the same pipeline (the drop-off
-        counts of :mod:`convo.stats`): still one round trip. Its failure is logged, never the hop's."""
+        ``also``: ``(lua, keys, args)``, Lua that runs in the same script right after the save, so it costs
+        no extra command nor round trip (the drop-off counts of :mod:`convo.stats`). Its keys are
+        ``KEYS[3]``..., its arguments ``ARGV[4]``...; it ends with ``return saved``. Its keys live in
+        another Cluster slot than the session's: on Redis Cluster turn it off (``CONVO_FLOW_STATS=false``)."""
         skey, lkey = self._keys(sid)
         blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
         if also is None:
             return bool(self._save(keys=[skey, lkey], args=[token, blob, int(ttl)]))
-        script, keys, args = also
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.evalsha(self._save.sha, 2, skey, lkey, token, blob, int(ttl))
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-        saved, counted = pipe.execute(raise_on_error=False)
-        if isinstance(saved, NoScriptError):          # a restarted Redis forgot the scripts: load, run again
-            saved = self._save(keys=[skey, lkey], args=[token, blob, int(ttl)])
-        elif isinstance(saved, Exception):
-            raise saved
-        if isinstance(counted, NoScriptError):
-            counted = _quiet(lambda: script(keys=keys, args=args))
-        if isinstance(counted, Exception):
-            log.warning("flow counts not written: %s", str(counted)[:200])
-        return bool(saved)
+        lua, keys, args = also
+        script = self._combined.get(lua)
+        if script is None:
+            script = self._combined[lua] = self.redis.register_script(_SAVE_THEN + lua)
+        return bool(script(keys=[skey, lkey, *keys], args=[token, blob, int(ttl), *args]))
 
     def release(self, sid: str, token: str) -> None:
         self._release(keys=[self._keys(sid)[1]], args=[token])

@@ -1,9 +1,9 @@
 """Where callers drop off: per flows version, flow, state and day, how many dialogs entered a state,
 went on to each next state, ended there or hit an error.
 
-Counted on the hop path at one Redis command: the engine hands :func:`hop_fields`' result to
-:meth:`convo.session.SessionStore.save`, which sends :data:`SCRIPT` in the same pipeline as the session
-write (one round trip, as before). Nothing about the caller is kept: no phone number, no input, no
+Counted on the hop path at no extra Redis command: the engine hands :func:`hop_fields`' result to
+:meth:`convo.session.SessionStore.save`, which runs :data:`LUA` inside the session write's own script (one
+command, one round trip, as before). Nothing about the caller is kept: no phone number, no input, no
 session id; only flow and state names and counts.
 
 Keys (one Redis Cluster slot, hash tag ``{stats}``):
@@ -28,18 +28,19 @@ PREFIX = "convo:{stats}:"
 TOTAL_KEY = PREFIX + "total"
 VERSIONS_KEY = PREFIX + "versions"
 
-#: KEYS: day hash, totals hash, versions hash. ARGV: ttl, version, day, then the fields ``flow|state|outcome``
-#: joined by newlines (one argument: packing few arguments is what keeps the cost per hop small)
-SCRIPT = """
+#: Run by :meth:`convo.session.SessionStore.save` right after the session write, in the same script.
+#: KEYS[3..5]: day hash, totals hash, versions hash. ARGV[4..7]: ttl, version, day, the fields
+#: ``flow|state|outcome`` joined by newlines (one argument: few arguments keep the cost per hop small)
+LUA = """
 local total = {['in'] = 'entered', ['end'] = 'ended', ['err'] = 'error'}
-for f in string.gmatch(ARGV[4], '[^\\n]+') do
-  redis.call('hincrby', KEYS[1], f, 1)
+for f in string.gmatch(ARGV[7], '[^\\n]+') do
+  redis.call('hincrby', KEYS[3], f, 1)
   local head, outcome = string.match(f, '^(.*|)([^|]*)$')
-  redis.call('hincrby', KEYS[2], head .. (total[outcome] or 'next'), 1)
+  redis.call('hincrby', KEYS[4], head .. (total[outcome] or 'next'), 1)
 end
-redis.call('expire', KEYS[1], ARGV[1])
-redis.call('hset', KEYS[3], ARGV[2], ARGV[3])
-return 1
+redis.call('expire', KEYS[3], ARGV[4])
+redis.call('hset', KEYS[5], ARGV[5], ARGV[6])
+return saved
 """
 
 
@@ -78,7 +79,7 @@ def _kind(fs, where: tuple[str, str]) -> str | None:
 
 
 def script_call(version: str, counts: Counter, days: int, today: dt.date | None = None) -> tuple[list, list]:
-    """(keys, args) of :data:`SCRIPT` for ``counts``."""
+    """(keys, args) of :data:`LUA` for ``counts``."""
     day = (today or dt.datetime.now(dt.timezone.utc).date()).isoformat()
     fields = "\n".join(f"{flow}|{state}|{outcome}" for (flow, state, outcome), n in counts.items() for _ in range(n))
     return [day_key(version, day), TOTAL_KEY, VERSIONS_KEY], [days * 86400, version, day, fields]
