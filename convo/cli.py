@@ -270,22 +270,28 @@ def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> No
     import os
     import tempfile
 
-    settings = _checked_settings()
-    # before anything imports prometheus_client: it picks its value store when first imported
-    multiproc = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="convo-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc
-    from convo.metrics import prepare_multiproc_dir
-
-    prepare_multiproc_dir(multiproc)
     from granian import Granian
 
+    settings = _checked_settings()
     if migrate:
         from convo.db import upgrade as do_upgrade
 
         do_upgrade(settings.database_url)
     require_schema(settings)
-    Granian("convo.web:create_app", factory=True, interface="wsgi", address=host, port=port,
-            workers=workers, blocking_threads=threads).serve()
+    # the workers' prometheus_client reads this when first imported (nothing here has imported it yet)
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    multiproc = given or tempfile.mkdtemp(prefix="convo-metrics-")
+    os.makedirs(multiproc, exist_ok=True)
+    for name in os.listdir(multiproc):           # a previous run's files (granian tells no one a worker exited)
+        if name.endswith(".db"):
+            os.remove(os.path.join(multiproc, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc
+    try:
+        Granian("convo.web:create_app", factory=True, interface="wsgi", address=host, port=port,
+                workers=workers, blocking_threads=threads).serve()
+    finally:
+        if given is None:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 @main.command("fineract-sim")

@@ -14,7 +14,6 @@ The outbox backlog (queued, due, oldest) is read from the database at each scrap
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
@@ -180,14 +179,6 @@ class FlowStateCollector:
 
 def multiproc_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
-def prepare_multiproc_dir(path: str) -> str:
-    """Create ``path`` or empty it of a previous run's files: before the workers start (``convo serve``)."""
-    os.makedirs(path, exist_ok=True)
-    for f in glob.glob(os.path.join(path, "*.db")):
-        os.remove(f)
-    return path
 
 
 _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")

@@ -138,13 +138,17 @@ def test_convo_worker_and_serve_refuse_to_start_with_them(tmp_path, monkeypatch)
     from convo.cli import main
 
     monkeypatch.chdir(tmp_path)                    # no .env of the working tree
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))   # were serve to get that far
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     env = {"CONVO_ENV": "production", "CONVO_PIN_PEPPER": PEPPER, "CONVO_CALLBACK_TOKEN": CB,
            "CONVO_SECRET_KEY": SECRET, "CONVO_REDIS_URL": "memory://",
            "CONVO_DATABASE_URL": "postgresql+psycopg://postgres:convo@127.0.0.1:1/convo"}
     for command in (["worker", "--once"], ["serve", "--port", "1"]):
         r = CliRunner().invoke(main, command, env=env)
         assert r.exit_code == 1 and "not starting" in r.output and "default password" in r.output, r.output
+    # a serve that did not start leaves this process's metrics alone (multiprocess mode is for its workers)
+    import os
+
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
 
 def test_the_caddyfile_is_one_caddy_accepts():
