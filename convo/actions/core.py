@@ -4,7 +4,7 @@ from __future__ import annotations
 from convo.actions import Context, action
 
 
-@action("set_language", outcomes=("ok",))
+@action("set_language", outcomes=("ok",), provides={})
 def set_language(ctx: Context, lang: str) -> str:
     """Switch the conversation to another language, and remember it for the caller's later dialogs and SMS.
 
@@ -22,7 +22,7 @@ def set_language(ctx: Context, lang: str) -> str:
     return "ok"
 
 
-@action("opt_out", outcomes=("ok",))
+@action("opt_out", outcomes=("ok",), provides={})
 def opt_out(ctx: Context) -> str:
     """STOP: the caller's number gets no more reminders or notices (answers it asks for still come).
 
@@ -38,7 +38,7 @@ def opt_out(ctx: Context) -> str:
     return "ok"
 
 
-@action("opt_in", outcomes=("ok",))
+@action("opt_in", outcomes=("ok",), provides={})
 def opt_in(ctx: Context) -> str:
     """START: the caller's number gets reminders and notices again.
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from convo import subscribers
-from convo.actions import Context, action
+from convo.actions import Context, action, on
 from convo.security import PinHasher, weak_pin_reason
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _take(ctx: Context, var: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-@action("pin_status", outcomes=("none", "set", "confirmed", "locked", "hold"))
+@action("pin_status", outcomes=("none", "set", "confirmed", "locked", "hold"), provides={})
 def pin_status(ctx: Context) -> str:
     """Where the caller stands: no PIN yet, a PIN to ask for, already confirmed in this dialog, locked,
     or on hold after a recent SIM swap (``CONVO_SIMSWAP_HOLD_DAYS``).
@@ -81,7 +81,7 @@ def pin_status(ctx: Context) -> str:
     return "set" if st.state == "set" else "none"
 
 
-@action("verify_pin", outcomes=("ok", "wrong", "locked", "none"))
+@action("verify_pin", outcomes=("ok", "wrong", "locked", "none"), provides={"pin_attempts_left": "int"})
 def verify_pin(ctx: Context, var: str = "pin") -> str:
     """Check the PIN just entered (the variable ``var``, default ``pin``) against the PIN of this phone and
     client. Wrong PINs are counted per phone, across its clients, USSD and SMS; the last allowed one locks
@@ -146,7 +146,7 @@ def _birth_year(ctx: Context) -> int | None:
     return born.year if born else None
 
 
-@action("stage_new_pin", outcomes=("ok", "weak"))
+@action("stage_new_pin", outcomes=("ok", "weak"), provides={"pin_weak_reason": on("weak", "text")})
 def stage_new_pin(ctx: Context, var: str = "new_pin") -> str:
     """Take a new PIN (the variable ``var``) the first time it is entered: refuse an easy one (all one
     digit, 1234/4321, common PINs, the birth year, the end of the phone number), else keep its hash
@@ -172,7 +172,7 @@ def stage_new_pin(ctx: Context, var: str = "new_pin") -> str:
     return "ok"
 
 
-@action("commit_new_pin", outcomes=("done", "mismatch", "expired"))
+@action("commit_new_pin", outcomes=("done", "mismatch", "expired"), provides={})
 def commit_new_pin(ctx: Context, var: str = "new_pin_repeat") -> str:
     """The new PIN repeated (the variable ``var``): when it matches, it becomes the PIN (``done``) and the
     dialog counts as confirmed. Replacing an existing PIN needs the old one confirmed earlier in the
