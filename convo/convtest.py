@@ -170,10 +170,14 @@ def flask_poster(client) -> Callable[[str, dict], tuple[int, str]]:
 def run_directory(flows_dir: str | Path, tests: str | Path | None = None) -> list[Result]:
     """Run the conversation tests of ``flows_dir`` (default ``<flows_dir>/tests``) against its own
     flows, the built-in Fineract simulator, an in-memory Redis and a throwaway SQLite database.
-    The service runs this before it switches to an edited flows folder (``CONVO_FLOWS_RELOAD_TESTS``)."""
+    The service runs this before it switches to an edited flows folder (``CONVO_FLOWS_RELOAD_TESTS``).
+
+    The sandbox gets the default settings, never the running service's: its callback token, rate
+    limits or production mode must not decide whether a conversation test passes."""
     import tempfile
 
-    from convo.cli import sim_settings, start_simulator
+    from convo.cli import start_simulator
+    from convo.config import Settings
     from convo.web import create_app
 
     flows_dir = Path(flows_dir)
@@ -181,9 +185,10 @@ def run_directory(flows_dir: str | Path, tests: str | Path | None = None) -> lis
     sim = start_simulator()
     try:
         with tempfile.TemporaryDirectory(prefix="convo-convtest-") as tmp:
-            app = create_app(sim_settings(sim.url, redis_url="memory://", flows_dir=str(flows_dir),
-                                          database_url=f"sqlite:///{tmp}/conversations.db",
-                                          flows_reload_seconds=0, flows_reload_tests=False))
+            app = create_app(Settings(
+                fineract_url=f"{sim.url}/fineract-provider/api/v1", fineract_user="mifos", fineract_password="password",
+                fineract_tenant="default", redis_url="memory://", flows_dir=str(flows_dir),
+                database_url=f"sqlite:///{tmp}/conversations.db", flows_reload_seconds=0, flows_reload_tests=False))
             setup = prepare_app(app)
             post = flask_poster(app.test_client())
             try:

@@ -153,3 +153,24 @@ def test_staff_alert_rules_fire_once_on_a_refused_edit(tmp_path, redis_url):
         with services.db.connect() as c:
             rows = c.execute(sa.text("select body from outbox where recipient = '+254711000099'")).all()
         assert len(rows) == 1 and "Flows edit refused (" in rows[0][0] and "duee" in rows[0][0]
+
+
+def test_a_production_service_still_takes_a_good_edit_its_tests_pass_in_a_sandbox(tmp_path, redis_url,
+                                                                                   monkeypatch):
+    """The conversation tests run with default settings: the service's callback token (every callback
+    of the tests would be refused with it) or its limits never decide whether an edit goes live."""
+    flows = copy_flows(tmp_path)
+    token = "t" * 40
+    monkeypatch.setenv("CONVO_CALLBACK_TOKEN", token)                # the service's environment
+    with running_gateway(redis_url, flows_dir=str(flows)) as (gw, _, services):
+        assert services.settings.callback_token == token
+        services.flows.interval = 0.01
+        grace = Phone(gw, GRACE, token=token)
+        good = health(gw)["flows_version"]
+        edit(flows / "locales" / "en.yaml", "  mini: Mini-statement\n", "  mini: Last transactions\n")
+        services.flows._next_check = 0
+        grace.dial()
+        settle(services)
+        assert "3. Last transactions" in grace.dial()
+        h = health(gw)
+        assert h["flows_version"] != good and h["flows_refused"] is None
