@@ -91,6 +91,25 @@ def test_the_phone_runs_balance_against_the_simulator_with_paging_and_variables(
     assert len(sw["text"]) <= 160
 
 
+def test_the_phone_pages_a_long_screen_and_texts_like_an_sms_thread(app):  # noqa: F811
+    c = signed_in(app)
+    faith = "+254700000105"
+    phone_step(c, flow="mini", session="m1", text="", fresh=True, phone=faith)
+    phone_step(c, flow="mini", session="m1", text="2468", phone=faith)
+    first = phone_step(c, flow="mini", session="m1", text="2468*1", phone=faith)
+    assert first["pages"] == 2 and first["page"] == 0 and first["text"].endswith("98. More")
+    assert len(first["text"]) <= 160
+    second = phone_step(c, flow="mini", session="m1", text="2468*1*98", phone=faith)
+    assert second["page"] == 1 and "(2/2)" in second["text"].splitlines()[0]
+    ask = phone_step(c, flow="balance", channel="sms", text="BAL", fresh=True, lang="sw")
+    assert ask["text"] == "Ili kuona salio lako, jibu kwa PIN yako." and ask["end"] is False
+    done = phone_step(c, flow="balance", channel="sms", text="2468")
+    assert "Salio: KES 8,637.50" in done["text"] and done["end"] is True
+    r = c.post("/console/flows/phone", json={"csrf": csrf_of(c), "channel": "ussd", "flow": "balance",
+                                             "phone": "+254711111111", "text": ""})
+    assert r.status_code == 400                       # only the simulator's demo clients
+
+
 def test_a_pasted_flow_with_a_mistake_shows_its_error_and_nothing_is_saved(app):  # noqa: F811
     c = signed_in(app)
     before = (FLOWS / "balance.yaml").read_text()

@@ -237,7 +237,9 @@ def _preview_dir(token: str, preview: dict) -> Path:
         while len(_materialized) > 8:
             _, old = _materialized.popitem(last=False)
             shutil.rmtree(old.parent, ignore_errors=True)
-            _sandboxes.pop(str(old), None)
+            gone = _sandboxes.pop(str(old), None)
+            if gone is not None:
+                gone.close()
         return dest
 
 
@@ -264,6 +266,10 @@ class Sandbox:
         upgrade(self.services.db)
         self.pinned: set[str] = set()
         self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.services.db.dispose()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def hop(self, channel: str, flow: str, phone: str, lang: str, session_id: str, text: str, fresh: bool) -> dict:
         from convo.convtest import client_ids_of
