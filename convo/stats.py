@@ -148,3 +148,10 @@ def totals(redis) -> list[tuple[str, str, str, int]]:
         if len(parts) == 3:
             rows.append((*parts, int(v)))
     return sorted(rows)
+
+
+def versions(redis) -> list[tuple[str, str]]:
+    """``(flows version, last day it was counted)``, newest first."""
+    rows = [(k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
+            for k, v in (redis.hgetall(VERSIONS_KEY) or {}).items()]
+    return sorted(rows, key=lambda r: r[1], reverse=True)

@@ -131,3 +131,21 @@ def test_a_pasted_flow_with_a_mistake_shows_its_error_and_nothing_is_saved(app):
     assert c.post("/console/flows/preview", data={"csrf": csrf_of(c), "file": "../../etc/passwd",
                                                   "content": "a"}).status_code == 400
     assert c.get("/console/flows/preview/" + "A" * 24).status_code == 404
+
+
+def test_counts_of_an_earlier_flows_version_can_be_chosen(app):  # noqa: F811
+    import datetime as dt
+
+    from convo import stats
+
+    c = signed_in(app)
+    r = app.extensions["convo"].redis
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    r.hset(stats.day_key("oldversion01", today), mapping={"main|menu|in": 5, "main|menu|>due": 2})
+    r.hset(stats.VERSIONS_KEY, "oldversion01", today)
+    live = c.get("/console/flows/main").get_data(as_text=True)
+    assert "?days=7&amp;version=oldversion01" in live and 'data-count="2"' not in live
+    old = c.get("/console/flows/main?version=oldversion01").get_data(as_text=True)
+    assert re.search(r'data-from="menu" data-to="due" data-count="2"', old)
+    assert 'id="counted-version">oldversion01<' in old
+    assert 'id="counted-version">' + "nosuch" not in c.get("/console/flows/main?version=nosuch").get_data(as_text=True)

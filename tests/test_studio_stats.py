@@ -40,6 +40,7 @@ def test_dialogs_are_counted_per_state_and_edge_without_phone_numbers(redis_url)
         ttl = r.ttl(stats.day_key(fs.version, __import__("datetime").datetime.now(
             __import__("datetime").timezone.utc).date().isoformat()))
         assert 89 * 86400 < ttl <= 90 * 86400
+        assert [v for v, _ in stats.versions(r)] == [fs.version]
         import requests
 
         text = requests.get(f"{gw}/metrics", timeout=10).text

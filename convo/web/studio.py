@@ -416,10 +416,13 @@ def _flow_page(name: str, token: str | None):
         days = max(1, min(int(request.args.get("days", 7)), services().settings.flow_stats_days))
     except ValueError:
         days = 7
-    counts, funnel = {}, []
+    counts, funnel, versions, counted = {}, [], [], fs.version
     if token is None:
         try:
-            counts = stats.read_counts(services().redis, fs, name, days=days)
+            versions = stats.versions(services().redis)
+            wanted = request.args.get("version", "")
+            counted = wanted if any(v == wanted for v, _ in versions) else fs.version
+            counts = stats.read_counts(services().redis, fs, name, days=days, version=counted)
             funnel = stats.funnel(fs, name, counts)
         except Exception as e:  # noqa: BLE001 - the page still shows the diagram
             log.warning("studio: counts unavailable: %s", str(e)[:200])
@@ -427,7 +430,7 @@ def _flow_page(name: str, token: str | None):
         (lambda f: url_for("studio.flow_page", name=f))
     drawn = svg(cf, counts, marks, base)
     return _render("studio_flow.html", who, flow=cf, drawn=drawn, issues=mine, token=token, preview=preview,
-                   funnel=funnel, days=days, version=fs.version, languages=list(fs.languages),
+                   funnel=funnel, days=days, version=fs.version, versions=versions, counted=counted, languages=list(fs.languages),
                    phones=DEMO_PHONES, demo_pin=DEMO_PIN, starts=_starts(fs).get(name, []),
                    keyword=_keyword(fs, name), kinds=KIND_NAMES)
 
