@@ -328,7 +328,8 @@ def measure_server(server: Server, env: dict, args, logdir: Path, run_no: int) -
 
 def stats_cost(server: Server, env: dict, args, logdir: Path, r) -> bool:
     """The drop-off counting's cost (convo.stats): the same hop server with ``CONVO_FLOW_STATS`` off and on,
-    side by side, ``--repeat`` alternating wrk runs; the ratio of the best runs must be >= 0.95."""
+    side by side, ``--repeat`` alternating wrk runs; judged on the ratio of the medians (>= 0.95): on a shared
+    machine the best run of either side is an outlier more often than not."""
     procs = {}
     try:
         for tag, on in (("off", "false"), ("on", "true")):
@@ -355,7 +356,7 @@ def stats_cost(server: Server, env: dict, args, logdir: Path, r) -> bool:
         counted = len(r.keys("convo:{stats}:d:*"))
         print(f"\nflow stats on/off: best {best['on']:.0f}/{best['off']:.0f} = {ratio:.3f}, median "
               f"{med['on']:.0f}/{med['off']:.0f} = {mratio:.3f} (target >= 0.95); day hashes written: {counted}")
-        return ratio >= 0.95 and counted > 0
+        return mratio >= 0.95 and counted > 0
     finally:
         for p, _ in procs.values():
             stop(p)
