@@ -149,3 +149,19 @@ def test_counts_of_an_earlier_flows_version_can_be_chosen(app):  # noqa: F811
     assert re.search(r'data-from="menu" data-to="due" data-count="2"', old)
     assert 'id="counted-version">oldversion01<' in old
     assert 'id="counted-version">' + "nosuch" not in c.get("/console/flows/main?version=nosuch").get_data(as_text=True)
+
+
+def test_every_diagram_is_well_formed_svg_with_one_arrow_per_transition():
+    import xml.etree.ElementTree as ET
+
+    from convo.graph import edges
+    from convo.web.studio import svg
+
+    ns = "{http://www.w3.org/2000/svg}"
+    for name, cf in load_flowset(FLOWS).flows.items():
+        root = ET.fromstring(str(svg(cf, link=lambda f: f"/console/flows/{f}").svg))
+        groups = root.findall(f"{ns}g")
+        assert sum(1 for g in groups if g.get("class", "").startswith("node")) == len(cf.spec.states), name
+        assert sum(1 for g in groups if g.get("class") == "edge") == len(edges(cf)), name
+        kinds = {g.get("data-kind") for g in groups if g.get("data-kind")}
+        assert kinds == {st.kind for st in cf.spec.states.values()}, name

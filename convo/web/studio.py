@@ -122,7 +122,14 @@ def svg(cf, counts=None, issues=None, link=None) -> Drawn:
             mid = (y1 + y2) / 2
             d = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{mid:.0f} {x2:.0f},{mid:.0f} {x2:.0f},{y2:.0f}"
             lx, ly = (x1 + x2) / 2 + 4, mid + 4 + 12 * k
-        else:                                                   # back up (or sideways): around the right
+        elif row_of[dst] == row_of[src]:                        # sideways: an arc under the row
+            right = dx > sx
+            x1, y1 = (sx + BOX_W * (0.75 if right else 0.25)), sy + BOX_H
+            x2, y2 = (dx + BOX_W * (0.25 if right else 0.75)), dy + BOX_H
+            dip = y1 + 22 + 8 * k
+            d = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{dip:.0f} {x2:.0f},{dip:.0f} {x2:.0f},{y2:.0f}"
+            lx, ly = (x1 + x2) / 2 - 10, dip + 2
+        else:                                                   # back up: around the right
             x1, y1 = sx + BOX_W, sy + BOX_H / 2 + 6
             x2, y2 = dx + BOX_W, dy + BOX_H / 2 - 6
             bulge = max(x1, x2) + 50 + 14 * (row_of[src] - row_of[dst])
