@@ -250,7 +250,8 @@ class Engine:
         if secret_positions:
             state["sp"] = secret_positions
         if self.settings.flow_stats:
-            state["_counts"] = (fs.version, stats.hop_fields(fs, began, conv.trail, fresh, end, errored))
+            state["_counts"] = (fs.version, stats.hop_fields(fs, began, conv.trail, fresh, end, errored,
+                                                                   conv.stack))
         return Reply(body, end, tuple(secret_positions)), state
 
     def _count_call(self, version: str, counts) -> tuple | None:

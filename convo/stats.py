@@ -49,9 +49,10 @@ def day_key(version: str, day: str) -> str:
 
 
 def hop_fields(fs, start: tuple[str, str], trail: list[tuple[str, str]], fresh: bool, end: bool,
-               errored: bool) -> Counter:
+               errored: bool, stack=()) -> Counter:
     """The counts one hop adds: ``(flow, state, outcome)`` -> n, from where the hop began (``start``),
-    the states it passed through (``trail``, in order) and how it finished."""
+    the states it passed through (``trail``, in order) and how it finished. A dialog that ends (or fails)
+    inside a sub-flow ends (fails) at the calling states on ``stack`` too."""
     out: Counter = Counter()
     if fresh:
         out[(*start, "in")] += 1
@@ -65,10 +66,9 @@ def hop_fields(fs, start: tuple[str, str], trail: list[tuple[str, str]], fresh: 
         if not returned:                     # back in the caller's flow state: it was entered when called
             out[(*cur, "in")] += 1
         prev = cur
-    if errored:
-        out[(*prev, "err")] += 1
-    elif end:
-        out[(*prev, "end")] += 1
+    if errored or end:
+        for where in [*(tuple(f) for f in stack), prev]:
+            out[(*where, "err" if errored else "end")] += 1
     return out
 
 

@@ -28,6 +28,7 @@ def test_dialogs_are_counted_per_state_and_edge_without_phone_numbers(redis_url)
         main = stats.read_counts(r, fs, "main")
         assert main["menu"].entered == 4 and main["menu"].to == {"balance": 2}
         assert main["menu"].timed_out == 2
+        assert main["balance"].entered == 2 and main["balance"].ended == 2     # ended inside the sub-flow
         bal = stats.read_counts(r, fs, "balance")
         assert bal["show"].entered == 2 and bal["show"].ended == 2 and bal["fetch"].to == {"show": 2}
         cp = stats.read_counts(r, fs, "confirm_pin")
