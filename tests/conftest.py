@@ -54,7 +54,11 @@ def pg_url():
     admin = sa.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    # application_name tags every connection made with this URL (in this process or a server it
+    # starts), so the teardown can close what a test left open: PostgreSQL allows 100 clients.
+    yield f"{PG_BASE}?options=-csearch_path%3D{schema}&application_name={schema}"
     with admin.connect() as c:
+        c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE application_name = :a AND pid <> pg_backend_pid()"), {"a": schema})
         c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
