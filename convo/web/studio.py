@@ -481,10 +481,14 @@ def phone():
     who, refused = _who()
     if refused:
         return jsonify(error="sign in with the studio permission"), 403
-    body = request.get_json(silent=True) or {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error="send a JSON object"), 400
     if not _csrf_ok(str(body.get("csrf", ""))):
         return jsonify(error="stale page: reload it"), 403
     token = body.get("preview") or None
+    if token is not None and not isinstance(token, str):
+        return jsonify(error="preview: a token"), 400
     directory, _ = _source(token)
     fs = _flowset(directory, token)
     flow, channel, number = str(body.get("flow", "")), str(body.get("channel", "ussd")), str(body.get("phone", ""))
