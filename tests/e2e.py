@@ -28,6 +28,33 @@ def give_pin(services, phone: str, pin: str, client_id: int | None = None) -> No
 
 
 @contextmanager
+def simulator():
+    """Yield the Fineract simulator (seeded) served over HTTP; ``.url`` is its base URL."""
+    from convo.cli import start_simulator
+
+    s = start_simulator()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@contextmanager
+def pg_app(sim_url: str, redis_url: str, pg_url: str, **settings):
+    """Yield an in-process app on a migrated PostgreSQL schema and the simulator at ``sim_url``
+    (flows never reloaded, ``settings`` on top of the simulator's); its pool is closed after."""
+    from convo.db import upgrade
+
+    upgrade(pg_url)
+    app = create_app(sim_settings(sim_url, redis_url=redis_url, database_url=pg_url, flows_reload_seconds=0,
+                                  **settings))
+    try:
+        yield app
+    finally:
+        app.extensions["convo"].db.dispose()
+
+
+@contextmanager
 def running_gateway(redis_url: str, **overrides):
     """Yield (gateway_url, sim_url, services) with the whole stack served over real HTTP.
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from convo.security import PinHasher
+from tests.e2e import pg_app, simulator
 
 SECRET = "secret-key-console-0123456789abcdef0123"
 GRACE, GRACE_ID = "+254700000101", 1          # Head Office (1); Peter Otieno is her loan officer
@@ -21,25 +22,14 @@ KISUMU_CLIENT = 3                             # Mary Akinyi Odhiambo, Kisumu (3)
 
 @pytest.fixture(scope="module")
 def sim():
-    from convo.cli import start_simulator
-
-    s = start_simulator()
-    yield s
-    s.stop()
+    with simulator() as s:
+        yield s
 
 
 @pytest.fixture
 def app(sim, redis_url, pg_url):
-    from convo.cli import sim_settings
-    from convo.db import upgrade
-    from convo.web import create_app
-
-    upgrade(pg_url)
-    a = create_app(sim_settings(sim.url, redis_url=redis_url, database_url=pg_url, flows_reload_seconds=0,
-                                secret_key=SECRET, staff_auth_failures=10, staff_auth_window_seconds=900, trusted_proxies=1,
-                                pin_argon2_memory_kib=1024, pin_argon2_time_cost=1))
-    yield a
-    a.extensions["convo"].db.dispose()
+    with pg_app(sim.url, redis_url, pg_url, secret_key=SECRET, staff_auth_failures=10, staff_auth_window_seconds=900, trusted_proxies=1, pin_argon2_memory_kib=1024, pin_argon2_time_cost=1) as a:
+        yield a
 
 
 def csrf_of(client) -> str:

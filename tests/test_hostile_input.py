@@ -10,6 +10,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from tests.e2e import pg_app, simulator
+
 CB = "cb-token-hostile-0123456789"
 STAFF = "staff-token-hostile-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {STAFF}", "X-Staff-User": "alice"}
@@ -20,25 +22,14 @@ TENANT = {"Fineract-Platform-TenantId": "default"}
 
 @pytest.fixture(scope="module")
 def sim():
-    from convo.cli import start_simulator
-
-    s = start_simulator()
-    yield s
-    s.stop()
+    with simulator() as s:
+        yield s
 
 
 @pytest.fixture
 def app(sim, redis_url, pg_url):
-    from convo.cli import sim_settings
-    from convo.db import upgrade
-    from convo.web import create_app
-
-    upgrade(pg_url)
-    a = create_app(sim_settings(sim.url, redis_url=redis_url, database_url=pg_url, flows_reload_seconds=0,
-                                callback_token=CB, staff_token=STAFF, pin_argon2_memory_kib=1024,
-                                pin_argon2_time_cost=1))
-    yield a
-    a.extensions["convo"].db.dispose()
+    with pg_app(sim.url, redis_url, pg_url, callback_token=CB, staff_token=STAFF, pin_argon2_memory_kib=1024, pin_argon2_time_cost=1) as a:
+        yield a
 
 
 def refused(r, status: int, *words: str) -> str:

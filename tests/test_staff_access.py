@@ -18,6 +18,7 @@ from itsdangerous import BadSignature
 
 from convo.config import Settings
 from convo.security import ConfigurationError
+from tests.e2e import pg_app, simulator
 
 CB = "cb-token-access-0123456789"
 STAFF = "staff-token-access-0123456789abcdef"          # 35 characters: production takes it
@@ -28,25 +29,14 @@ GRACE = "+254700000101"
 
 @pytest.fixture(scope="module")
 def sim():
-    from convo.cli import start_simulator
-
-    s = start_simulator()
-    yield s
-    s.stop()
+    with simulator() as s:
+        yield s
 
 
 @pytest.fixture
 def app(sim, redis_url, pg_url):
-    from convo.cli import sim_settings
-    from convo.db import upgrade
-    from convo.web import create_app
-
-    upgrade(pg_url)
-    a = create_app(sim_settings(sim.url, redis_url=redis_url, database_url=pg_url, flows_reload_seconds=0,
-                                callback_token=CB, staff_token=STAFF, secret_key=SECRET, trusted_proxies=1,
-                                staff_auth_failures=10, staff_auth_window_seconds=900))
-    yield a
-    a.extensions["convo"].db.dispose()
+    with pg_app(sim.url, redis_url, pg_url, callback_token=CB, staff_token=STAFF, secret_key=SECRET, trusted_proxies=1, staff_auth_failures=10, staff_auth_window_seconds=900) as a:
+        yield a
 
 
 def set_cookie(r, name: str = "convo_console") -> str:
