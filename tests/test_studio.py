@@ -38,8 +38,9 @@ def signed_in(app, user="mifos"):  # noqa: F811
 
 
 def phone_step(c, **body):
-    r = c.post("/console/flows/phone", json={"csrf": csrf_of(c), "channel": "ussd", "phone": GRACE, "lang": "en",
-                                             **body})
+    flow = body.pop("flow")
+    r = c.post(f"/console/flows/{flow}", json={"csrf": csrf_of(c), "channel": "ussd", "phone": GRACE, "lang": "en",
+                                               **body})
     assert r.status_code == 200, r.get_data(as_text=True)
     return r.get_json()
 
@@ -51,7 +52,7 @@ def test_only_signed_in_users_with_the_studio_permission(app):  # noqa: F811
     peter = signed_in(app, "peter")                   # a loan officer: no ALL_FUNCTIONS
     assert peter.get("/console/flows").status_code == 403
     assert peter.get("/console/flows/balance").status_code == 403
-    r = peter.post("/console/flows/phone", json={"csrf": csrf_of(peter), "flow": "balance"})
+    r = peter.post("/console/flows/balance", json={"csrf": csrf_of(peter)})
     assert r.status_code == 403
 
 
@@ -105,8 +106,8 @@ def test_the_phone_pages_a_long_screen_and_texts_like_an_sms_thread(app):  # noq
     assert ask["text"] == "Ili kuona salio lako, jibu kwa PIN yako." and ask["end"] is False
     done = phone_step(c, flow="balance", channel="sms", text="2468")
     assert "Salio: KES 8,637.50" in done["text"] and done["end"] is True
-    r = c.post("/console/flows/phone", json={"csrf": csrf_of(c), "channel": "ussd", "flow": "balance",
-                                             "phone": "+254711111111", "text": ""})
+    r = c.post("/console/flows/balance", json={"csrf": csrf_of(c), "channel": "ussd",
+                                               "phone": "+254711111111", "text": ""})
     assert r.status_code == 400                       # only the simulator's demo clients
 
 
@@ -115,22 +116,22 @@ def test_a_pasted_flow_with_a_mistake_shows_its_error_and_nothing_is_saved(app):
     before = (FLOWS / "balance.yaml").read_text()
     broken = before.replace("on: {found: pick}", "on: {found: pik}")
     assert broken != before
-    r = c.post("/console/flows/preview", data={"csrf": csrf_of(c), "file": "balance.yaml", "content": broken})
+    r = c.post("/console/flows", data={"csrf": csrf_of(c), "file": "balance.yaml", "content": broken})
     assert r.status_code == 303
     page = c.get(r.headers["Location"]).get_data(as_text=True)
     assert 'class="issue error"' in page and "balance.yaml" in page and "pik" in page
     assert (FLOWS / "balance.yaml").read_text() == before
     fine = before.replace("flow: balance\n", "flow: balance\n", 1).replace("no_savings:\n    end: balance.none",
                                                                           "no_savings:\n    end: balance.none\n")
-    r = c.post("/console/flows/preview", data={"csrf": csrf_of(c), "file": "balance.yaml", "content": fine})
-    token = r.headers["Location"].rsplit("/", 1)[1]
-    assert c.get(f"/console/flows/preview/{token}/balance").status_code == 200
+    r = c.post("/console/flows", data={"csrf": csrf_of(c), "file": "balance.yaml", "content": fine})
+    token = r.headers["Location"].rsplit("preview=", 1)[1]
+    assert c.get(f"/console/flows/balance?preview={token}").status_code == 200
     step = phone_step(c, flow="balance", session="p1", text="", fresh=True, preview=token)
     assert step["text"] == "Enter your PIN:"
-    assert c.post("/console/flows/preview", data={"csrf": "wrong", "file": "x.yaml", "content": "a"}).status_code == 403
-    assert c.post("/console/flows/preview", data={"csrf": csrf_of(c), "file": "../../etc/passwd",
+    assert c.post("/console/flows", data={"csrf": "wrong", "file": "x.yaml", "content": "a"}).status_code == 403
+    assert c.post("/console/flows", data={"csrf": csrf_of(c), "file": "../../etc/passwd",
                                                   "content": "a"}).status_code == 400
-    assert c.get("/console/flows/preview/" + "A" * 24).status_code == 404
+    assert c.get("/console/flows?preview=" + "A" * 24).status_code == 404
 
 
 def test_counts_of_an_earlier_flows_version_can_be_chosen(app):  # noqa: F811

@@ -75,7 +75,7 @@ def check_callback_token() -> Response | None:
 # --------------------------------------------------------------------------- hostile input
 #: body size allowed per path prefix (first match); anything else gets MAX_CONTENT_LENGTH
 BODY_LIMITS = (("/gateways/", 8 * 1024),      # Africa's Talking posts a few hundred bytes of form fields
-               ("/api/", 16 * 1024), ("/console/flows/preview", 256 * 1024), ("/console/", 16 * 1024),
+               ("/api/", 16 * 1024), ("/console/flows", 256 * 1024), ("/console/", 16 * 1024),
                ("/hooks/", 64 * 1024))         # a Fineract hook carries one command's JSON
 MAX_BODY = 64 * 1024
 MAX_QUERY = 2048                               # bytes of query string (?token=... and a few fields)

@@ -38,8 +38,7 @@ from markupsafe import Markup
 from convo.web import services
 
 log = logging.getLogger(__name__)
-studio = Blueprint("studio", __name__, url_prefix="/console/flows", template_folder="templates",
-                   static_folder="static", static_url_path="/static")
+studio = Blueprint("studio", __name__, url_prefix="/console/flows", template_folder="templates")
 
 DEMO_PIN = "2468"
 PREVIEW_TTL = 3600
@@ -359,15 +358,13 @@ def _flowset(directory: Path, token: str | None):
         return None
 
 
-@studio.get("")
-@studio.get("/")
+@studio.route("", methods=["GET", "POST"])
 def index():
-    return _index(None)
-
-
-@studio.get("/preview/<token>")
-def preview_index(token: str):
-    return _index(token)
+    """GET: the flows (``?preview=<token>``: those of a preview); POST: check a pasted or uploaded file.
+    Two rules in all for the studio (this and :func:`flow_page`): every rule is one more the fuzz must reach."""
+    if request.method == "POST":
+        return make_preview()
+    return _index(request.args.get("preview") or None)
 
 
 def _index(token: str | None):
@@ -391,14 +388,12 @@ def _index(token: str | None):
                    version=fs.version if fs else None, files=files, languages=list(fs.languages) if fs else [])
 
 
-@studio.get("/<name>")
+@studio.route("/<name>", methods=["GET", "POST"])
 def flow_page(name: str):
-    return _flow_page(name, None)
-
-
-@studio.get("/preview/<token>/<name>")
-def preview_flow(token: str, name: str):
-    return _flow_page(name, token)
+    """GET: the flow's page (``?preview=<token>``); POST: one step of the browser phone (JSON)."""
+    if request.method == "POST":
+        return phone(name)
+    return _flow_page(name, request.args.get("preview") or None)
 
 
 def _flow_page(name: str, token: str | None):
@@ -433,7 +428,7 @@ def _flow_page(name: str, token: str | None):
             funnel = stats.funnel(fs, name, counts)
         except Exception as e:  # noqa: BLE001 - the page still shows the diagram
             log.warning("studio: counts unavailable: %s", str(e)[:200])
-    base = (lambda f: url_for("studio.preview_flow", token=token, name=f)) if token else \
+    base = (lambda f: url_for("studio.flow_page", name=f, preview=token)) if token else \
         (lambda f: url_for("studio.flow_page", name=f))
     drawn = svg(cf, counts, marks, base)
     return _render("studio_flow.html", who, flow=cf, drawn=drawn, issues=mine, token=token, preview=preview,
@@ -449,7 +444,6 @@ def _keyword(fs, flow: str) -> str:
     return ""
 
 
-@studio.post("/preview")
 def make_preview():
     who, refused = _who()
     if refused:
@@ -469,12 +463,11 @@ def make_preview():
     services().redis.set(PREVIEW_KEY + token, json.dumps({"file": name, "content": content, "by": who["user"],
                                                            "at": dt.datetime.now(dt.timezone.utc).isoformat()}),
                          ex=PREVIEW_TTL)
-    return redirect(url_for("studio.preview_index", token=token), 303)
+    return redirect(url_for("studio.index", preview=token), 303)
 
 
-@studio.post("/phone")
-def phone():
-    """One step of the browser phone: JSON in (flow, channel, phone, lang, session, text, preview), JSON out
+def phone(flow: str):
+    """One step of the browser phone: JSON in (channel, phone, lang, session, text, fresh, preview), JSON out
     (the screen, whether it ended, flow, state, variables)."""
     from convo.mifos.seed import DEMO_PHONES
 
@@ -491,7 +484,7 @@ def phone():
         return jsonify(error="preview: a token"), 400
     directory, _ = _source(token)
     fs = _flowset(directory, token)
-    flow, channel, number = str(body.get("flow", "")), str(body.get("channel", "ussd")), str(body.get("phone", ""))
+    channel, number = str(body.get("channel", "ussd")), str(body.get("phone", ""))
     if fs is None or flow not in fs.flows:
         return jsonify(error=f"no flow {flow!r}"), 400
     if channel not in ("ussd", "sms") or number not in {p for p, _ in DEMO_PHONES}:
