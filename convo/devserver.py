@@ -29,3 +29,22 @@ class BackgroundServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class FakeServer:
+    """A fake provider's Flask app (its state in ``app.fake``) served on a free local port in a
+    thread: ``url``, ``fake``, ``stop()``; a context manager too."""
+
+    def __init__(self, app):
+        self.fake = app.fake
+        self._srv = BackgroundServer(app).start()
+        self.url = self._srv.url
+
+    def stop(self) -> None:
+        self._srv.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -30,6 +30,8 @@ from urllib.parse import quote_from_bytes
 import requests
 from flask import Flask, Response, request
 
+from convo.devserver import FakeServer
+
 __all__ = ["FakeKannel", "create_fake_kannel_app", "fill_escape_codes", "start_fake_kannel"]
 
 ACKS = {
@@ -177,23 +179,12 @@ def create_fake_kannel_app(**settings) -> Flask:
     return app
 
 
-class FakeKannelServer:
+class FakeKannelServer(FakeServer):
+    fake: FakeKannel
+
     def __init__(self, app: Flask):
-        from convo.devserver import BackgroundServer
-
-        self.fake: FakeKannel = app.fake  # type: ignore[attr-defined]
-        self._srv = BackgroundServer(app).start()
-        self.url = self._srv.url
+        super().__init__(app)
         self.sendsms_url = f"{self.url}/cgi-bin/sendsms"
-
-    def stop(self) -> None:
-        self._srv.stop()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def start_fake_kannel(**settings) -> FakeKannelServer:

@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 import requests
 from flask import Flask, Response, jsonify, request
 
+from convo.devserver import FakeServer
+
 __all__ = ["FakeSmsGate", "create_fake_smsgate_app", "start_fake_smsgate"]
 
 EVENTS = {"sms:received", "sms:sent", "sms:delivered", "sms:failed", "system:ping", "sms:data-received",
@@ -168,22 +170,8 @@ def create_fake_smsgate_app(**settings) -> Flask:
     return app
 
 
-class FakeSmsGateServer:
-    def __init__(self, app: Flask):
-        from convo.devserver import BackgroundServer
-
-        self.fake: FakeSmsGate = app.fake  # type: ignore[attr-defined]
-        self._srv = BackgroundServer(app).start()
-        self.url = self._srv.url
-
-    def stop(self) -> None:
-        self._srv.stop()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+class FakeSmsGateServer(FakeServer):
+    fake: FakeSmsGate
 
 
 def start_fake_smsgate(**settings) -> FakeSmsGateServer:

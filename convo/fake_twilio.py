@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import requests
 from flask import Flask, Response, jsonify, request
 
+from convo.devserver import FakeServer
+
 __all__ = ["FakeTwilio", "create_fake_twilio_app", "start_fake_twilio", "twilio_signature"]
 
 ERROR_TEXT = {
@@ -176,22 +178,8 @@ def create_fake_twilio_app(**settings) -> Flask:
     return app
 
 
-class FakeTwilioServer:
-    def __init__(self, app: Flask):
-        from convo.devserver import BackgroundServer
-
-        self.fake: FakeTwilio = app.fake  # type: ignore[attr-defined]
-        self._srv = BackgroundServer(app).start()
-        self.url = self._srv.url
-
-    def stop(self) -> None:
-        self._srv.stop()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+class FakeTwilioServer(FakeServer):
+    fake: FakeTwilio
 
 
 def start_fake_twilio(**settings) -> FakeTwilioServer:
