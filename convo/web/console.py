@@ -462,30 +462,50 @@ def _page_for(client_id: int, **args):
     return redirect(url_for("notify_console.client_page", client_id=client_id, **args))
 
 
+def _form_problem(client_id: int):
+    """The PIN form's own checks: a known action and the identity box ticked."""
+    if request.form.get("action") not in ("reset", "unlock"):
+        raise BadRequest("'action' must be reset or unlock")
+    if request.form.get("confirm") != "yes":
+        return _page_for(client_id, error="Tick the box to confirm you checked the client's identity.")
+    return None
+
+
+def _acting_on(client_id: int, perm: str, audit_as: str, doing: str, form_check=None):
+    """Who may do ``doing`` to this client: signed in, CSRF token, the Mifos X permission, the
+    client known and in the user's offices. Returns (who, client body, None) or (.., response);
+    a refusal by permission or office is audited as ``audit_as``."""
+    who, bounce = _signed_in_or_redirect()
+    if bounce:
+        return who, None, bounce
+    _check_csrf()
+    if not may(who, perm):
+        _audit(who, audit_as, client_id=client_id, outcome="403")
+        needed = getattr(services().settings, f"console_perm_{perm}")
+        return who, None, _denied(who, f"{doing} (Mifos X permission {needed})")
+    problem = form_check() if form_check else None
+    if problem is not None:
+        return who, None, problem
+    body = _client(client_id)
+    if body is None:
+        abort(404)
+    if not in_scope(who, body.get("officeId")):
+        _audit(who, audit_as, client_id=client_id, outcome="403")
+        return who, None, _denied(who, f"{doing} for another office's clients")
+    return who, body, None
+
+
 @console.post("/clients/<int:client_id>/pin")
 def client_pin(client_id: int):
     """Reset the client's PIN (and unlock the phone) or only unlock it: confirmed, audited, permission-checked."""
     from convo import subscribers
     from convo.recipients import NoRecipient, client_phone
 
-    who, bounce = _signed_in_or_redirect()
-    if bounce:
-        return bounce
-    _check_csrf()
-    if not may(who, "pin"):
-        _audit(who, "pin.reset", client_id=client_id, outcome="403")
-        return _denied(who, f"reset PINs (Mifos X permission {services().settings.console_perm_pin})")
+    who, body, refused = _acting_on(client_id, "pin", "pin.reset", "reset PINs",
+                                    lambda: _form_problem(client_id))
+    if refused:
+        return refused
     what = request.form.get("action")
-    if what not in ("reset", "unlock"):
-        raise BadRequest("'action' must be reset or unlock")
-    if request.form.get("confirm") != "yes":
-        return _page_for(client_id, error="Tick the box to confirm you checked the client's identity.")
-    body = _client(client_id)
-    if body is None:
-        abort(404)
-    if not in_scope(who, body.get("officeId")):
-        _audit(who, "pin.reset", client_id=client_id, outcome="403")
-        return _denied(who, "reset PINs of another office's clients")
     s = services()
     try:
         phone, _ = client_phone(s, client_id, body.get("mobileNo"), body.get("officeId"))
@@ -506,19 +526,9 @@ def client_pin(client_id: int):
 def client_send(client_id: int):
     from convo.web.notify_api import send_staff_message
 
-    who, bounce = _signed_in_or_redirect()
-    if bounce:
-        return bounce
-    _check_csrf()
-    if not may(who, "send"):
-        _audit(who, "staff.console_send", client_id=client_id, outcome="403")
-        return _denied(who, f"send SMS (Mifos X permission {services().settings.console_perm_send})")
-    body = _client(client_id)
-    if body is None:
-        abort(404)
-    if not in_scope(who, body.get("officeId")):
-        _audit(who, "staff.console_send", client_id=client_id, outcome="403")
-        return _denied(who, "text another office's clients")
+    who, _, refused = _acting_on(client_id, "send", "staff.console_send", "send SMS")
+    if refused:
+        return refused
     form: dict = {"idempotency_key": request.form.get("idempotency_key") or uuid.uuid4().hex}
     template = request.form.get("template") or ""
     if template:
