@@ -115,11 +115,11 @@ def demo(host: str, port: int, sim_port: int) -> None:
     first = DEMO_PHONES[0][0]
     click.echo("\nDial from a terminal phone (another shell):")
     click.echo(f"  .venv/bin/convo simulate --phone {first} --url {base}")
-    click.echo("or as Africa's Talking would:")
-    click.echo(f"  curl -s {base}/gateways/africastalking/ussd -d sessionId=s1 -d serviceCode='*384*12#' "
+    click.echo("or as Africa's Talking would (a new session id each time you dial):")
+    click.echo(f"  curl -s {base}/gateways/africastalking/ussd -d sessionId=$(date +%s) -d serviceCode='*384*12#' "
                f"-d phoneNumber={first} -d networkCode=63902 -d text=")
     click.echo("Text BAL to the short code as Africa's Talking would, then see the reply the worker sent:")
-    click.echo(f"  curl -s {base}/gateways/africastalking/sms -d from={first} -d to=22384 -d text=BAL -d id=demo1 "
+    click.echo(f"  curl -s {base}/gateways/africastalking/sms -d from={first} -d to=22384 -d text=BAL -d id=$(date +%s) "
                f"-d date=2026-01-01 -d networkCode=63902 && sleep 2 && curl -s {fake.url}/__fake/messages")
     click.echo("")
     from werkzeug.serving import run_simple
