@@ -166,3 +166,13 @@ def test_every_diagram_is_well_formed_svg_with_one_arrow_per_transition():
         assert sum(1 for g in groups if g.get("class") == "edge") == len(edges(cf)), name
         kinds = {g.get("data-kind") for g in groups if g.get("data-kind")}
         assert kinds == {st.kind for st in cf.spec.states.values()}, name
+
+
+def test_a_lint_problem_marks_its_state_in_the_diagram():
+    from convo.web.studio import svg
+
+    cf = load_flowset(FLOWS).flows["balance"]
+    drawn = str(svg(cf, issues={"fetch": "error", "show": "warning"}).svg)
+    assert 'class="node k-do lint-error" id="state-fetch"' in drawn
+    assert 'class="node k-end lint-warning" id="state-show"' in drawn
+    assert 'class="node k-flow" id="state-pin"' in drawn
