@@ -413,7 +413,8 @@ def session_memory(server: Server, env: dict, args, logdir: Path, r) -> dict:
         rounds = max(1, args.sessions // len(DIALOGS))
         made = run_dialogs(base, "mem", rounds=rounds, stop_before_last=True)
         after = int(r.info("memory")["used_memory"])
-        keys = [k for k in r.scan_iter("convo:{*", count=1000)]
+        keys = [k for k in r.scan_iter("convo:{*", count=1000)       # sessions, not the drop-off counts
+                if not k.startswith(b"convo:{stats}")]
         usage = [r.memory_usage(k, samples=0) or 0 for k in keys]
         strlen = [r.strlen(k) for k in keys]
         ttl = r.ttl(keys[0]) if keys else -2
