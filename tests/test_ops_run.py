@@ -40,8 +40,10 @@ def test_chromium_is_found_on_the_path_or_where_convo_chromium_says(tmp_path):
 def _ensure_chromium(tmp_path, **env) -> subprocess.CompletedProcess:
     """./run's ensure_chromium as a user who is not root (no `id`, no apt-get on PATH) and has no browser."""
     script = (ROOT / "run").read_text()
-    start = script.index("ensure_chromium() {")
-    function = script[start:script.index("\n}\n", start) + 3]
+    function = ""
+    for name in ("ensure_tool", "ensure_chromium"):
+        start = script.index(f"{name}() {{")
+        function += script[start:script.index("\n}\n", start) + 3]
     return subprocess.run(["/bin/bash", "-c", function + "\nensure_chromium && echo CONTINUES"],
                           env={"PATH": str(tmp_path), **env}, capture_output=True, text=True, timeout=30)
 
