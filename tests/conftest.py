@@ -62,3 +62,13 @@ def pg_url():
                           "WHERE application_name = :a AND pid <> pg_backend_pid()"), {"a": schema})
         c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def sim():
+    """The seeded Fineract simulator over HTTP (``sim.url``), one per test module; a module that
+    needs another shape defines its own ``sim``."""
+    from tests.e2e import simulator
+
+    with simulator() as s:
+        yield s

@@ -12,18 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from convo.security import PinHasher
-from tests.e2e import pg_app, simulator
+from tests.e2e import pg_app
 
 SECRET = "secret-key-console-0123456789abcdef0123"
 GRACE, GRACE_ID = "+254700000101", 1          # Head Office (1); Peter Otieno is her loan officer
 SHARED = "+254700000150"                      # Achieng (37) and Baraka (38) Otieno, Nairobi Eastlands (2)
 KISUMU_CLIENT = 3                             # Mary Akinyi Odhiambo, Kisumu (3)
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with simulator() as s:
-        yield s
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e import pg_app, simulator
+from tests.e2e import pg_app
 
 CB = "cb-token-hostile-0123456789"
 STAFF = "staff-token-hostile-0123456789abcdef"
@@ -18,12 +18,6 @@ AUTH = {"Authorization": f"Bearer {STAFF}", "X-Staff-User": "alice"}
 GRACE = "+254700000101"
 HOOK = f"/hooks/fineract/{CB}/"
 TENANT = {"Fineract-Platform-TenantId": "default"}
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with simulator() as s:
-        yield s
 
 
 @pytest.fixture

@@ -18,19 +18,13 @@ from itsdangerous import BadSignature
 
 from convo.config import Settings
 from convo.security import ConfigurationError
-from tests.e2e import pg_app, simulator
+from tests.e2e import pg_app
 
 CB = "cb-token-access-0123456789"
 STAFF = "staff-token-access-0123456789abcdef"          # 35 characters: production takes it
 SECRET = "secret-key-access-0123456789abcdef0123"
 PEPPER = "pepper-for-tests-0123456789"
 GRACE = "+254700000101"
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with simulator() as s:
-        yield s
 
 
 @pytest.fixture
