@@ -23,14 +23,7 @@ if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return {0}
 """
-_SAVE = """
-if redis.call('get', KEYS[2]) == ARGV[1] then
-  redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  redis.call('del', KEYS[2])
-  return 1
-end
-return 0
-"""
+# write and unlock if the lock is still ours; ``also`` Lua (see save) may follow before the return
 _SAVE_THEN = """
 local saved = 0
 if redis.call('get', KEYS[2]) == ARGV[1] then
@@ -39,6 +32,7 @@ if redis.call('get', KEYS[2]) == ARGV[1] then
   saved = 1
 end
 """
+_SAVE = _SAVE_THEN + "return saved\n"
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
