@@ -487,3 +487,21 @@ def test_the_path_token_passes_the_ip_allow_list_and_is_redacted(tmp_path):
     assert c.get("/hooks/fineract/nope/", environ_base=inside).status_code == 403
     line = f'127.0.0.1 - - "POST /hooks/fineract/{TOKEN}/ HTTP/1.1" 200 -'
     assert TOKEN not in redact_query_secrets(line) and "/hooks/fineract/***/" in redact_query_secrets(line)
+
+
+def test_simulator_offices_have_fineracts_hierarchy_and_parent(sim):
+    """GET /offices rows as Fineract's OfficeReadPlatformServiceImpl.OfficeMapper (lines 65-82) selects
+    them: id, name, nameDecorated, hierarchy, parentId, parentName; the hierarchy as Office.java
+    (lines 191-198) writes it: "." for the head office, else the parent's hierarchy + id + ".".
+    Who-is-calling walks parentId up to the nearest office with a region."""
+    _, url = sim
+    rows = requests.get(url + "/offices", auth=AUTH, headers=TENANT, timeout=10).json()
+    by_id = {o["id"]: o for o in rows}
+    heads = [o for o in rows if o.get("parentId") is None]
+    assert len(heads) == 1 and heads[0]["hierarchy"] == "."
+    for o in rows:
+        assert {"id", "name", "nameDecorated", "hierarchy"} <= o.keys()
+        if o.get("parentId") is not None:
+            parent = by_id[o["parentId"]]
+            assert o["parentName"] == parent["name"]
+            assert o["hierarchy"] == parent["hierarchy"] + f"{o['id']}."
