@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from convo.compiler import load_flowset
-from tests.test_console_access import SECRET, csrf_of, sign_in, sim  # noqa: F401  (fixture)
+from tests.test_console_access import SECRET, csrf_of, sign_in
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
 GRACE = "+254700000101"
