@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     sys.path.insert(0, str(args.repo))
-    from convo.compiler import load_flowset
+    from convo.flowlang.compiler import load_flowset
 
     src = args.repo / "flows"
     with tempfile.TemporaryDirectory(prefix="convo-bench-flows-") as tmp:

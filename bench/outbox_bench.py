@@ -15,7 +15,7 @@ Gateways:
 * ``null``    - in-process sender that records every batch it "sends" into a
                 PostgreSQL table (one INSERT per batch): the cost of the outbox
                 machinery itself.
-* ``fake-at`` - the real Africa's Talking SDK over HTTP to ``convo.fake_at``
+* ``fake-at`` - the real Africa's Talking SDK over HTTP to ``convo.devkit.fake_at``
                 running in its own process (werkzeug, threaded).
 
 Target (DESIGN.md): >= 500 messages/s with 4 workers, no duplicates, no losses.
@@ -56,8 +56,8 @@ class NullRecordingSender:
 
 
 def _worker(url, gateway, at_url, batch, concurrency, go, out, name):
-    from convo.db import make_engine
-    from convo.worker import Worker
+    from convo.store.db import make_engine
+    from convo.jobs.worker import Worker
     from gateways.africastalking import AfricasTalkingSender
 
     engine = make_engine(url, pool_size=2, max_overflow=concurrency + 2)
@@ -91,8 +91,8 @@ def run_once(n_messages: int, n_workers: int, gateway: str, at_url: str | None, 
     import sqlalchemy as sa
     from sqlalchemy.orm import Session
 
-    from convo.db import make_engine, upgrade
-    from convo.outbox import enqueue
+    from convo.store.db import make_engine, upgrade
+    from convo.notify.outbox import enqueue
 
     admin, schema, url = _fresh_schema()
     try:
@@ -168,7 +168,7 @@ def main() -> None:
         if gw == "fake-at":
             import requests
 
-            fake = subprocess.Popen([sys.executable, "-m", "convo.fake_at", "--port", str(a.fake_port)], cwd=ROOT,
+            fake = subprocess.Popen([sys.executable, "-m", "convo.devkit.fake_at", "--port", str(a.fake_port)], cwd=ROOT,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
             at_url = f"http://127.0.0.1:{a.fake_port}"

@@ -5,7 +5,7 @@ the Fineract simulator in its own process (run on demand, not in pytest; results
 
 The simulator gets N extra active loans (monthly, 12 installments, due days spread over the month,
 one loan in 20 with its last due installment unpaid), each with its own client. The run is
-`convo remind --dry-run` minus the texts: :func:`convo.reminders.find_payment_reminders` (the selection
+`convo remind --dry-run` minus the texts: :func:`convo.notify.reminders.find_payment_reminders` (the selection
 from Fineract), then the contacts of the clients reminded (as delivering does: ``GET /clients/{id}`` each, or the
 pages of ``GET /clients?status=active`` when fewer). Reported: simulator requests (counted by the simulator), wall time, peak RSS of the run's process.
 ``--old`` also runs the previous selection (every active loan page by page, then each loan's schedule),
@@ -78,8 +78,8 @@ def _serve_sim(n: int, today: dt.date, port_q) -> None:
 
     from werkzeug.serving import make_server
 
-    from convo.mifos import seed
-    from convo.mifos.sim import create_sim_app
+    from convo.devkit import fineract_seed as seed
+    from convo.devkit.fineract_sim import create_sim_app
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     data = seed.build(today)
@@ -112,9 +112,9 @@ def main() -> None:
 
     import tempfile
 
-    from convo import reminders
+    from convo.notify import reminders
     from convo.config import Settings
-    from convo.db import upgrade
+    from convo.store.db import upgrade
     from convo.mifos.notify_reads import client_contacts
     from convo.services import build_services
 

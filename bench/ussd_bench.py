@@ -435,7 +435,7 @@ def flows_load(n: int) -> dict:
     """Time ``load_flowset`` over the shipped flows plus ``n`` renamed copies of main.yaml."""
     import re
 
-    from convo.compiler import load_flowset
+    from convo.flowlang.compiler import load_flowset
 
     src = REPO / "flows"
     main = (src / "main.yaml").read_text(encoding="utf-8")
@@ -470,7 +470,7 @@ def profile_hop(env: dict, hops: int) -> None:
 
     os.environ.update(env)
     from convo.config import Settings
-    from convo.engine import Inbound
+    from convo.dialog.engine import Inbound
     from convo.web import create_app
 
     app = create_app(Settings.from_env())
@@ -593,19 +593,19 @@ def phase_breakdown(app, call, environs: list) -> None:
     targets = [
         ("flask view at_ussd_session", None, None),
         ("gateways.africastalking", "parse_ussd", None),
-        ("convo.phone", "normalize", None),
-        ("convo.compiler", "FlowLibrary", "maybe_reload"),
-        ("convo.session", "SessionStore", "acquire"),
-        ("convo.engine", "Engine", "_hop"),
-        ("convo.engine", "Engine", "_feed"),
-        ("convo.engine", "Engine", "_run_auto"),
-        ("convo.engine", "Engine", "_screen"),
-        ("convo.engine", "Engine", "_pages"),
-        ("convo.engine", "Engine", "_fire"),
-        ("convo.compiler", "Text", "render"),
-        ("convo.render", "paginate_menu", None),
-        ("convo.render", "paginate_text", None),
-        ("convo.session", "SessionStore", "save"),
+        ("convo.text.phone", "normalize", None),
+        ("convo.flowlang.compiler", "FlowLibrary", "maybe_reload"),
+        ("convo.dialog.sessions", "SessionStore", "acquire"),
+        ("convo.dialog.engine", "Engine", "_hop"),
+        ("convo.dialog.engine", "Engine", "_feed"),
+        ("convo.dialog.engine", "Engine", "_run_auto"),
+        ("convo.dialog.engine", "Engine", "_screen"),
+        ("convo.dialog.engine", "Engine", "_pages"),
+        ("convo.dialog.engine", "Engine", "_fire"),
+        ("convo.flowlang.compiler", "Text", "render"),
+        ("convo.text.render", "paginate_menu", None),
+        ("convo.text.render", "paginate_text", None),
+        ("convo.dialog.sessions", "SessionStore", "save"),
     ]
     stats: dict[str, list] = {}
     undo = []
@@ -665,7 +665,7 @@ SLOW_TARGET_S = 5.0
 def slow_phones(batch: int, n: int) -> list[str]:
     """``n`` distinct numbers: the seeded demo clients first (found in Mifos X), then numbers unknown
     to it (a lookup all the same). With the caches emptied before, every first hop asks Mifos X."""
-    from convo.mifos.seed import DEMO_PHONES
+    from convo.devkit.fineract_seed import DEMO_PHONES
 
     known = [p for p, _ in DEMO_PHONES] if batch < 99 else []
     return (known + [f"+25479{batch % 100:02d}{i:05d}" for i in range(n)])[:n]
@@ -725,7 +725,7 @@ def slow_mifos(env: dict, args, logdir: Path, sim_base: str, rdb) -> bool:
             try:
                 for n in [int(x) for x in args.slow_callers.split(",")]:
                     rdb.flushdb()                   # no caller found in the shared cache...
-                    time.sleep(11)                  # ...nor in a worker's own (convo.cache: 10 s)
+                    time.sleep(11)                  # ...nor in a worker's own (convo.mifos.cache: 10 s)
                     res = first_hops_at_once(base, slow_phones(batch, n), f"t{threads}n{n}")
                     batch += 1
                     secs = sorted(r["s"] for r in res)
@@ -896,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
            # per-phone abuse limits would stop a load test of six phones; a migrated database of its own
            "CONVO_USSD_SESSIONS_PER_HOUR": "0", "CONVO_SMS_INBOUND_PER_HOUR": "0",
            "CONVO_DATABASE_URL": f"sqlite:///{logdir}/bench.db"}
-    from convo.db import upgrade
+    from convo.store.db import upgrade
     upgrade(env["CONVO_DATABASE_URL"])
 
     if args.profile_only:

@@ -30,8 +30,8 @@ def _checked_settings() -> Settings:
 
 def start_simulator(port: int = 0, host: str = "127.0.0.1"):
     """Run the Fineract simulator in a background thread; returns the server (``.url``)."""
-    from convo.devserver import BackgroundServer
-    from convo.mifos.sim import create_sim_app
+    from convo.devkit.devserver import BackgroundServer
+    from convo.devkit.fineract_sim import create_sim_app
 
     return BackgroundServer(create_sim_app(), host=host, port=port).start()
 
@@ -54,7 +54,7 @@ SERVE_THREADS = 64
 def require_schema(settings: Settings) -> None:
     """Refuse to start (exit 1, "run `convo db upgrade`") when the database is not at the schema this
     code needs. A database that cannot be reached yet is only a warning: ``/healthz`` reports it."""
-    from convo.db import SchemaBehind, check_schema, make_engine
+    from convo.store.db import SchemaBehind, check_schema, make_engine
 
     engine = make_engine(settings.database_url)
     try:
@@ -79,15 +79,15 @@ def main() -> None:
 @click.option("--sim-port", default=8443, show_default=True, help="Fineract simulator port")
 def demo(host: str, port: int, sim_port: int) -> None:
     """Simulated Mifos X + gateway in one process, embedded defaults."""
-    from convo.mifos.seed import DEMO_PHONES
+    from convo.devkit.fineract_seed import DEMO_PHONES
     from convo.web import create_app
 
     import os
     import threading
 
-    from convo.db import upgrade as db_upgrade
-    from convo.fake_at import start_fake_at
-    from convo.worker import run_worker
+    from convo.store.db import upgrade as db_upgrade
+    from convo.devkit.fake_at import start_fake_at
+    from convo.jobs.worker import run_worker
 
     base = f"http://{host}:{port}"
     sim = start_simulator(sim_port, host)
@@ -100,7 +100,7 @@ def demo(host: str, port: int, sim_port: int) -> None:
     app = create_app(settings)
     threading.Thread(target=run_worker, args=(settings,), kwargs={"handle_signals": False, "poll_seconds": 0.5},
                      daemon=True, name="outbox-worker").start()
-    from convo.transfers import start_transfer_thread
+    from convo.jobs.transfers import start_transfer_thread
 
     start_transfer_thread(settings)
     click.echo(f"Fineract simulator: {sim.url}/fineract-provider/api/v1 (mifos / password)")
@@ -139,7 +139,7 @@ def worker(once: bool, metrics_port: int) -> None:
     Refuses to start unless CONVO_WORKER_LEASE_SECONDS >= 2 x the gateway's
     send timeout + 5 s (Africa's Talking: 2 x (3.05 + CONVO_AT_TIMEOUT) + 5,
     31.1 s with the default CONVO_AT_TIMEOUT=10)."""
-    from convo.worker import LeaseTooShort, check_lease, run_worker
+    from convo.jobs.worker import LeaseTooShort, check_lease, run_worker
 
     settings = _checked_settings()
     try:
@@ -155,19 +155,19 @@ def worker(once: bool, metrics_port: int) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port)          # GET :<port>/metrics (convo/metrics.py, "the worker")
-    if not once:  # reminders on CONVO_REMIND_CRON, pending Fineract hooks retried (convo/reminders.py)
+    if not once:  # reminders on CONVO_REMIND_CRON, pending Fineract hooks retried (convo/notify/reminders.py)
         import threading
 
-        from convo.reminders import start_scheduler
+        from convo.notify.reminders import start_scheduler
         from convo.services import build_services
 
         start_scheduler(build_services(settings), settings.remind_cron, threading.Event(), timezone=settings.timezone)
-        from convo.transfers import start_transfer_thread
+        from convo.jobs.transfers import start_transfer_thread
 
         start_transfer_thread(settings)          # repayments from savings asked for over USSD/SMS
     else:
         from convo.services import build_services
-        from convo.transfers import TransferRunner
+        from convo.jobs.transfers import TransferRunner
 
         TransferRunner(build_services(settings)).run_once()
     run_worker(settings, once=once)
@@ -180,7 +180,7 @@ def worker(once: bool, metrics_port: int) -> None:
 @click.option("--no-meetings", is_flag=True, help="payment reminders only")
 def remind(on, dry_run: bool, no_meetings: bool) -> None:
     """Enqueue payment and meeting reminders (each goes once, however often this runs)."""
-    from convo.reminders import run
+    from convo.notify.reminders import run
     from convo.services import build_services
 
     settings = _settings()
@@ -208,7 +208,7 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Apply database migrations (Alembic) to CONVO_DATABASE_URL."""
-    from convo.db import upgrade as do_upgrade
+    from convo.store.db import upgrade as do_upgrade
 
     settings = _settings()
     do_upgrade(settings.database_url)
@@ -224,8 +224,8 @@ def report() -> None:
 @click.option("--month", default=None, metavar="YYYY-MM", help="calendar month (UTC); default: this month")
 def costs(month: str | None) -> None:
     """Messages, segments and cost per gateway and destination country for a month."""
-    from convo.costs import cost_rows, format_costs, month_bounds
-    from convo.db import make_engine
+    from convo.notify.costs import cost_rows, format_costs, month_bounds
+    from convo.store.db import make_engine
 
     try:
         start, _ = month_bounds(month)
@@ -246,7 +246,7 @@ def costs(month: str | None) -> None:
 @click.option("--delivery-url", default=None, help="where to POST delivery reports")
 def fake_at(host: str, port: int, delivery_url: str | None) -> None:
     """A local fake of Africa's Talking's SMS API (set CONVO_AT_BASE_URL to it)."""
-    from convo.fake_at import main as fake_main
+    from convo.devkit.fake_at import main as fake_main
 
     fake_main(host=host, port=port, delivery_url=delivery_url)
 
@@ -274,7 +274,7 @@ def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> No
 
     settings = _checked_settings()
     if migrate:
-        from convo.db import upgrade as do_upgrade
+        from convo.store.db import upgrade as do_upgrade
 
         do_upgrade(settings.database_url)
     require_schema(settings)
@@ -299,7 +299,7 @@ def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> No
 @click.option("--port", default=8443, show_default=True)
 def fineract_sim(host: str, port: int) -> None:
     """Run the Fineract simulator alone."""
-    from convo.mifos.sim import main as sim_main
+    from convo.devkit.fineract_sim import main as sim_main
 
     sim_main(host=host, port=port)
 
@@ -315,7 +315,7 @@ def lint(path: Path | None, as_json: bool, warnings_as_errors: bool) -> None:
     Exit status 0 when the running service would accept these files, 1 when not."""
     import json
 
-    from convo.compiler import lint_directory
+    from convo.flowlang.compiler import lint_directory
 
     path = path or Path(_settings().flows_dir)
     res = lint_directory(path)
@@ -347,8 +347,8 @@ def lint(path: Path | None, as_json: bool, warnings_as_errors: bool) -> None:
 @click.option("--path", type=click.Path(exists=True, path_type=Path), default=None)
 def graph(flow: str, path: Path | None) -> None:
     """Print a flow as a Mermaid state diagram (from its compiled machine)."""
-    from convo.compiler import load_flowset
-    from convo.graph import mermaid
+    from convo.flowlang.compiler import load_flowset
+    from convo.flowlang.graph import mermaid
 
     fs = load_flowset(path or Path(_settings().flows_dir))
     if flow not in fs.flows:
@@ -363,7 +363,7 @@ def test_cmd(path: Path | None, flows_dir: Path | None) -> None:
     """Run conversation tests (flows/tests/*.yaml) against the simulator."""
     import tempfile
 
-    from convo.convtest import flask_poster, load_tests, prepare_app, run_test
+    from convo.devkit.convtest import flask_poster, load_tests, prepare_app, run_test
     from convo.web import create_app
 
     flows_dir = flows_dir or Path(_settings().flows_dir)
@@ -409,7 +409,7 @@ def phone_screen(text: str, width: int = 30) -> str:
 @click.option("--code", default="*384*12#", show_default=True, help="USSD code to dial")
 def simulate(phone: str, url: str | None, code: str) -> None:
     """A terminal phone: dial the USSD menu and answer it."""
-    from convo.convtest import UssdPhone, flask_poster
+    from convo.devkit.convtest import UssdPhone, flask_poster
 
     sim = None
     if url:
@@ -425,7 +425,7 @@ def simulate(phone: str, url: str | None, code: str) -> None:
         sim = start_simulator()
         import tempfile
 
-        from convo.convtest import prepare_app
+        from convo.devkit.convtest import prepare_app
 
         tmp = tempfile.mkdtemp(prefix="convo-simulate-")   # a fresh database: the phone has no PIN yet
         app = create_app(sim_settings(sim.url, redis_url="memory://", database_url=f"sqlite:///{tmp}/simulate.db"))

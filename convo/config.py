@@ -32,7 +32,7 @@ class Settings:
     #: answers "service unavailable"; well inside the hop budget, never retried on a timeout
     redis_timeout: float = 0.5
     #: SQLAlchemy URL of the outbox / subscribers / audit database
-    database_url: str = f"sqlite:///{REPO_ROOT / 'convo.db'}"
+    database_url: str = f"sqlite:///{REPO_ROOT / 'convo.store.db'}"
     flows_dir: str = str(REPO_ROOT / "flows")
     #: seconds between checks for edited flow files (0 = never reload)
     flows_reload_seconds: float = 2.0

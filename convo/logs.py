@@ -10,7 +10,7 @@ keep the full number: turn DEBUG on only to trace one problem.
     'reply queued for +254*******01 (outbox 12)'
 
 Database errors never show statement parameters (``hide_parameters=True`` in
-:func:`convo.db.make_engine`), so a failed insert logs neither a phone number nor
+:func:`convo.store.db.make_engine`), so a failed insert logs neither a phone number nor
 a message body nor a PIN hash.
 """
 from __future__ import annotations

@@ -88,7 +88,7 @@ class OutboxCollector:
     def collect(self):
         import sqlalchemy as sa
 
-        from convo.db import OutboxMessage as O, utcnow
+        from convo.store.db import OutboxMessage as O, utcnow
 
         queued = GaugeMetricFamily(OUTBOX_QUEUED, "Outbox messages waiting (queued or sending), per gateway",
                                    labels=["gateway"])
@@ -121,13 +121,13 @@ class OutboxCollector:
 
 class CostCollector:
     """This calendar month's (UTC) messages, segments and cost per gateway and country, read at scrape time
-    (``ix_outbox_sent_at``); the same query as ``convo report costs`` (:func:`convo.costs.cost_rows`)."""
+    (``ix_outbox_sent_at``); the same query as ``convo report costs`` (:func:`convo.notify.costs.cost_rows`)."""
 
     def __init__(self, engine):
         self.engine = engine
 
     def collect(self):
-        from convo.costs import cost_rows
+        from convo.notify.costs import cost_rows
 
         msgs = GaugeMetricFamily(SMS_MONTH_MESSAGES, "SMS handed to a gateway this month (UTC)",
                                  labels=["gateway", "country"])

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from convo.cache import Cache
-from convo.compiler import FlowLibrary
+from convo.mifos.cache import Cache
+from convo.flowlang.compiler import FlowLibrary
 from convo.config import Settings
-from convo.session import SessionStore, make_redis
+from convo.dialog.sessions import SessionStore, make_redis
 
 
 def client_key(phone: str) -> str:
@@ -31,20 +31,20 @@ class Services:
     @cached_property
     def db(self):
         """SQLAlchemy engine of the outbox database (``CONVO_DATABASE_URL``)."""
-        from convo.db import make_engine
+        from convo.store.db import make_engine
 
         return make_engine(self.settings.database_url)
 
     @cached_property
     def audit(self):
-        """Data-access audit rows, batched off the hop path (convo.audit)."""
-        from convo.audit import AuditWriter
+        """Data-access audit rows, batched off the hop path (convo.dialog.audit)."""
+        from convo.dialog.audit import AuditWriter
 
         return AuditWriter(self.db)
 
     @cached_property
     def engine(self):
-        from convo.engine import Engine
+        from convo.dialog.engine import Engine
 
         return Engine(self)
 
@@ -53,7 +53,7 @@ class Services:
         key = f"convo:lang:{phone}"
         lang = self.cache.get(key)
         if lang is None:
-            from convo.subscribers import language_of
+            from convo.store.subscribers import language_of
 
             try:
                 lang = language_of(self.db, phone) or ""
@@ -70,7 +70,7 @@ class Services:
         return self.settings.default_language
 
     def remember_language(self, phone: str, lang: str) -> None:
-        from convo.subscribers import set_language
+        from convo.store.subscribers import set_language
 
         set_language(self.db, phone, lang)
         self.cache.put(f"convo:lang:{phone}", lang, 3600)
@@ -94,7 +94,7 @@ def build_services(settings: Settings | None = None) -> Services:
 
 def _alert_flows_refused(services: "Services", refused: dict) -> None:
     """Staff alert rules ``when: flows_refused`` (flows/alerts.yaml) fire once per refused flows version."""
-    from convo import notify
+    from convo.notify import messages as notify
 
     notify.alert(services, event="flows_refused", key=f"flows_refused:{refused['version']}",
                  version=refused["version"], count=refused["count"], first_error=refused["errors"][0][:300])

@@ -2,7 +2,7 @@
 went on to each next state, ended there or hit an error.
 
 Counted on the hop path at no extra Redis command: the engine hands :func:`hop_fields`' result to
-:meth:`convo.session.SessionStore.save`, which runs :data:`LUA` inside the session write's own script (one
+:meth:`convo.dialog.sessions.SessionStore.save`, which runs :data:`LUA` inside the session write's own script (one
 command, one round trip, as before). Nothing about the caller is kept: no phone number, no input, no
 session id; only flow and state names and counts.
 
@@ -28,7 +28,7 @@ PREFIX = "convo:{stats}:"
 TOTAL_KEY = PREFIX + "total"
 VERSIONS_KEY = PREFIX + "versions"
 
-#: Run by :meth:`convo.session.SessionStore.save` right after the session write, in the same script.
+#: Run by :meth:`convo.dialog.sessions.SessionStore.save` right after the session write, in the same script.
 #: KEYS[3..5]: day hash, totals hash, versions hash. ARGV[4..7]: ttl, version, day, the fields
 #: ``flow|state|outcome`` joined by newlines (one argument: few arguments keep the cost per hop small)
 LUA = """
@@ -134,7 +134,7 @@ def read_counts(redis, fs, flow: str, days: int = 7, version: str | None = None,
 
 def funnel(fs, flow: str, counts: dict[str, StateCounts]) -> list[tuple[str, StateCounts]]:
     """The states in the order a caller meets them (breadth first from the start), with their counts."""
-    from convo.graph import layers
+    from convo.flowlang.graph import layers
 
     return [(name, counts[name]) for layer in layers(fs.flows[flow]) for name in layer]
 

@@ -7,7 +7,7 @@ Flask routes here: :mod:`convo.web.gateways` calls these functions.
 Outbound goes through the official ``africastalking`` SDK (``SMSService``,
 one instance per sender, no module globals), so two configurations can
 coexist in one process. ``CONVO_AT_BASE_URL`` points the SDK at another
-server (the fake in :mod:`convo.fake_at`, a proxy); without it the SDK picks
+server (the fake in :mod:`convo.devkit.fake_at`, a proxy); without it the SDK picks
 ``api.africastalking.com``, or ``api.sandbox.africastalking.com`` for the
 username ``sandbox``.
 """
@@ -343,7 +343,7 @@ def parse_optout(form: Mapping, *, region: str = "KE") -> OptOutUpdate:
 
     Raises :class:`BadCallback` when ``phoneNumber`` is missing or not a phone number.
     """
-    from convo.phone import InvalidPhone, normalize
+    from convo.text.phone import InvalidPhone, normalize
 
     raw_phone = _field(form, "phoneNumber", required=True, max_len=32)
     try:
@@ -398,7 +398,7 @@ def _int(form: Mapping, name: str) -> int | None:
 
 def parse_ussd(form: Mapping, region: str = "KE") -> UssdRequest:
     """Validate one session callback; raises :class:`BadCallback` with the reason."""
-    from convo.phone import InvalidPhone, normalize
+    from convo.text.phone import InvalidPhone, normalize
 
     sid = _get(form, "sessionId").strip()
     if not _SESSION_RE.match(sid):
@@ -428,7 +428,7 @@ def render_ussd(text: str, end: bool) -> str:
 
 def parse_ussd_event(form: Mapping, region: str = "KE") -> UssdEvent:
     """Validate an end-of-session notification. Its ``input`` field is deliberately dropped."""
-    from convo.phone import InvalidPhone, normalize
+    from convo.text.phone import InvalidPhone, normalize
 
     sid = _get(form, "sessionId").strip()
     if not _SESSION_RE.match(sid):
@@ -461,7 +461,7 @@ MAX_SMS_TEXT = 1600       # 10 concatenated segments; longer is not a real SMS
 
 def parse_inbound_sms(form: Mapping, region: str = "KE") -> InboundSms:
     """Validate an incoming SMS callback (from, to, text, date, id, linkId, networkCode)."""
-    from convo.phone import InvalidPhone, normalize
+    from convo.text.phone import InvalidPhone, normalize
 
     mid = _get(form, "id").strip()
     if not _SESSION_RE.match(mid):

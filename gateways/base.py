@@ -1,6 +1,6 @@
 """The small interface every outbound SMS gateway implements.
 
-The worker (:mod:`convo.worker`) hands a gateway a list of :class:`OutgoingSms`
+The worker (:mod:`convo.jobs.worker`) hands a gateway a list of :class:`OutgoingSms`
 and gets back one :class:`SendResult` per message, in the same order:
 
 * ``sent``   - the gateway accepted it (``provider_id`` set when it gave one);
@@ -13,7 +13,7 @@ whole batch as ``retry``.
 
 Delivery reports and opt-out callbacks are parsed by each gateway module into
 the neutral :class:`DeliveryUpdate` / :class:`OptOutUpdate`, which
-:mod:`convo.outbox` applies. Malformed callbacks raise :class:`BadCallback`
+:mod:`convo.notify.outbox` applies. Malformed callbacks raise :class:`BadCallback`
 (a ``ValueError``); the web layer answers 400 with ``str(exc)``.
 
 Gateways for both directions: :class:`Gateway`
@@ -21,7 +21,7 @@ Gateways for both directions: :class:`Gateway`
 A gateway *type* is one module in ``gateways/`` with one :class:`Gateway`
 subclass, registered by type in :data:`gateways.GATEWAY_TYPES` (an explicit
 dict; the routes file names a type, never a Python path). The routes file
-(``CONVO_ROUTES_FILE``, loaded by :mod:`convo.routing`) gives each configured
+(``CONVO_ROUTES_FILE``, loaded by :mod:`convo.notify.routing`) gives each configured
 gateway a *name* (``phone-gulu``) and a config dict with ``${NAME}`` already
 expanded from the environment; ``Type(name, config, region=...)`` builds it and
 raises :class:`ConfigError` with a precise message for a missing/bad key.
@@ -51,7 +51,7 @@ A subclass declares:
 The web layer then does the same for every gateway: an :class:`InboundSms` runs
 the flows once per ``(gateway name, id)`` and its reply is queued to leave
 through the same gateway (``via``); delivery and opt-out updates go to
-:mod:`convo.outbox`. ``DeliveryUpdate.gateway``/``OptOutUpdate.gateway`` carry
+:mod:`convo.notify.outbox`. ``DeliveryUpdate.gateway``/``OptOutUpdate.gateway`` carry
 the configured gateway *name* (``self.name``).
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ class SendResult:
     failover: bool = False
     #: the provider says the recipient opted out (e.g. Twilio 21610): the number is marked, no failover
     opted_out: bool = False
-    # set by the router (convo.routing.Router), not by gateways:
+    # set by the router (convo.notify.routing.Router), not by gateways:
     gateway: str | None = None  #: configured name of the gateway that gave this result
     country: str | None = None  #: recipient's region code as routed
     cost_amount: Decimal | None = None  #: the route's price per segment x segments (sent only)

@@ -150,7 +150,7 @@ class KannelGateway(Gateway):
         return out
 
     def _sms(self, req: WebRequest):
-        from convo.phone import InvalidPhone, normalize
+        from convo.text.phone import InvalidPhone, normalize
 
         p = self._params(req)
         mid = p.get("id", b"").decode("latin-1").strip()

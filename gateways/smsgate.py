@@ -132,7 +132,7 @@ class SmsGateGateway(Gateway):
             raise Unauthorized("bad X-Signature")
 
     def _webhook(self, req: WebRequest):
-        from convo.phone import InvalidPhone, normalize
+        from convo.text.phone import InvalidPhone, normalize
 
         self.verify(req)
         data = req.json()

@@ -1,7 +1,7 @@
 """Twilio (routes-file type ``twilio``): SMS both ways through the official ``twilio`` SDK.
 
 Config keys: ``account_sid``, ``auth_token``, ``from`` (a Twilio number) or ``messaging_service_sid``;
-optional ``base_url`` (default ``https://api.twilio.com``; tests point it at :mod:`convo.fake_twilio`),
+optional ``base_url`` (default ``https://api.twilio.com``; tests point it at :mod:`convo.devkit.fake_twilio`),
 ``timeout`` (s), ``status_callback`` (default ``<public_url>/gateways/<name>/status?token=<callback_token>``
 when ``public_url`` is known).
 
@@ -78,7 +78,7 @@ def _field(form: Mapping, name: str, required: bool = True, limit: int = 200) ->
 
 
 def _phone(raw: str, region: str, name: str) -> str:
-    from convo.phone import InvalidPhone, normalize
+    from convo.text.phone import InvalidPhone, normalize
 
     try:
         return normalize(raw, region)

@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sqlalchemy as sa  # noqa: E402
 
 from convo.config import Settings  # noqa: E402
-from convo.db import make_engine  # noqa: E402
-from convo.worker import run_worker  # noqa: E402
+from convo.store.db import make_engine  # noqa: E402
+from convo.jobs.worker import run_worker  # noqa: E402
 from gateways.base import SendResult  # noqa: E402
 
 SENDS_DDL = """CREATE TABLE IF NOT EXISTS fake_sends (

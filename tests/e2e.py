@@ -7,8 +7,8 @@ from contextlib import contextmanager
 import requests
 
 from convo.cli import sim_settings
-from convo.devserver import BackgroundServer
-from convo.mifos.sim import create_sim_app
+from convo.devkit.devserver import BackgroundServer
+from convo.devkit.fineract_sim import create_sim_app
 from convo.web import create_app
 
 _sessions = itertools.count(1)
@@ -17,9 +17,9 @@ _sessions = itertools.count(1)
 def give_pin(services, phone: str, pin: str, client_id: int | None = None) -> None:
     """PIN ``pin`` for (``phone``, ``client_id``), set directly, phone unlocked; without ``client_id``
     for every client Mifos X has on that phone."""
-    from convo.convtest import client_ids_of
+    from convo.devkit.convtest import client_ids_of
     from convo.security import PinHasher
-    from convo.subscribers import set_pin
+    from convo.store.subscribers import set_pin
 
     ids = [client_id] if client_id is not None else client_ids_of(services, phone)
     assert ids, f"no client on {phone}"
@@ -43,7 +43,7 @@ def simulator():
 def pg_app(sim_url: str, redis_url: str, pg_url: str, **settings):
     """Yield an in-process app on a migrated PostgreSQL schema and the simulator at ``sim_url``
     (flows never reloaded, ``settings`` on top of the simulator's); its pool is closed after."""
-    from convo.db import upgrade
+    from convo.store.db import upgrade
 
     upgrade(pg_url)
     app = create_app(sim_settings(sim_url, redis_url=redis_url, database_url=pg_url, flows_reload_seconds=0,
@@ -62,12 +62,12 @@ def running_gateway(redis_url: str, **overrides):
     """
     import tempfile
 
-    from convo.db import upgrade
+    from convo.store.db import upgrade
 
     tmp = None
     if "database_url" not in overrides:
         tmp = tempfile.TemporaryDirectory(prefix="convo-e2e-")
-        overrides["database_url"] = f"sqlite:///{tmp.name}/convo.db"
+        overrides["database_url"] = f"sqlite:///{tmp.name}/convo.store.db"
         upgrade(overrides["database_url"])
     sim = BackgroundServer(create_sim_app()).start()
     app = None
@@ -90,8 +90,8 @@ def running_sms_stack(redis_url: str, database_url: str, **overrides):
 
     Yields (gateway_url, fake_at_server, services); run the worker with ``services``' settings.
     """
-    from convo.db import upgrade
-    from convo.fake_at import start_fake_at
+    from convo.store.db import upgrade
+    from convo.devkit.fake_at import start_fake_at
 
     upgrade(database_url)
     fake = start_fake_at()

@@ -11,9 +11,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from convo.cli import sim_settings
-from convo.db import OutboxMessage, upgrade
-from convo.devserver import BackgroundServer
-from convo.mifos.sim import create_sim_app
+from convo.store.db import OutboxMessage, upgrade
+from convo.devkit.devserver import BackgroundServer
+from convo.devkit.fineract_sim import create_sim_app
 from convo.web import create_app
 
 TOKEN = "e2e-token_1"
@@ -52,7 +52,7 @@ def routes_stack(redis_url: str, pg_url: str, routes_yaml: str, **overrides):
 
 def deliver(services) -> int:
     """What `convo worker` does, once."""
-    from convo.worker import run_worker
+    from convo.jobs.worker import run_worker
 
     return run_worker(services.settings, once=True, handle_signals=False, engine=services.db)
 

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from convo.config import Settings
-from convo.db import DeliveryReport, OutboxMessage, make_engine, upgrade
-from convo.fake_at import start_fake_at
-from convo.outbox import apply_delivery_report, enqueue
-from convo.worker import Worker, run_worker
+from convo.store.db import DeliveryReport, OutboxMessage, make_engine, upgrade
+from convo.devkit.fake_at import start_fake_at
+from convo.notify.outbox import apply_delivery_report, enqueue
+from convo.jobs.worker import Worker, run_worker
 from gateways.africastalking import (
     AfricasTalkingSender,
     BadCallback,
@@ -29,7 +29,7 @@ PHONE = "+254712345678"
 
 @pytest.fixture
 def engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'convo.db'}"
+    url = f"sqlite:///{tmp_path / 'convo.store.db'}"
     upgrade(url)
     eng = make_engine(url)
     yield eng

@@ -11,11 +11,11 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from convo.db import OutboxMessage
+from convo.store.db import OutboxMessage
 from convo.mifos.client import MifosClient
-from convo.render import sms_info
-from convo.transfers import TransferRequest, TransferRunner
-from convo.worker import run_worker
+from convo.text.render import sms_info
+from convo.jobs.transfers import TransferRequest, TransferRunner
+from convo.jobs.worker import run_worker
 from tests.e2e import Handset, Phone, give_pin, running_sms_stack
 
 GRACE = "+254700000101"          # savings 42 (7,637.50 available), loan 29 in arrears, Umoja Women Group
@@ -117,7 +117,7 @@ def test_a_duplicated_repay_request_moves_money_once(stack):
     gw, _, services = stack
     mifos = sim_client(services)
     before = mifos.savings_balance(42).available_balance
-    from convo.transfers import request_transfer
+    from convo.jobs.transfers import request_transfer
 
     kw = dict(idempotency_key="repay:ussd:ATUid_dup:29:500", phone=GRACE, lang="en", client_id=1, office_id=1,
               savings_id=42, loan_id=29, amount=Decimal("500"), currency={"code": "KES", "decimal_places": 2},
@@ -136,7 +136,7 @@ def test_a_locked_loan_does_not_stop_a_transfer_and_insufficient_funds_is_explai
     """The COB lock (LoanCOBFilterHelper.LOAN_PATH_PATTERN) guards ``/loans/...``, not ``/accounttransfers``."""
     gw, _, services = stack
     sim = services.settings.fineract_url.split("/fineract-provider")[0]
-    from convo.transfers import request_transfer
+    from convo.jobs.transfers import request_transfer
 
     requests.post(f"{sim}/__sim/faults", json={"locked_loans": [29]}, timeout=5)
     base = dict(phone=GRACE, lang="sw", client_id=1, office_id=1, savings_id=42, loan_id=29,

@@ -11,15 +11,17 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from convo import cli, reminders
+from convo import cli
+
+from convo.notify import reminders
 from convo.cli import phone_screen, sim_settings
-from convo.convtest import UssdPhone, flask_poster, prepare_app
-from convo.db import OutboxMessage, upgrade
-from convo.devserver import BackgroundServer
-from convo.mifos.sim import create_sim_app
-from convo.render import format_day, paginate_menu, paginate_text
+from convo.devkit.convtest import UssdPhone, flask_poster, prepare_app
+from convo.store.db import OutboxMessage, upgrade
+from convo.devkit.devserver import BackgroundServer
+from convo.devkit.fineract_sim import create_sim_app
+from convo.text.render import format_day, paginate_menu, paginate_text
 from convo.services import build_services
-from convo.subscribers import set_language
+from convo.store.subscribers import set_language
 from convo.web import create_app
 from tests.e2e import Handset, give_pin, running_sms_stack
 
@@ -244,7 +246,7 @@ def test_reminder_texts_take_the_keyword_from_the_channels_file(tmp_path, servic
     """An MFI that renames the Swahili keyword gets it in the reminders without touching a text."""
     import shutil
 
-    from convo.compiler import load_flowset
+    from convo.flowlang.compiler import load_flowset
 
     flows = tmp_path / "flows"
     shutil.copytree(cli.Path(services_at[1].flows_dir), flows)

@@ -38,7 +38,7 @@ def sign_in(client, user="mifos", password="password", ip="198.51.100.7", nxt="/
 
 
 def audit_rows(app, action_prefix: str):
-    from convo.db import AuditEvent
+    from convo.store.db import AuditEvent
 
     a = AuditEvent.__table__
     with app.extensions["convo"].db.connect() as c:
@@ -197,8 +197,8 @@ def test_another_offices_clients_are_hidden_and_refused(app):
 
 # --------------------------------------------------------------------------- item 3: the client page
 def test_the_client_page_shows_pin_language_stop_dialogs_and_messages_in_the_offices_time(app):
-    from convo import subscribers
-    from convo.db import OptOut
+    from convo.store import subscribers
+    from convo.store.db import OptOut
 
     s = app.extensions["convo"]
     subscribers.set_pin(s.db, PinHasher.from_settings(s.settings), GRACE, GRACE_ID, "4821")
@@ -227,7 +227,7 @@ def test_an_unknown_client_gets_a_clear_page_without_a_send_form(app):
 
 # --------------------------------------------------------------------------- PIN reset: permission, CSRF, audit
 def _locked(app, phone=GRACE, client_id=GRACE_ID):
-    from convo import subscribers
+    from convo.store import subscribers
 
     s = app.extensions["convo"]
     hasher = PinHasher.from_settings(s.settings)
@@ -238,7 +238,7 @@ def _locked(app, phone=GRACE, client_id=GRACE_ID):
 
 
 def test_reset_a_pin_confirmed_and_audited_with_the_real_user(app):
-    from convo import subscribers
+    from convo.store import subscribers
 
     _locked(app)
     c = app.test_client()
@@ -258,7 +258,7 @@ def test_reset_a_pin_confirmed_and_audited_with_the_real_user(app):
 
 
 def test_a_user_without_update_client_cannot_reset_not_even_by_a_direct_post(app):
-    from convo import subscribers
+    from convo.store import subscribers
 
     _locked(app, SHARED, SHARED_CLIENT)
     c = app.test_client()
@@ -283,7 +283,7 @@ def test_a_view_only_user_can_neither_send_nor_reset(app):
 
 
 def test_forms_without_the_sessions_csrf_token_are_refused(app):
-    from convo import subscribers
+    from convo.store import subscribers
 
     _locked(app)
     c = app.test_client()
@@ -303,7 +303,7 @@ def test_forms_without_the_sessions_csrf_token_are_refused(app):
 
 
 def test_a_reset_on_a_shared_phone_keeps_the_other_clients_pin(app):
-    from convo import subscribers
+    from convo.store import subscribers
 
     s = app.extensions["convo"]
     hasher = PinHasher.from_settings(s.settings)
@@ -324,8 +324,8 @@ def test_the_client_page_shows_a_sim_swap_hold(sim, redis_url, pg_url):
     import datetime as dt
 
     from convo.cli import sim_settings
-    from convo.db import upgrade
-    from convo.fake_at import start_fake_at
+    from convo.store.db import upgrade
+    from convo.devkit.fake_at import start_fake_at
     from convo.web import create_app
 
     fake = start_fake_at()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from convo.worker import run_worker
+from convo.jobs.worker import run_worker
 from tests.browser import LAUNCH_ARGS, chromium_or_skip
 from tests.e2e import running_sms_stack
 
@@ -33,7 +33,7 @@ def wait_for(check, timeout: float = 15.0):
 
 
 def lock_graces_pin(services) -> None:
-    from convo import subscribers
+    from convo.store import subscribers
     from convo.security import PinHasher
 
     hasher = PinHasher.from_settings(services.settings)
@@ -47,7 +47,7 @@ def test_a_loan_officer_signs_in_finds_a_client_resets_the_pin_and_sends_an_sms(
     chromium = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
-    from convo import subscribers
+    from convo.store import subscribers
 
     gw, fake, services = stack
     lock_graces_pin(services)
@@ -120,7 +120,7 @@ def test_a_loan_officer_signs_in_finds_a_client_resets_the_pin_and_sends_an_sms(
         finally:
             browser.close()
     assert [m["message"] for m in fake.fake.accepted()] == ["Habari Grace, your new PIN can be chosen on *384*12#."]
-    from convo.db import AuditEvent
+    from convo.store.db import AuditEvent
     import sqlalchemy as sa
 
     with services.db.connect() as c:

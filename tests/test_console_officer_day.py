@@ -22,10 +22,10 @@ def world(redis_url, pg_url):
     """Peter Otieno (staff 2, Nairobi Eastlands) keeps the Kenyan clients; Moussa Diallo (staff 4, Dakar
     Plateau, French) gets the Tanzanian and West African ones (loans in TZS and XOF)."""
     from convo.cli import sim_settings
-    from convo.db import upgrade
-    from convo.devserver import BackgroundServer
-    from convo.mifos import seed
-    from convo.mifos.sim import create_sim_app
+    from convo.store.db import upgrade
+    from convo.devkit.devserver import BackgroundServer
+    from convo.devkit import fineract_seed as seed
+    from convo.devkit.fineract_sim import create_sim_app
     from convo.services import build_services
 
     data = seed.build(TUESDAY)
@@ -48,7 +48,7 @@ def at(zone, hour, minute=0) -> dt.datetime:
 
 
 def outbox(services, recipient):
-    from convo.db import OutboxMessage
+    from convo.store.db import OutboxMessage
 
     o = OutboxMessage.__table__
     with services.db.connect() as c:
@@ -82,7 +82,7 @@ def portfolio(sim_url, officer):
 
 
 def test_each_officer_gets_one_morning_sms_in_their_offices_time_and_language(world):
-    from convo import officer_day
+    from convo.notify import officer_day
 
     sim_url, services = world
     early = officer_day.run(services, now=at(NAIROBI, 6, 0))               # 06:00 in Nairobi, 03:00 in Dakar
@@ -117,7 +117,7 @@ def test_each_officer_gets_one_morning_sms_in_their_offices_time_and_language(wo
 
 
 def test_the_worker_tick_reads_mifos_x_only_when_a_morning_comes(world):
-    from convo import officer_day
+    from convo.notify import officer_day
 
     sim_url, services = world
     hits = lambda: requests.get(sim_url + "/__sim/stats", timeout=5).json()["hits"]  # noqa: E731
@@ -133,7 +133,7 @@ def test_the_worker_tick_reads_mifos_x_only_when_a_morning_comes(world):
 
 
 def test_off_unless_the_setting_is_on(world):
-    from convo import officer_day
+    from convo.notify import officer_day
 
     _sim, services = world
     services.settings = services.settings.replace(officer_day=False)     # CONVO_OFFICER_DAY=false (default)

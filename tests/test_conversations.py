@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from convo.cli import sim_settings, start_simulator
-from convo.convtest import flask_poster, load_tests, prepare_app, run_test
+from convo.devkit.convtest import flask_poster, load_tests, prepare_app, run_test
 from convo.web import create_app
 
 TESTS = load_tests(Path(__file__).resolve().parent.parent / "flows" / "tests")
@@ -15,7 +15,7 @@ TESTS = load_tests(Path(__file__).resolve().parent.parent / "flows" / "tests")
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     sim = start_simulator()
-    db = tmp_path_factory.mktemp("conversations") / "convo.db"
+    db = tmp_path_factory.mktemp("conversations") / "convo.store.db"
     try:
         app = create_app(sim_settings(sim.url, redis_url="memory://", flows_reload_seconds=0,
                                       database_url=f"sqlite:///{db}"))

@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from convo.db import OutboxMessage, make_engine, upgrade
-from convo.outbox import FINAL, RANK, apply_delivery_report, enqueue
-from convo.worker import Worker
+from convo.store.db import OutboxMessage, make_engine, upgrade
+from convo.notify.outbox import FINAL, RANK, apply_delivery_report, enqueue
+from convo.jobs.worker import Worker
 from gateways.africastalking import parse_delivery_report
 from gateways.base import SendResult
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from convo.actions import load_builtin_actions
-from convo.compiler import load_flowset
+from convo.flowlang.compiler import load_flowset
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "flows.md").read_text(encoding="utf-8")
@@ -39,7 +39,7 @@ def test_the_conversation_test_example_in_flows_md_passes():
     import yaml
 
     from convo.cli import sim_settings, start_simulator
-    from convo.convtest import flask_poster, prepare_app, run_test
+    from convo.devkit.convtest import flask_poster, prepare_app, run_test
     from convo.web import create_app
 
     example = yaml.safe_load(re.search(r"```yaml convtest\n(.*?)```", DOC, re.S).group(1))
@@ -70,8 +70,8 @@ def test_the_readme_curl_pair_works_when_pasted_twice():
     import time
 
     from convo.cli import sim_settings, start_simulator
-    from convo.convtest import prepare_app
-    from convo.devserver import BackgroundServer
+    from convo.devkit.convtest import prepare_app
+    from convo.devkit.devserver import BackgroundServer
     from convo.web import create_app
 
     block = next(b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if "curl" in b and "sessionId" in b)

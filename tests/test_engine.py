@@ -6,9 +6,9 @@ import threading
 import pytest
 from hypothesis import given, strategies as st
 
-from convo.engine import reduce_ussd_text
-from convo.session import SessionBusy, SessionStore, make_redis
-from convo.validators import validate
+from convo.dialog.engine import reduce_ussd_text
+from convo.dialog.sessions import SessionBusy, SessionStore, make_redis
+from convo.flowlang.validators import validate
 
 inputs = st.lists(st.text(alphabet="0123456789#", min_size=1, max_size=6), min_size=0, max_size=8)
 

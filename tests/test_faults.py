@@ -183,7 +183,7 @@ def test_an_sms_whose_claim_reached_redis_but_not_its_answer_is_answered_on_a_la
     import redis as redis_lib
     import sqlalchemy as sa
 
-    from convo.db import OutboxMessage, upgrade
+    from convo.store.db import OutboxMessage, upgrade
     from convo.web.gateways import SMS_CLAIM_SECONDS
 
     upgrade(pg_url)
@@ -231,7 +231,7 @@ def test_a_sms_refused_while_redis_was_down_is_answered_when_it_comes_again(redi
     """Africa's Talking delivers the 503'd message again: this time it is answered (one reply queued)."""
     import sqlalchemy as sa
 
-    from convo.db import OutboxMessage, upgrade
+    from convo.store.db import OutboxMessage, upgrade
 
     upgrade(pg_url)
     form = {"from": "+254700000101", "to": "22384", "text": "HELP", "date": "2026-11-27 10:00:00",
@@ -272,7 +272,7 @@ def _previous_revision() -> str:
     """The revision just below the head of the migration scripts (computed, never written down)."""
     from alembic.script import ScriptDirectory
 
-    from convo.db import alembic_config, expected_heads
+    from convo.store.db import alembic_config, expected_heads
 
     (head,) = expected_heads()
     down = ScriptDirectory.from_config(alembic_config()).get_revision(head).down_revision
@@ -283,7 +283,7 @@ def _previous_revision() -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def behind_db(request, tmp_path):
     """A database migrated to one revision below the code's head (a deploy that skipped `convo db upgrade`)."""
-    from convo.db import upgrade
+    from convo.store.db import upgrade
 
     url = f"sqlite:///{tmp_path}/behind.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     upgrade(url, _previous_revision())
@@ -294,7 +294,7 @@ def test_serve_and_worker_refuse_to_start_on_a_database_behind_the_code(behind_d
     from click.testing import CliRunner
 
     from convo.cli import main
-    from convo.db import expected_heads
+    from convo.store.db import expected_heads
 
     runner = CliRunner()
     env = {"CONVO_DATABASE_URL": behind_db, "CONVO_REDIS_URL": "memory://"}
@@ -310,7 +310,7 @@ def test_serve_and_worker_refuse_to_start_on_a_database_behind_the_code(behind_d
 
 
 def test_healthz_shows_the_schema_revision_and_is_503_until_the_database_is_upgraded(behind_db, redis_url):
-    from convo.db import expected_heads, upgrade
+    from convo.store.db import expected_heads, upgrade
 
     head = list(expected_heads())
     with running_gateway(redis_url, database_url=behind_db) as (gw, _sim, _services):
@@ -333,7 +333,7 @@ def test_four_processes_upgrading_one_database_at_once_take_turns(backend, reque
     import sys
     from pathlib import Path
 
-    from convo.db import expected_heads, make_engine, schema_revision
+    from convo.store.db import expected_heads, make_engine, schema_revision
 
     url = f"sqlite:///{tmp_path}/race.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
     env = {**os.environ, "CONVO_DATABASE_URL": url}
@@ -424,13 +424,13 @@ def dial_all_at_once(gw: str, phones: list[str]) -> list[tuple[int, str]]:
 
 def test_24_callers_dial_at_once_while_mifos_takes_2_s_per_call_and_all_get_their_menu(redis_url, tmp_path):
     """Against `convo serve --migrate` on a new database (as the Docker image starts)."""
-    from convo.devserver import BackgroundServer
-    from convo.mifos.seed import DEMO_PHONES
-    from convo.mifos.sim import create_sim_app
+    from convo.devkit.devserver import BackgroundServer
+    from convo.devkit.fineract_seed import DEMO_PHONES
+    from convo.devkit.fineract_sim import create_sim_app
 
     known = [p for p, _ in DEMO_PHONES][:CALLERS]
     phones = known + [f"+2547990{i:05d}" for i in range(CALLERS - len(known))]   # not in Mifos X
-    db = f"sqlite:///{tmp_path}/convo.db"
+    db = f"sqlite:///{tmp_path}/convo.store.db"
     with BackgroundServer(create_sim_app()) as sim:
         # budgets with room over the 2 s calls, so a CI machine busy with 24 hops and the simulator on 2 CPUs
         # still gets the menus; queueing behind 2 threads (the old setting) would still take 12 s and more

@@ -20,9 +20,9 @@ import requests
 import sqlalchemy as sa
 
 from convo.cli import sim_settings
-from convo.db import OutboxMessage, upgrade
-from convo.devserver import BackgroundServer
-from convo.mifos import seed
+from convo.store.db import OutboxMessage, upgrade
+from convo.devkit.devserver import BackgroundServer
+from convo.devkit import fineract_seed as seed
 from convo.mifos.client import (
     MifosClient,
     MifosRejected,
@@ -32,9 +32,9 @@ from convo.mifos.client import (
     is_insufficient_funds,
     is_loan_locked,
 )
-from convo.mifos.sim import API, create_sim_app
-from convo.mifos.sim_notify import retrofit_target, wait_for_hooks
-from convo.transfers import TransferRequest, TransferRunner, request_transfer
+from convo.devkit.fineract_sim import API, create_sim_app
+from convo.devkit.fineract_sim_notify import retrofit_target, wait_for_hooks
+from convo.jobs.transfers import TransferRequest, TransferRunner, request_transfer
 
 ROOT = Path(__file__).resolve().parent.parent
 TODAY = dt.date(2024, 4, 20)
@@ -476,7 +476,7 @@ def test_the_path_token_passes_the_ip_allow_list_and_is_redacted(tmp_path):
     from convo.security import redact_query_secrets
     from convo.web import create_app
 
-    db = f"sqlite:///{tmp_path}/convo.db"
+    db = f"sqlite:///{tmp_path}/convo.store.db"
     upgrade(db)
     web = create_app(Settings(redis_url="memory://", database_url=db, callback_token=TOKEN,
                               flows_reload_seconds=0, callback_allow_ips="10.9.0.0/16"))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from convo.mifos import seed
+from convo.devkit import fineract_seed as seed
 from convo.mifos.client import loan_due_from_loan
-from convo.mifos.sim import API, create_sim_app
+from convo.devkit.fineract_sim import API, create_sim_app
 
 from tests.samples import SAMPLES
 TODAY = date(2024, 4, 20)
@@ -301,6 +301,6 @@ def test_seed_scenarios_hold_at_any_business_date(today):
 
 
 def test_main_is_importable():
-    from convo.mifos.sim import main
+    from convo.devkit.fineract_sim import main
 
     assert callable(main)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from convo.compiler import FlowLibrary, load_flowset
-from convo.flowspec import FlowValidationError, parse_flow
+from convo.flowlang.compiler import FlowLibrary, load_flowset
+from convo.flowlang.spec import FlowValidationError, parse_flow
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
 

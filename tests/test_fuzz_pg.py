@@ -205,7 +205,7 @@ def sim():
 
 def _app(sim, redis_url, pg_url, **overrides):
     from convo.cli import sim_settings
-    from convo.db import upgrade
+    from convo.store.db import upgrade
     from convo.web import create_app
 
     upgrade(pg_url)

@@ -1,10 +1,10 @@
-"""Kannel gateway against a local fake smsbox speaking Kannel's wire format (convo.fake_kannel; strings from
+"""Kannel gateway against a local fake smsbox speaking Kannel's wire format (convo.devkit.fake_kannel; strings from
 Kannel's gw/smsbox.c, escape codes from gw/urltrans.c and the user guide)."""
 from __future__ import annotations
 
 import pytest
 
-from convo.fake_kannel import fill_escape_codes, start_fake_kannel
+from convo.devkit.fake_kannel import fill_escape_codes, start_fake_kannel
 from gateways.base import ConfigError, DeliveryUpdate, InboundSms, OutgoingSms, WebRequest
 from gateways.kannel import KannelGateway
 

@@ -1,5 +1,5 @@
 """An Android phone as gateway (SMS Gateway for Android): sending to a local fake of the app's server
-(convo.fake_smsgate, shapes from capcom6/android-sms-gateway), webhooks signed as the app signs them."""
+(convo.devkit.fake_smsgate, shapes from capcom6/android-sms-gateway), webhooks signed as the app signs them."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from convo.fake_smsgate import start_fake_smsgate
+from convo.devkit.fake_smsgate import start_fake_smsgate
 from gateways.base import ConfigError, DeliveryUpdate, InboundSms, OutgoingSms, Unauthorized, WebRequest
 from gateways.smsgate import MAX_SKEW, SmsGateGateway, sign
 
@@ -229,7 +229,7 @@ def test_the_phone_refuses_webhooks_to_plain_http_elsewhere(phone):
 
 def test_stop_texted_to_the_phone_opts_the_number_out(phone, stack):
     """The phone has no opt-out list of its own: STOP runs the same flow as on any gateway (README table)."""
-    from convo.outbox import is_opted_out
+    from convo.notify.outbox import is_opted_out
 
     gw, services = stack
     assert phone.fake.receive(GRACE, "STOP")[0].status_code == 200

@@ -1,12 +1,12 @@
 """Twilio gateway: the official SDK sending to a local fake of Twilio's REST API, webhooks signed as Twilio
-signs them (convo.fake_twilio), verified by the SDK's RequestValidator."""
+signs them (convo.devkit.fake_twilio), verified by the SDK's RequestValidator."""
 from __future__ import annotations
 
 import socket
 
 import pytest
 
-from convo.fake_twilio import start_fake_twilio, twilio_signature
+from convo.devkit.fake_twilio import start_fake_twilio, twilio_signature
 from gateways.base import ConfigError, DeliveryUpdate, InboundSms, OptOutUpdate, OutgoingSms, Unauthorized, WebRequest
 from gateways.twilio import TwilioGateway, classify
 
@@ -255,7 +255,7 @@ routes: [{{to: "*", via: [{{gateway: twilio, cost: 0.05, currency: USD}}]}}]
 
 @pytest.fixture
 def twilio_then_phone(fake, redis_url, pg_url):
-    from convo.fake_smsgate import start_fake_smsgate
+    from convo.devkit.fake_smsgate import start_fake_smsgate
     from tests.gateway_e2e import routes_stack
 
     with start_fake_smsgate(signing_key="k") as phone:
@@ -275,7 +275,7 @@ routes:
 
 
 def _notice(services, key: str) -> None:
-    from convo.outbox import enqueue
+    from convo.notify.outbox import enqueue
 
     enqueue(services.db, idempotency_key=key, to=GRACE, body="Your repayment of KES 500 was received.",
             kind="receipt", region="KE")
@@ -293,7 +293,7 @@ def test_twilio_5xx_fails_over_to_the_phone(fake, twilio_then_phone):
 
 
 def test_twilio_21610_marks_the_number_and_is_never_sent_elsewhere(fake, twilio_then_phone):
-    from convo.outbox import is_opted_out
+    from convo.notify.outbox import is_opted_out
     from tests.gateway_e2e import deliver, rows
 
     services, phone = twilio_then_phone

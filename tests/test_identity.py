@@ -17,11 +17,11 @@ import requests
 import responses
 import sqlalchemy as sa
 
-from convo.db import OutboxMessage
-from convo.mifos import seed
+from convo.store.db import OutboxMessage
+from convo.devkit import fineract_seed as seed
 from convo.mifos.client import MifosClient, MifosUnavailable
-from convo.mifos.sim import create_sim_app
-from convo.devserver import BackgroundServer
+from convo.devkit.fineract_sim import create_sim_app
+from convo.devkit.devserver import BackgroundServer
 from tests.e2e import Handset, Phone, running_gateway, running_sms_stack
 
 TODAY = date(2026, 11, 27)
@@ -38,7 +38,7 @@ REGIONS = {1: "KE", 2: "KE", 3: "KE", 4: "TZ", 5: "TZ", 6: "SN", 7: "CI"}
 
 def give_pin(services, phone: str, client_id: int, pin: str) -> None:
     from convo.security import PinHasher
-    from convo.subscribers import set_pin
+    from convo.store.subscribers import set_pin
 
     set_pin(services.db, PinHasher.from_settings(services.settings), phone, client_id, pin)
 
@@ -175,7 +175,7 @@ def _services_with_offices(tmp_path, offices_yaml: str, parents: dict):
 
     import fakeredis
 
-    from convo.cache import Cache
+    from convo.mifos.cache import Cache
     from convo.config import Settings
 
     (tmp_path / "notify.yaml").write_text(offices_yaml, encoding="utf-8")
@@ -216,10 +216,10 @@ def test_office_regions_without_any_region_use_the_default_and_never_ask_mifos(t
 def gateway_over(dataset: dict, redis_url: str, tmp_path):
     """The gateway in front of a simulator serving ``dataset`` (both over HTTP)."""
     from convo.cli import sim_settings
-    from convo.db import upgrade
+    from convo.store.db import upgrade
     from convo.web import create_app
 
-    db = f"sqlite:///{tmp_path}/convo.db"
+    db = f"sqlite:///{tmp_path}/convo.store.db"
     upgrade(db)
     with BackgroundServer(create_sim_app(dataset, today=TODAY)) as sim:
         app = create_app(sim_settings(sim.url, redis_url=redis_url, database_url=db, flows_reload_seconds=0))
@@ -255,11 +255,11 @@ def test_pending_clients_are_offered_only_when_no_client_of_the_phone_is_active(
 def stack(_redis_db, tmp_path_factory):
     import redis
 
-    from convo.db import upgrade
+    from convo.store.db import upgrade
 
     url = f"redis://127.0.0.1:6379/{_redis_db}"
     redis.Redis.from_url(url).flushdb()
-    db = f"sqlite:///{tmp_path_factory.mktemp('identity')}/convo.db"
+    db = f"sqlite:///{tmp_path_factory.mktemp('identity')}/convo.store.db"
     upgrade(db)
     with running_gateway(url, database_url=db) as s:
         services = s[2]

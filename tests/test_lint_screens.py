@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from convo.compiler import load_flowset
-from convo.flowspec import FlowValidationError
-from convo.render import paginate_menu, paginate_text
+from convo.flowlang.compiler import load_flowset
+from convo.flowlang.spec import FlowValidationError
+from convo.text.render import paginate_menu, paginate_text
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
 LONG_OPTION = "Contact us " + "very " * 40 + "soon"          # 215 characters, the example

@@ -395,7 +395,7 @@ def _jsonable(value):
 def sim():
     from werkzeug.serving import make_server
 
-    from convo.mifos.sim import create_sim_app
+    from convo.devkit.fineract_sim import create_sim_app
 
     app = create_sim_app(today=TODAY)
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -416,7 +416,7 @@ def live(sim):
 
 
 def test_live_find_grace_in_every_format(live, sim):
-    from convo.mifos import seed
+    from convo.devkit import fineract_seed as seed
 
     (grace,) = live.clients_by_phone("+254700000101", SEED_REGIONS)
     assert grace.id == 1 and grace.display_name == "Grace Wanjiru Kamau"
@@ -430,7 +430,7 @@ def test_live_find_grace_in_every_format(live, sim):
 
 
 def test_live_unknown_and_closed_phones(live):
-    from convo.mifos import seed
+    from convo.devkit import fineract_seed as seed
 
     assert live.clients_by_phone("+254799999999", SEED_REGIONS) == []
     assert live.clients_by_phone(seed.CLOSED_CLIENT_PHONE, SEED_REGIONS) == []
@@ -450,7 +450,7 @@ def test_live_accounts_balances_and_dues(live):
 
 
 def test_live_arrears_and_on_time_loans(live):
-    from convo.mifos import seed
+    from convo.devkit import fineract_seed as seed
 
     arrears = live.loan_due(seed.ARREARS_LOAN_ID, TODAY)
     assert arrears.overdue > 0 and arrears.amount_due == arrears.overdue + arrears.next_installment
@@ -459,7 +459,7 @@ def test_live_arrears_and_on_time_loans(live):
 
 
 def test_live_client_without_accounts_and_unknown_ids(live):
-    from convo.mifos import seed
+    from convo.devkit import fineract_seed as seed
 
     assert live.client_accounts(seed.NO_ACCOUNTS_CLIENT_ID) == []
     with pytest.raises(MifosNotFound):

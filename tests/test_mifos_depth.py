@@ -17,7 +17,7 @@ import requests
 import responses
 from prometheus_client import REGISTRY
 
-from convo.mifos import seed
+from convo.devkit import fineract_seed as seed
 from convo.mifos.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen
 from convo.mifos.client import (
     Meeting,
@@ -53,7 +53,7 @@ def serving(**kw):
     """The simulator on a free port in a thread: (app, base url)."""
     from werkzeug.serving import make_server
 
-    from convo.mifos.sim import create_sim_app
+    from convo.devkit.fineract_sim import create_sim_app
 
     app = create_sim_app(**kw)
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -13,18 +13,20 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from convo import notify, reminders
+from convo.notify import messages as notify
+
+from convo.notify import reminders
 from convo.cli import sim_settings
-from convo.compiler import load_flowset
-from convo.db import OutboxMessage, upgrade
-from convo.devserver import BackgroundServer
-from convo.flowspec import FlowValidationError
-from convo.mifos import seed
+from convo.flowlang.compiler import load_flowset
+from convo.store.db import OutboxMessage, upgrade
+from convo.devkit.devserver import BackgroundServer
+from convo.flowlang.spec import FlowValidationError
+from convo.devkit import fineract_seed as seed
 from convo.mifos.client import period_outstanding, parse_date
-from convo.mifos.sim import create_sim_app
-from convo.outbox import set_opt_out
+from convo.devkit.fineract_sim import create_sim_app
+from convo.notify.outbox import set_opt_out
 from convo.services import build_services
-from convo.worker import run_worker
+from convo.jobs.worker import run_worker
 from tests.e2e import running_sms_stack
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
@@ -400,7 +402,7 @@ def test_no_receipt_for_failed_reversed_or_unknown_transactions(stack):
 @pytest.mark.postgres
 def test_repayment_receipt_reaches_an_opted_out_client_and_waits_out_a_mifos_outage(stack):
     gw, fake, services = stack
-    from convo.receipts import retry_pending_hooks
+    from convo.notify.receipts import retry_pending_hooks
 
     set_opt_out(services.db, "+254700000101", True)     # STOP ends reminders, not receipts
     sim = services.settings.fineract_url.split("/fineract-provider")[0]

@@ -49,8 +49,8 @@ def test_metrics_sum_both_workers_of_convo_serve(redis_url, tmp_path):
     reports their sum. A previous run's file left in the directory is emptied at start."""
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-    from convo.devserver import BackgroundServer
-    from convo.mifos.sim import create_sim_app
+    from convo.devkit.devserver import BackgroundServer
+    from convo.devkit.fineract_sim import create_sim_app
 
     multiproc = tmp_path / "metrics"
     multiproc.mkdir()
@@ -58,7 +58,7 @@ def test_metrics_sum_both_workers_of_convo_serve(redis_url, tmp_path):
     stale.write_value(mmap_key("convo_hops_total", "convo_hops_total", ("channel", "gateway", "result"),
                                ("ussd", "africastalking", "continue"), "Inbound hops answered"), 1000.0, 0)
     stale.close()
-    db = f"sqlite:///{tmp_path}/convo.db"
+    db = f"sqlite:///{tmp_path}/convo.store.db"
     with BackgroundServer(create_sim_app()) as sim:
         env = {"CONVO_REDIS_URL": redis_url, "CONVO_DATABASE_URL": db, "CONVO_FLOWS_RELOAD_SECONDS": "0",
                "CONVO_FINERACT_URL": f"{sim.url}/fineract-provider/api/v1", "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
@@ -82,7 +82,7 @@ def test_metrics_sum_both_workers_of_convo_serve(redis_url, tmp_path):
 
 @pytest.mark.postgres
 def test_outbox_backlog_per_gateway_is_read_at_scrape_time(pg_url):
-    from convo.db import OutboxMessage, make_engine, upgrade, utcnow
+    from convo.store.db import OutboxMessage, make_engine, upgrade, utcnow
 
     upgrade(pg_url)
     engine = make_engine(pg_url)
@@ -165,9 +165,9 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist():
 @pytest.mark.postgres
 def test_the_worker_counts_sends_per_gateway_and_status(pg_url):
     """``convo_outbox_results_total{gateway, status}``: sent, queued (to be retried), failed (given up)."""
-    from convo.db import make_engine, upgrade
-    from convo.outbox import enqueue
-    from convo.worker import Worker
+    from convo.store.db import make_engine, upgrade
+    from convo.notify.outbox import enqueue
+    from convo.jobs.worker import Worker
     from gateways.base import SendResult
     from tests.test_outbox import Clock, FlakySender
 
@@ -197,7 +197,7 @@ def test_repayments_from_savings_are_counted_by_outcome(redis_url, pg_url):
     """``convo_transfers_total{outcome}``: done, failed (e.g. insufficient funds), retry."""
     from decimal import Decimal
 
-    from convo.transfers import TransferRunner, request_transfer
+    from convo.jobs.transfers import TransferRunner, request_transfer
     from tests.e2e import running_sms_stack
 
     def count(outcome):

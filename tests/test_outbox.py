@@ -12,22 +12,22 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from convo.db import Base, DeliveryReport, OutboxMessage, make_engine, upgrade
-from convo.outbox import (
+from convo.store.db import Base, DeliveryReport, OutboxMessage, make_engine, upgrade
+from convo.notify.outbox import (
     apply_delivery_report,
     apply_opt_out,
     enqueue,
     is_opted_out,
     set_opt_out,
 )
-from convo.phone import InvalidPhone
-from convo.worker import Worker
+from convo.text.phone import InvalidPhone
+from convo.jobs.worker import Worker
 from gateways.base import DeliveryUpdate, LogSender, OptOutUpdate, SendResult
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def engine(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'convo.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    url = f"sqlite:///{tmp_path / 'convo.store.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     upgrade(url)
     eng = make_engine(url)
     yield eng
@@ -377,7 +377,7 @@ def test_rows_not_started_before_the_lease_deadline_go_back_uncounted(engine):
 def test_worker_refuses_a_lease_shorter_than_twice_the_gateway_timeout_plus_5s(engine):
     from gateways.africastalking import AfricasTalkingSender
 
-    from convo.worker import LeaseTooShort, gateway_timeout, min_lease_seconds
+    from convo.jobs.worker import LeaseTooShort, gateway_timeout, min_lease_seconds
 
     at = AfricasTalkingSender("mfi", "k", timeout=10)
     assert gateway_timeout(at) == pytest.approx(13.05)  # connect 3.05 + read 10, as requests is given them
@@ -392,7 +392,7 @@ def test_worker_refuses_a_lease_shorter_than_twice_the_gateway_timeout_plus_5s(e
 def _env_for(tmp_path, **extra):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVO_")}
     clean.update(PYTHONPATH=str(Path(__file__).resolve().parent.parent),
-                 CONVO_DATABASE_URL=f"sqlite:///{tmp_path / 'convo.db'}", **extra)
+                 CONVO_DATABASE_URL=f"sqlite:///{tmp_path / 'convo.store.db'}", **extra)
     return clean
 
 
@@ -404,7 +404,7 @@ def _cli(args, tmp_path, **env):
 
 def test_convo_worker_refuses_to_start_with_a_lease_the_gateway_timeout_does_not_fit(tmp_path):
     """Before: the worker started, every send was refused "not sent: lease about to expire", retried forever, silently."""
-    upgrade(f"sqlite:///{tmp_path / 'convo.db'}")
+    upgrade(f"sqlite:///{tmp_path / 'convo.store.db'}")
     at = dict(CONVO_AT_USERNAME="mfi", CONVO_AT_API_KEY="k", CONVO_AT_BASE_URL="http://127.0.0.1:9")
     r = _cli(["worker", "--once"], tmp_path, CONVO_WORKER_LEASE_SECONDS="20", **at)
     assert r.returncode != 0
@@ -413,8 +413,8 @@ def test_convo_worker_refuses_to_start_with_a_lease_the_gateway_timeout_does_not
     # a shorter gateway timeout makes the same lease enough (2 x (3.05 + 2) + 5 = 15.1)
     ok = _cli(["worker", "--once"], tmp_path, CONVO_WORKER_LEASE_SECONDS="20", CONVO_AT_TIMEOUT="2", **at)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    # python -m convo.worker says the same
-    r = subprocess.run([sys.executable, "-m", "convo.worker", "--once", "--lease-seconds", "31"], cwd=tmp_path,
+    # python -m convo.jobs.worker says the same
+    r = subprocess.run([sys.executable, "-m", "convo.jobs.worker", "--once", "--lease-seconds", "31"], cwd=tmp_path,
                        env=_env_for(tmp_path, **at), text=True, capture_output=True, timeout=120)
     assert r.returncode == 2 and "at least 2 x that + 5 s = 31.1 s" in r.stderr
     # and --help states the rule

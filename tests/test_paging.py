@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from convo.config import Settings
-from convo.convtest import UssdPhone, flask_poster
+from convo.devkit.convtest import UssdPhone, flask_poster
 from convo.web import create_app
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from convo.phone import InvalidPhone, normalize, stored_formats
+from convo.text.phone import InvalidPhone, normalize, stored_formats
 
 KE = "+254712345678"
 

@@ -15,9 +15,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from convo import subscribers
-from convo.db import OutboxMessage, SubscriberPin, make_engine, upgrade
-from convo.mifos import seed
+from convo.store import subscribers
+from convo.store.db import OutboxMessage, SubscriberPin, make_engine, upgrade
+from convo.devkit import fineract_seed as seed
 from convo.security import PinHasher
 from tests.e2e import Handset, Phone, give_pin, running_sms_stack
 
@@ -197,7 +197,7 @@ def test_migration_moves_each_pin_to_its_client_and_drops_the_ones_it_cannot_tru
     assert subscribers.verify(engine, hasher, "+254700000102", 2, "8642").outcome == "locked"
     from alembic import command
 
-    from convo.db import alembic_config
+    from convo.store.db import alembic_config
 
     with engine.begin() as conn:                      # and back: one PIN per phone again
         command.downgrade(alembic_config(connection=conn), "0004_transfers")
@@ -322,7 +322,7 @@ def test_staff_see_whose_pins_a_phone_has_and_reset_one_clients(stack):
     assert "KES 3,400.00" in phone.answer(A_PIN)
     phone, menu = ussd_as(gw, "Baraka")                                      # he chooses a new one
     assert "choose a PIN" in phone.answer(number_of(menu, "Balance"))
-    from convo.db import AuditEvent
+    from convo.store.db import AuditEvent
 
     with sa.orm.Session(services.db) as s:
         row = s.scalars(sa.select(AuditEvent).where(AuditEvent.action == "pin.reset")).one()

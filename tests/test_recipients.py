@@ -1,5 +1,5 @@
 """Who a message to a client goes to (issue 9 item 1, the outbound side): a number stored without a
-country code is read in the *client's* country, in one place (:func:`convo.recipients.client_phone`)
+country code is read in the *client's* country, in one place (:func:`convo.notify.recipients.client_phone`)
 for receipts, reminders and staff messages, with the same rule that identifies callers.
 
 Ndeye (client 41) belongs to Dakar Médina (office 8), a branch flows/notify.yaml does not list, under
@@ -20,12 +20,12 @@ import requests
 import sqlalchemy as sa
 
 from convo.cli import sim_settings
-from convo.db import OutboxMessage, upgrade
-from convo.devserver import BackgroundServer
-from convo.mifos import seed
-from convo.mifos.sim import API, create_sim_app
-from convo.mifos.sim_notify import wait_for_hooks
-from convo.notify_models import ClientMessage, FineractHook
+from convo.store.db import OutboxMessage, upgrade
+from convo.devkit.devserver import BackgroundServer
+from convo.devkit import fineract_seed as seed
+from convo.devkit.fineract_sim import API, create_sim_app
+from convo.devkit.fineract_sim_notify import wait_for_hooks
+from convo.store.notify_models import ClientMessage, FineractHook
 
 TODAY = dt.date(2024, 4, 20)
 TOKEN = "recipients-hook-token"
@@ -159,10 +159,10 @@ def test_staff_message_goes_to_the_clients_number_or_says_why_not(redis_url, pg_
 
 def test_one_rule_for_callers_and_recipients():
     """The reading that identifies a caller is the one that addresses a message: same office regions, same
-    :func:`convo.phone.read_stored`. A stored number with its country code is read as written anywhere."""
+    :func:`convo.text.phone.read_stored`. A stored number with its country code is read as written anywhere."""
     from types import SimpleNamespace
 
-    from convo.recipients import NoRecipient, client_phone
+    from convo.notify.recipients import NoRecipient, client_phone
 
     services = SimpleNamespace()
     regions = {8: "SN", 2: "KE"}.get
@@ -178,8 +178,8 @@ def test_one_rule_for_callers_and_recipients():
 def test_a_staff_alert_reads_a_national_staff_number_in_the_clients_office_country(redis_url, pg_url):
     """Alerts (flows/alerts.yaml ``overdue_to_officer``): Ndeye's loan officer at the Dakar branch has
     ``770000004`` in Mifos X; the alert goes to +221770000004, never to the Kenyan +254770000004."""
-    from convo import notify
-    from convo.mifos.sim_notify import extend_seed
+    from convo.notify import messages as notify
+    from convo.devkit.fineract_sim_notify import extend_seed
 
     with gateway_and_sim(redis_url, pg_url) as (_gw, app, services):
         extend_seed(app.config["SIM_DATA"])["staff"][4]["mobileNo"] = "770000004"

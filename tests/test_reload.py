@@ -84,7 +84,7 @@ def test_a_misspelt_attribute_is_refused_and_callers_keep_the_last_good_version(
         good = health(gw)["flows_version"]
 
         edit(en, "Welcome {{ client.first_name }}", "Welcome {{ client.firstname }}")
-        with caplog.at_level(logging.ERROR, logger="convo.compiler"):
+        with caplog.at_level(logging.ERROR, logger="convo.flowlang.compiler"):
             for _ in range(3):
                 services.flows._next_check = 0
                 assert grace.dial().startswith("CON Welcome Grace. Choose:")

@@ -1,4 +1,4 @@
-"""convo.render: SMS encoding, templates, locales, USSD pagination."""
+"""convo.text.render: SMS encoding, templates, locales, USSD pagination."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from convo.render import (
+from convo.text.render import (
     GSM_SEPTETS,
     LocaleError,
     Locales,

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from convo.db import OutboxMessage
+from convo.store.db import OutboxMessage
 from convo.mifos.client import MifosClient
-from convo.transfers import TransferRequest, TransferRunner
-from convo.validators import validate
+from convo.jobs.transfers import TransferRequest, TransferRunner
+from convo.flowlang.validators import validate
 from tests.e2e import Handset, Phone, give_pin, running_sms_stack
 
 GRACE = "+254700000101"      # savings 42 (7,637.50 available), loan 29 (Biashara Flat 6M) in arrears

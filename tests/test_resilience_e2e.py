@@ -87,7 +87,7 @@ def test_while_mifos_is_down_healthz_stays_200_and_an_sms_is_answered_try_again_
     nothing for Africa's Talking to send again) and its reply says to try again later."""
     import sqlalchemy as sa
 
-    from convo.db import OutboxMessage
+    from convo.store.db import OutboxMessage
     from tests.e2e import Handset
 
     gw, sim, services = stack

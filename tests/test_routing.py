@@ -2,7 +2,7 @@
 replies through the gateway they came in on, and what sending cost.
 
 The gateways are two Africa's Talking accounts, each a local fake of AT's SMS API over real HTTP
-(:mod:`convo.fake_at`, spoken to by the official SDK); outbox rows on PostgreSQL.
+(:mod:`convo.devkit.fake_at`, spoken to by the official SDK); outbox rows on PostgreSQL.
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from convo.db import OptOut, OutboxMessage, make_engine, upgrade
-from convo.fake_at import start_fake_at
-from convo.outbox import enqueue
-from convo.routing import Router, RoutesError, load_routes, parse_routes
-from convo.worker import Worker
+from convo.store.db import OptOut, OutboxMessage, make_engine, upgrade
+from convo.devkit.fake_at import start_fake_at
+from convo.notify.outbox import enqueue
+from convo.notify.routing import Router, RoutesError, load_routes, parse_routes
+from convo.jobs.worker import Worker
 from gateways.base import SendResult
 
 UG = "+256772123456"   # MTN Uganda
@@ -304,7 +304,7 @@ def test_the_app_does_not_start_with_a_wrong_routes_file_and_says_where(tmp_path
 def test_a_reply_leaves_through_the_gateway_the_client_texted_even_when_another_is_cheaper(
         tmp_path, fakes, redis_url, pg_url, monkeypatch):
     """Grace texts at-dear's number; the "*" route would send from at-cheap (cheaper), the reply must not."""
-    from convo.worker import run_worker
+    from convo.jobs.worker import run_worker
     from tests.e2e import Handset, running_gateway
 
     dear, cheap = fakes

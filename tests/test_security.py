@@ -14,12 +14,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from convo import subscribers
+from convo.store import subscribers
 from convo.config import Settings
-from convo.db import AuditEvent, Subscriber
+from convo.store.db import AuditEvent, Subscriber
 from convo.security import (ConfigurationError, PinHasher, client_ip, ip_allowed, parse_networks,
                             redact_query_secrets, redact_ussd_text, weak_pin_reason)
-from convo.worker import run_worker
+from convo.jobs.worker import run_worker
 from tests.e2e import Handset, Phone, give_pin, running_gateway, running_sms_stack
 
 GRACE = "+254700000101"
@@ -54,7 +54,7 @@ def sent(fake, services=None) -> list[str]:
     got = [m["message"] for m in fake.fake.accepted()]
     if services is None:
         return got
-    from convo.db import OutboxMessage
+    from convo.store.db import OutboxMessage
 
     with sa.orm.Session(services.db) as s:
         ordered = [r.body for r in s.scalars(sa.select(OutboxMessage).order_by(OutboxMessage.id))
@@ -270,10 +270,10 @@ CALLBACKS = ["/gateways/africastalking/ussd", "/gateways/africastalking/ussd/eve
 
 @pytest.fixture(scope="module")
 def guarded_app(tmp_path_factory):
-    from convo.db import upgrade
+    from convo.store.db import upgrade
     from convo.web import create_app
 
-    db = f"sqlite:///{tmp_path_factory.mktemp('guard')}/convo.db"
+    db = f"sqlite:///{tmp_path_factory.mktemp('guard')}/convo.store.db"
     upgrade(db)
     settings = Settings(redis_url="memory://", database_url=db, callback_token=CB, flows_reload_seconds=0,
                         callback_allow_ips="196.201.214.0/24, 10.9.0.0/16", trusted_proxies=1)
@@ -352,9 +352,9 @@ def test_hashes_are_argon2id_over_a_peppered_hmac_and_verification_is_strict():
 
 # --------------------------------------------------------------------------- abuse limits
 def test_rate_limits_per_phone(redis_url, tmp_path):
-    from convo.db import upgrade
+    from convo.store.db import upgrade
 
-    db = f"sqlite:///{tmp_path}/convo.db"
+    db = f"sqlite:///{tmp_path}/convo.store.db"
     upgrade(db)
     with running_gateway(redis_url, database_url=db, ussd_sessions_per_hour=2) as (gw, _, services):
         phone = Phone(gw, FAITH)

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from convo.engine import Inbound
+from convo.dialog.engine import Inbound
 from tests.e2e import give_pin
 
 GRACE = "+254700000101"
@@ -25,12 +25,12 @@ def app(_redis_db, tmp_path_factory):
     import redis
 
     from convo.cli import sim_settings, start_simulator
-    from convo.db import upgrade
+    from convo.store.db import upgrade
     from convo.web import create_app
 
     url = f"redis://127.0.0.1:6379/{_redis_db}"
     redis.Redis.from_url(url).flushdb()
-    db = f"sqlite:///{tmp_path_factory.mktemp('props')}/convo.db"
+    db = f"sqlite:///{tmp_path_factory.mktemp('props')}/convo.store.db"
     upgrade(db)
     sim = start_simulator()
     try:

@@ -9,10 +9,10 @@ import requests
 import sqlalchemy as sa
 from hypothesis import given, strategies as st
 
-from convo.db import OutboxMessage, make_engine
-from convo.keywords import first_word
-from convo.outbox import enqueue, is_opted_out
-from convo.worker import run_worker
+from convo.store.db import OutboxMessage, make_engine
+from convo.flowlang.keywords import first_word
+from convo.notify.outbox import enqueue, is_opted_out
+from convo.jobs.worker import run_worker
 from tests.e2e import Handset, give_pin, running_sms_stack
 
 GRACE = "+254700000101"

@@ -179,7 +179,7 @@ def test_production_requires_its_secrets():
 
 # --------------------------------------------------------------------------- item 9: throttling, counting
 def test_wrong_bearer_tokens_are_throttled_per_address_counted_and_not_audited(app, caplog):
-    from convo.db import AuditEvent
+    from convo.store.db import AuditEvent
 
     c = app.test_client()
     before = refused_count("api", "wrong_token"), refused_count("api", "throttled")
@@ -249,7 +249,7 @@ def test_console_pages_send_csp_frame_and_referrer_headers(app):
 
 # --------------------------------------------------------------------------- item 12: logs
 def test_database_errors_never_show_statement_parameters(pg_url, caplog):
-    from convo.db import OutboxMessage, SubscriberPin, make_engine, upgrade
+    from convo.store.db import OutboxMessage, SubscriberPin, make_engine, upgrade
 
     upgrade(pg_url)
     engine = make_engine(pg_url)

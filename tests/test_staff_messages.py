@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from convo.worker import run_worker
+from convo.jobs.worker import run_worker
 from tests.browser import LAUNCH_ARGS, chromium_or_skip
 from tests.e2e import running_sms_stack
 
@@ -133,7 +133,7 @@ def test_console_send_form_in_a_real_browser(stack):
             page.wait_for_selector("#sent-note")
             assert "please visit your branch on Friday" in page.locator("#messages tbody tr").first.inner_text()
             # the JS counter agrees with the server's count for what was stored
-            from convo.render import sms_info
+            from convo.text.render import sms_info
 
             for text in ("x" * 306, "x" * 307, "ü" * 70, "Ω" * 71 + "[", "日本" * 40):
                 js = page.evaluate("t => window.convoSmsInfo(t)", text)

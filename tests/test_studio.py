@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from convo.compiler import load_flowset
+from convo.flowlang.compiler import load_flowset
 from tests.test_console_access import SECRET, csrf_of, sign_in
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
@@ -18,7 +18,7 @@ GRACE = "+254700000101"
 def app(sim, redis_url, tmp_path):  # noqa: F811
     """The console's app; its database is SQLite: the studio keeps nothing in it (previews live in Redis)."""
     from convo.cli import sim_settings
-    from convo.db import upgrade
+    from convo.store.db import upgrade
     from convo.web import create_app
 
     db = f"sqlite:///{tmp_path}/studio.db"
@@ -155,7 +155,7 @@ def test_counts_of_an_earlier_flows_version_can_be_chosen(app):  # noqa: F811
 def test_every_diagram_is_well_formed_svg_with_one_arrow_per_transition():
     import xml.etree.ElementTree as ET
 
-    from convo.graph import edges
+    from convo.flowlang.graph import edges
     from convo.web.studio import svg
 
     ns = "{http://www.w3.org/2000/svg}"

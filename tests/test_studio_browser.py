@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from convo.compiler import load_flowset
+from convo.flowlang.compiler import load_flowset
 from tests.browser import LAUNCH_ARGS, chromium_or_skip
 from tests.e2e import Phone, give_pin, running_gateway
 

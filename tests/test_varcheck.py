@@ -1,6 +1,6 @@
 """Lint knows every variable: a product manager's slip in a text, a condition or a ``with:`` value is
 refused at load with file, line, state, text key and language, and a suggestion; every text is rendered
-at load in every language with example values (convo.varcheck)."""
+at load in every language with example values (convo.flowlang.varcheck)."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from convo.actions import declaration_text, load_builtin_actions
 from convo.cli import main
-from convo.compiler import channel_roots, load_flowset
-from convo.flowspec import FlowError, FlowValidationError
-from convo.varcheck import Leaf, Obj, Seq, analyse, shape_of_declaration
+from convo.flowlang.compiler import channel_roots, load_flowset
+from convo.flowlang.spec import FlowError, FlowValidationError
+from convo.flowlang.varcheck import Leaf, Obj, Seq, analyse, shape_of_declaration
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = ROOT / "flows"
@@ -344,8 +344,8 @@ def test_the_engines_own_texts_see_only_the_language(flows):
     ("{{ features.repay }} {{ lang }} {{ range(3) | list }}", []),
 ])
 def test_what_a_template_may_use(src, problems):
-    from convo.render import make_env
-    from convo.varcheck import check_template
+    from convo.text.render import make_env
+    from convo.flowlang.varcheck import check_template
 
     env = {"client": shape_of_declaration({"first_name"}), "lang": Leaf("lang"),
            "features": Obj({"repay": Leaf("bool")}),
@@ -354,8 +354,8 @@ def test_what_a_template_may_use(src, problems):
 
 
 def test_a_bug_in_the_checks_refuses_the_edit_and_never_crashes_the_service(flows, monkeypatch):
-    from convo import varcheck
-    from convo.compiler import FlowLibrary
+    from convo.flowlang import varcheck
+    from convo.flowlang.compiler import FlowLibrary
 
     lib = FlowLibrary(flows, interval=0)
     good = lib.current.version

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from convo.db import make_engine, upgrade
-from convo.fake_at import start_fake_at
-from convo.outbox import enqueue
+from convo.store.db import make_engine, upgrade
+from convo.devkit.fake_at import start_fake_at
+from convo.notify.outbox import enqueue
 
 pytestmark = pytest.mark.postgres
 
@@ -50,7 +50,7 @@ def test_four_worker_processes_with_the_real_sdk_send_every_message_once(pg_url)
     with start_fake_at(delay=0.01) as fake:
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "convo.worker", "--once", "--batch", "20"], cwd=ROOT, text=True,
+                [sys.executable, "-m", "convo.jobs.worker", "--once", "--batch", "20"], cwd=ROOT, text=True,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=env(CONVO_DATABASE_URL=pg_url, CONVO_AT_USERNAME="mfi", CONVO_AT_API_KEY="k",
                         CONVO_AT_BASE_URL=fake.url, CONVO_LOG_LEVEL="INFO"),
@@ -141,9 +141,9 @@ def test_sigkilled_worker_rows_are_picked_up_after_lease_expiry_and_none_sent_tw
 
 
 def at_worker(pg_url, fake_url, *args, **env_extra):
-    """``python -m convo.worker`` sending through the real Africa's Talking SDK to the fake gateway."""
+    """``python -m convo.jobs.worker`` sending through the real Africa's Talking SDK to the fake gateway."""
     return subprocess.Popen(
-        [sys.executable, "-m", "convo.worker", *args], cwd=ROOT, text=True,
+        [sys.executable, "-m", "convo.jobs.worker", *args], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=env(CONVO_DATABASE_URL=pg_url, CONVO_AT_USERNAME="mfi", CONVO_AT_API_KEY="k", CONVO_AT_BASE_URL=fake_url,
                 CONVO_AT_TIMEOUT="1", CONVO_WORKER_LEASE_SECONDS="14", CONVO_WORKER_POLL_SECONDS="0.2",

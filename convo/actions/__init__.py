@@ -7,7 +7,7 @@ can check every ``do:`` state at load time. The docstring of each action
 carries a YAML example; flows.md lists them (a test keeps the two in step).
 
 An action also declares what it puts into the conversation (``provides=``, with
-shapes, see :mod:`convo.varcheck`) and what it reads (``needs=``), so lint
+shapes, see :mod:`convo.flowlang.varcheck`) and what it reads (``needs=``), so lint
 knows which variables every text can use in every state::
 
     @action("savings_balance", outcomes=("ok", "unavailable"), needs=("account",),
@@ -28,7 +28,7 @@ class Action:
     outcomes: tuple[str, ...]
     params: dict[str, bool]          # name -> required
     doc: str
-    #: variable -> (shape, outcomes it is set on; None = every outcome), see convo.varcheck
+    #: variable -> (shape, outcomes it is set on; None = every outcome), see convo.flowlang.varcheck
     provides: dict[str, tuple[Any, frozenset | None]] = field(default_factory=dict)
     #: variables the action reads (must be set on every path to its ``do:`` state)
     needs: tuple[str, ...] = ()
@@ -57,9 +57,9 @@ def action(name: str, *, outcomes: tuple[str, ...], provides: dict[str, Any] | N
 
     ``provides`` maps each variable the action sets to its shape (a type name
     such as ``"amount"``, a set or dict of attributes, a one-item list for a
-    list; :mod:`convo.varcheck`), wrapped in :func:`on` when it is set only on
+    list; :mod:`convo.flowlang.varcheck`), wrapped in :func:`on` when it is set only on
     some outcomes. ``needs`` names the variables it reads."""
-    from convo.varcheck import shape_of_declaration
+    from convo.flowlang.varcheck import shape_of_declaration
 
     def register(fn):
         if name in REGISTRY:
@@ -92,7 +92,7 @@ class Context:
     #: the gateway's session id (USSD) or message id (SMS) of this hop
     session_id: str = ""
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    #: audit rows (convo.subscribers.audit_many) the engine writes at the end of the hop
+    #: audit rows (convo.store.subscribers.audit_many) the engine writes at the end of the hop
     events: list = field(default_factory=list)
 
     @property
@@ -110,7 +110,7 @@ def load_builtin_actions() -> dict[str, Action]:
 def declaration_text(a: Action) -> str:
     """What flows.md says an action sets and reads, generated from its declaration:
     ``Provides `balance` {total, available, as_of} on ok. Reads `account`.``"""
-    from convo.varcheck import describe
+    from convo.flowlang.varcheck import describe
 
     sets = []
     for var, (shape, when) in a.provides.items():

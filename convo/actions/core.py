@@ -32,7 +32,7 @@ def opt_out(ctx: Context) -> str:
       on: {ok: done}
     ```
     """
-    from convo.outbox import set_opt_out
+    from convo.notify.outbox import set_opt_out
 
     set_opt_out(ctx.services.db, ctx.phone, True, source=ctx.channel)
     return "ok"
@@ -48,7 +48,7 @@ def opt_in(ctx: Context) -> str:
       on: {ok: done}
     ```
     """
-    from convo.outbox import set_opt_out
+    from convo.notify.outbox import set_opt_out
 
     set_opt_out(ctx.services.db, ctx.phone, False, source=ctx.channel)
     return "ok"

@@ -1,6 +1,6 @@
 """Actions that read the caller's accounts from Mifos X.
 
-Every answer is cached (see :mod:`convo.cache`): the phone -> client mapping
+Every answer is cached (see :mod:`convo.mifos.cache`): the phone -> client mapping
 for ``client_cache_ttl`` seconds, figures for ``figures_cache_ttl``. Each
 good answer is also kept for ``last_good_ttl`` so that when Mifos X is slow or
 down the dialog can still answer with the last known figures, marked
@@ -30,7 +30,7 @@ class _Unavailable(Exception):
 
 def _as_of(ctx: Context, stamp: str) -> str:
     """'27 Nov 2026 14:05' in the MFI's time zone and the conversation's language."""
-    from convo.render import format_date
+    from convo.text.render import format_date
 
     when = datetime.fromisoformat(stamp).astimezone(ZoneInfo(ctx.services.settings.timezone))
     return f"{format_date(when.date(), 'medium', ctx.lang)} {when:%H:%M}"
@@ -91,7 +91,7 @@ def office_regions(services) -> Callable[[Any], str]:
     When ``notify.yaml`` lists no region at all, Mifos X is never asked. May
     raise :class:`~convo.mifos.client.MifosError` (the office tree, once an hour).
     """
-    from convo import notify
+    from convo.notify import messages as notify
 
     s = services
     default = s.settings.default_region

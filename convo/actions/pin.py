@@ -4,7 +4,7 @@ The PIN itself is the answer of an ``ask`` with ``validate: pin``; the engine
 drops it from the conversation before anything is saved, so the action that
 uses it must come directly after that ``ask`` (``next: <the do state>``; the
 compiler checks this). These actions also drop it as soon as they have used
-it. Only argon2id hashes reach the database (:mod:`convo.subscribers`).
+it. Only argon2id hashes reach the database (:mod:`convo.store.subscribers`).
 
 A PIN belongs to the caller's phone *and* the client chosen in this dialog
 (``client.id``, set by ``identify_caller``): on a shared phone each client has
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from convo import subscribers
+from convo.store import subscribers
 from convo.actions import Context, action, on
 from convo.security import PinHasher, weak_pin_reason
 
@@ -72,7 +72,7 @@ def pin_status(ctx: Context) -> str:
     if _confirmed(ctx):
         return "confirmed"
     if s.settings.simswap_hold_days > 0 and not ctx.vars.get("_simswap_ok"):
-        from convo.simswap import on_hold
+        from convo.security.simswap import on_hold
 
         if on_hold(s, ctx.phone, ctx.today):
             _audit(ctx, "simswap.hold", "refused", days=s.settings.simswap_hold_days)
@@ -117,9 +117,9 @@ def verify_pin(ctx: Context, var: str = "pin") -> str:
 
 
 def _alert_staff(ctx: Context) -> None:
-    """The ``pin_locked`` alert rules of flows/alerts.yaml (convo.notify); never fails the dialog."""
+    """The ``pin_locked`` alert rules of flows/alerts.yaml (convo.notify.messages); never fails the dialog."""
     try:
-        from convo import notify
+        from convo.notify import messages as notify
 
         client = ctx.vars.get("client") or {}
         st = subscribers.status(ctx.services.db, ctx.phone, now=ctx.now)

@@ -3,7 +3,7 @@
 The dialog asks the PIN before it shows any figure (``pin_required``), then
 says exactly what will happen and moves nothing until the client picks
 "1. Confirm". Even then it never moves money itself: :func:`request_repayment`
-records the request (see :mod:`convo.transfers`) and the worker does the
+records the request (see :mod:`convo.jobs.transfers`) and the worker does the
 transfer after the session, then texts the outcome.
 """
 from __future__ import annotations
@@ -146,7 +146,7 @@ def request_repayment(ctx: Context) -> str:
       on: {queued: queued, not_shown: confirm, unavailable: mifos_down}
     ```
     """
-    from convo.transfers import request_transfer
+    from convo.jobs.transfers import request_transfer
 
     v = ctx.vars
     if getattr(ctx, _SHOWN_NOW, None) == v["repay_ref"]:

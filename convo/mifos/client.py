@@ -44,7 +44,9 @@ from typing import Any, Iterable, Literal
 import requests
 from requests.adapters import HTTPAdapter
 
-from convo import budget, metrics, phone
+from convo import budget, metrics
+
+from convo.text import phone
 from convo.mifos.breaker import STATE_VALUES, CircuitBreaker, CircuitOpen
 
 log = logging.getLogger(__name__)
@@ -765,7 +767,7 @@ class MifosClient:
     def clients_by_phone(self, e164: str, region_of) -> list[ClientRef]:
         """Every live client (not closed, rejected or withdrawn) whose stored mobile number is ``e164``.
 
-        One exact search per spelling of :func:`convo.phone.stored_formats`, run
+        One exact search per spelling of :func:`convo.text.phone.stored_formats`, run
         side by side (one round trip of the hop's budget, not four). Fineract's
         ``m_client.mobile_no`` is UNIQUE (``0001_initial_schema.xml``), so clients
         sharing a phone are stored in different spellings: every spelling is

@@ -264,7 +264,7 @@ def create_app(settings: Settings | None = None, svc: Services | None = None) ->
     app.before_request(_limit_input)
     app.after_request(_console_headers)
 
-    from convo.routing import routes_from_settings
+    from convo.notify.routing import routes_from_settings
     from convo.web.gateways import blueprint as gateways_blueprint
     from convo.web.ops import bp as ops_bp
 

@@ -108,7 +108,7 @@ def _denied(who: dict, what: str, status: int = 403):
 
 
 def _audit(who: dict, action: str, *, phone=None, client_id=None, outcome=None, detail=None) -> None:
-    from convo import subscribers
+    from convo.store import subscribers
 
     subscribers.audit(services().db, action[:60], actor=f"staff:{who['user']}", channel="console", phone=phone,
                       client_id=client_id, outcome=outcome,
@@ -212,7 +212,7 @@ def in_scope(who: dict, office_id) -> bool:
 
 
 def _zone(office_id) -> ZoneInfo:
-    from convo import notify
+    from convo.notify import messages as notify
 
     s = services()
     return notify.config_for(s).timezone(office_id, s.settings.timezone)
@@ -252,7 +252,7 @@ def find(who: dict, query: str) -> tuple[list[dict], str | None]:
     """Clients matching ``query`` that the user may see: (rows, note)."""
     from convo.actions.mifos import office_regions
     from convo.mifos.client import MifosNotFound
-    from convo.phone import InvalidPhone, normalize, read_stored
+    from convo.text.phone import InvalidPhone, normalize, read_stored
 
     s = services()
     regions = office_regions(s)
@@ -323,7 +323,7 @@ def home():
 
 # --------------------------------------------------------------------------- the client page
 def _gsm_tables() -> dict:
-    from convo.render import _GSM_REPLACEMENTS, GSM_SEPTETS
+    from convo.text.render import _GSM_REPLACEMENTS, GSM_SEPTETS
 
     return {"basic": "".join(c for c, v in GSM_SEPTETS.items() if v == 1),
             "ext": "".join(c for c, v in GSM_SEPTETS.items() if v == 2),
@@ -331,8 +331,8 @@ def _gsm_tables() -> dict:
 
 
 def _messages(client_id: int, tz: ZoneInfo, limit: int = 50) -> list[dict]:
-    from convo.db import OutboxMessage
-    from convo.notify_models import ClientMessage
+    from convo.store.db import OutboxMessage
+    from convo.store.notify_models import ClientMessage
 
     o, m = OutboxMessage.__table__, ClientMessage.__table__
     with services().db.connect() as c:
@@ -347,7 +347,7 @@ def _messages(client_id: int, tz: ZoneInfo, limit: int = 50) -> list[dict]:
 def _dialogs(client_id: int, tz: ZoneInfo, limit: int = 20) -> list[dict]:
     """What the client did, from the audit log (``data.<action>`` rows: flow, action, outcome, channel;
     ``pin.*`` and ``simswap.hold``). The audit log never holds an input, so neither does this."""
-    from convo.db import AuditEvent
+    from convo.store.db import AuditEvent
 
     a = AuditEvent.__table__
     with services().db.connect() as c:
@@ -363,7 +363,7 @@ def _dialogs(client_id: int, tz: ZoneInfo, limit: int = 20) -> list[dict]:
 
 
 def _opted_out(phone: str | None) -> bool:
-    from convo.db import OptOut
+    from convo.store.db import OptOut
 
     if not phone:
         return False
@@ -373,8 +373,9 @@ def _opted_out(phone: str | None) -> bool:
 
 
 def _pin(phone: str | None, client_id: int, tz: ZoneInfo) -> dict:
-    from convo import simswap, subscribers
-    from convo.subscribers import FOREVER
+    from convo.security import simswap
+    from convo.store import subscribers
+    from convo.store.subscribers import FOREVER
 
     if not phone:
         return {"state": "none", "text": "No PIN (no phone number)"}
@@ -408,10 +409,11 @@ def _client(client_id: int) -> dict | None:
 
 @console.get("/clients/<int:client_id>")
 def client_page(client_id: int):
-    from convo import notify, subscribers
+    from convo.notify import messages as notify
+    from convo.store import subscribers
     from convo.actions.mifos import office_regions
     from convo.mifos.client import MifosError
-    from convo.recipients import NoRecipient, client_phone
+    from convo.notify.recipients import NoRecipient, client_phone
 
     who, bounce = _signed_in_or_redirect()
     if bounce:
@@ -498,8 +500,8 @@ def _acting_on(client_id: int, perm: str, audit_as: str, doing: str, form_check=
 @console.post("/clients/<int:client_id>/pin")
 def client_pin(client_id: int):
     """Reset the client's PIN (and unlock the phone) or only unlock it: confirmed, audited, permission-checked."""
-    from convo import subscribers
-    from convo.recipients import NoRecipient, client_phone
+    from convo.store import subscribers
+    from convo.notify.recipients import NoRecipient, client_phone
 
     who, body, refused = _acting_on(client_id, "pin", "pin.reset", "reset PINs",
                                     lambda: _form_problem(client_id))

@@ -1,11 +1,11 @@
 """Gateway callbacks: ``/gateways/<gateway name>/<event>``, one route per event of each configured gateway.
 
 The gateways are the routes file's (``CONVO_ROUTES_FILE``) or, without one, ``africastalking`` from
-``CONVO_AT_*`` (:func:`convo.routing.routes_from_settings`). Each gateway's handlers verify and parse a
+``CONVO_AT_*`` (:func:`convo.notify.routing.routes_from_settings`). Each gateway's handlers verify and parse a
 callback into neutral objects (:mod:`gateways.base`); this module does the same with them for every
 gateway: a USSD hop runs the flows and is answered in the gateway's format, an SMS runs the flows once
 per ``(gateway, message id)`` and its reply is queued to leave through that same gateway, delivery and
-opt-out reports go to :mod:`convo.outbox`.
+opt-out reports go to :mod:`convo.notify.outbox`.
 
 Authentication (IP allow-list, ``?token=``) runs before every ``/gateways/`` request in
 :func:`convo.web._protect_callbacks`; gateways with signatures (Twilio, smsgate) check theirs too.
@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, request
 from redis.exceptions import RedisError
 
 from convo import metrics
-from convo.engine import Inbound
+from convo.dialog.engine import Inbound
 from convo.security import redact_ussd_text
 from convo.web import plain, services
 from gateways.base import (BadCallback, DeliveryUpdate, Gateway, InboundSms, OptOutUpdate, Unauthorized, UssdEvent,
@@ -116,12 +116,12 @@ def _apply(gw: Gateway, item) -> str | None:
     if isinstance(item, InboundSms):
         return _inbound_sms(gw, item)
     if isinstance(item, DeliveryUpdate):
-        from convo.outbox import apply_delivery_report
+        from convo.notify.outbox import apply_delivery_report
 
         result = apply_delivery_report(s.db, item)
         return "unknown id, recorded" if result.outcome == "unknown" else None
     if isinstance(item, OptOutUpdate):
-        from convo.outbox import apply_opt_out
+        from convo.notify.outbox import apply_opt_out
 
         apply_opt_out(s.db, item)
         return None
@@ -161,7 +161,7 @@ def _inbound_sms(gw: Gateway, sms: InboundSms) -> str | None:
 
     Returns "duplicate" (answered before), "retry" (another attempt is handling it: 503) or None.
     """
-    from convo.outbox import enqueue
+    from convo.notify.outbox import enqueue
 
     s = services()
     legacy = gw.name == "africastalking"          # keys as before routes files: a deploy does not re-answer

@@ -10,7 +10,7 @@ Staff API (bearer token + ``X-Staff-User``, audited: the ``/api/`` guard of
 The console (``/console/...``, staff sign in with their own Mifos X user) is :mod:`convo.web.console`;
 its send form goes through :func:`send_staff_message` like the API.
 
-Fineract hooks: ``POST /hooks/fineract/<CONVO_CALLBACK_TOKEN>/`` (see :mod:`convo.receipts`). The token
+Fineract hooks: ``POST /hooks/fineract/<CONVO_CALLBACK_TOKEN>/`` (see :mod:`convo.notify.receipts`). The token
 is in the path because Fineract sends hooks with Retrofit, which drops a query string.
 """
 from __future__ import annotations
@@ -57,8 +57,8 @@ def _require_api_staff() -> str:
 
 
 def _message_rows(client_id: int, limit: int = 100) -> list[dict]:
-    from convo.db import OutboxMessage
-    from convo.notify_models import ClientMessage
+    from convo.store.db import OutboxMessage
+    from convo.store.notify_models import ClientMessage
 
     o, m = OutboxMessage.__table__, ClientMessage.__table__
     with services().db.connect() as c:
@@ -79,10 +79,10 @@ def _message_rows(client_id: int, limit: int = 100) -> list[dict]:
 
 def send_staff_message(client_id: int, user: str, body: dict) -> tuple[dict, int]:
     """Validate a staff message, look the client up in Mifos X and enqueue it."""
-    from convo import notify
+    from convo.notify import messages as notify
     from convo.mifos.client import MifosError, MifosNotFound, MifosUnavailable
     from convo.mifos.notify_reads import client_contact
-    from convo.recipients import NoRecipient, client_phone
+    from convo.notify.recipients import NoRecipient, client_phone
 
     s = services()
     if not isinstance(body, dict):
@@ -183,7 +183,7 @@ def fineract_hook(token: str):
     Only hooks of our own tenant (``Fineract-Platform-TenantId`` =
     CONVO_FINERACT_TENANT) are taken: another tenant's hook is refused (403).
     """
-    from convo import receipts
+    from convo.notify import receipts
 
     s = services()
     expected = s.settings.callback_token

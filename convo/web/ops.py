@@ -100,7 +100,7 @@ def healthz():
     except Exception as e:  # noqa: BLE001 - health reports, never raises
         redis_state = f"unavailable: {type(e).__name__}: {e}"
         failing.append("redis")
-    from convo.db import expected_heads, schema_revision
+    from convo.store.db import expected_heads, schema_revision
 
     head = list(expected_heads())
     revision = None

@@ -40,7 +40,7 @@ from collections import Counter as Tally
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from prometheus_client import Counter
 
-from convo import subscribers
+from convo.store import subscribers
 from convo.web import BadRequest, services
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def install(app: Flask) -> None:
 
 
 def _phone(raw: str) -> str:
-    from convo.phone import InvalidPhone, normalize
+    from convo.text.phone import InvalidPhone, normalize
 
     try:
         phone = normalize(raw, services().settings.default_region)

@@ -84,7 +84,7 @@ def svg(cf, counts=None, issues=None, link=None) -> Drawn:
     (class ``k-<kind>``), arrows labelled by option number or outcome and, with ``counts``
     (:func:`convo.stats.read_counts`), how many dialogs took each arrow. ``issues``: state -> "error" |
     "warning" (lint), drawn outlined. ``link(flow)``: the URL a sub-flow box links to."""
-    from convo.graph import edges, layers
+    from convo.flowlang.graph import edges, layers
 
     counts, issues = counts or {}, issues or {}
     rows = layers(cf)
@@ -193,7 +193,7 @@ def _starts(fs) -> dict[str, list[str]]:
 
 def _issues(res, directory: Path) -> list[dict]:
     """Lint errors and warnings as dicts, files relative to the flows folder, with the flow they are in."""
-    from convo.flowspec import FlowError
+    from convo.flowlang.spec import FlowError
 
     rows = []
     for sev, items in (("error", res.errors), ("warning", res.warnings)):
@@ -211,7 +211,7 @@ def _issues(res, directory: Path) -> list[dict]:
 
 
 def _lint(directory: Path):
-    from convo.compiler import lint_directory
+    from convo.flowlang.compiler import lint_directory
 
     res = lint_directory(directory)
     return res, _issues(res, directory)
@@ -255,7 +255,7 @@ class Sandbox:
 
     def __init__(self, flows_dir: Path):
         from convo.config import Settings
-        from convo.db import upgrade
+        from convo.store.db import upgrade
         from convo.services import build_services
 
         self.tmp = tempfile.mkdtemp(prefix="convo-studio-")
@@ -278,10 +278,10 @@ class Sandbox:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def hop(self, channel: str, flow: str, phone: str, lang: str, session_id: str, text: str, fresh: bool) -> dict:
-        from convo.convtest import client_ids_of
-        from convo.engine import Inbound
+        from convo.devkit.convtest import client_ids_of
+        from convo.dialog.engine import Inbound
         from convo.security import PinHasher
-        from convo.subscribers import set_language, set_pin
+        from convo.store.subscribers import set_language, set_pin
 
         sv = self.services
         with self.lock:
@@ -349,8 +349,8 @@ def _flowset(directory: Path, token: str | None):
         lib = services().flows
         lib.maybe_reload()
         return lib.current
-    from convo.compiler import load_flowset
-    from convo.flowspec import FlowValidationError
+    from convo.flowlang.compiler import load_flowset
+    from convo.flowlang.spec import FlowValidationError
 
     try:
         return load_flowset(directory)
@@ -398,7 +398,7 @@ def flow_page(name: str):
 
 def _flow_page(name: str, token: str | None):
     from convo import stats
-    from convo.mifos.seed import DEMO_PHONES
+    from convo.devkit.fineract_seed import DEMO_PHONES
 
     who, refused = _who()
     if refused:
@@ -469,7 +469,7 @@ def make_preview():
 def phone(flow: str):
     """One step of the browser phone: JSON in (channel, phone, lang, session, text, fresh, preview), JSON out
     (the screen, whether it ended, flow, state, variables)."""
-    from convo.mifos.seed import DEMO_PHONES
+    from convo.devkit.fineract_seed import DEMO_PHONES
 
     who, refused = _who()
     if refused:

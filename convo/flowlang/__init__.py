@@ -1,0 +1,1 @@
+"""The flow language: YAML specs, their compilation into shared state machines, the checks."""

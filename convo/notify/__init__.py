@@ -1,0 +1,1 @@
+"""Outbound messages: the outbox, gateway routing, recipients, reminders, receipts, alerts."""

@@ -1,0 +1,1 @@
+"""The database: engine, every table, migrations, subscriber state."""
