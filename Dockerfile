@@ -25,7 +25,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CONVO_FLOWS_DIR=/app/flows \
-    CONVO_DATABASE_URL=sqlite:////var/lib/convo/convo.store.db \
+    CONVO_DATABASE_URL=sqlite:////var/lib/convo/convo.db \
     GRANIAN_WORKERS=2 \
     GRANIAN_BLOCKING_THREADS=64
 RUN groupadd --system --gid 10001 convo \

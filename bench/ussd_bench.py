@@ -327,7 +327,7 @@ def measure_server(server: Server, env: dict, args, logdir: Path, run_no: int) -
 
 
 def stats_cost(server: Server, env: dict, args, logdir: Path, r) -> bool:
-    """The drop-off counting's cost (convo.stats): the same hop server with ``CONVO_FLOW_STATS`` off and on,
+    """The drop-off counting's cost (convo.dialog.stats): the same hop server with ``CONVO_FLOW_STATS`` off and on,
     side by side, ``--repeat`` alternating wrk runs; judged on the ratio of the medians (>= 0.95): on a shared
     machine the best run of either side is an outlier more often than not."""
     procs = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from convo.config import REPO_ROOT, Settings, load_dotenv_if_present
+from convo.devkit.fineract_sim import start_simulator
 
 
 def _settings(**overrides) -> Settings:
@@ -26,14 +27,6 @@ def _checked_settings() -> Settings:
     except ConfigurationError as e:
         raise click.ClickException(f"not starting: {e}") from None
     return settings
-
-
-def start_simulator(port: int = 0, host: str = "127.0.0.1"):
-    """Run the Fineract simulator in a background thread; returns the server (``.url``)."""
-    from convo.devkit.devserver import BackgroundServer
-    from convo.devkit.fineract_sim import create_sim_app
-
-    return BackgroundServer(create_sim_app(), host=host, port=port).start()
 
 
 def sim_settings(sim_url: str, **overrides) -> Settings:
@@ -315,10 +308,10 @@ def lint(path: Path | None, as_json: bool, warnings_as_errors: bool) -> None:
     Exit status 0 when the running service would accept these files, 1 when not."""
     import json
 
-    from convo.flowlang.compiler import lint_directory
+    from convo.services import lint_folder
 
     path = path or Path(_settings().flows_dir)
-    res = lint_directory(path)
+    res = lint_folder(path)
     failed = bool(res.errors) or (warnings_as_errors and bool(res.warnings))
     if as_json:
         fs = res.flowset

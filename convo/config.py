@@ -32,7 +32,7 @@ class Settings:
     #: answers "service unavailable"; well inside the hop budget, never retried on a timeout
     redis_timeout: float = 0.5
     #: SQLAlchemy URL of the outbox / subscribers / audit database
-    database_url: str = f"sqlite:///{REPO_ROOT / 'convo.store.db'}"
+    database_url: str = f"sqlite:///{REPO_ROOT / 'convo.db'}"
     flows_dir: str = str(REPO_ROOT / "flows")
     #: seconds between checks for edited flow files (0 = never reload)
     flows_reload_seconds: float = 2.0
@@ -118,7 +118,7 @@ class Settings:
     console_perm_pin: str = "UPDATE_CLIENT"
     #: Mifos X permission for the studio (``/console/flows``: diagrams, browser phone, lint, drop-offs)
     studio_permission: str = "ALL_FUNCTIONS"
-    #: count per flow version, state and day where dialogs go and end (``convo.stats``, one Redis command
+    #: count per flow version, state and day where dialogs go and end (``convo.dialog.stats``, one Redis command
     #: per hop in the session write's pipeline; kept ``flow_stats_days``)
     flow_stats: bool = True
     flow_stats_days: int = 90

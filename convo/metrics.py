@@ -78,105 +78,6 @@ NAMES = frozenset({
 })
 
 
-class OutboxCollector:
-    """Backlog per gateway, one cheap query at scrape time (``ix_outbox_due``: status, next_attempt_at):
-    messages waiting (queued or being sent), those due now, and the age of the oldest waiting one."""
-
-    def __init__(self, engine):
-        self.engine = engine
-
-    def collect(self):
-        import sqlalchemy as sa
-
-        from convo.store.db import OutboxMessage as O, utcnow
-
-        queued = GaugeMetricFamily(OUTBOX_QUEUED, "Outbox messages waiting (queued or sending), per gateway",
-                                   labels=["gateway"])
-        due = GaugeMetricFamily(OUTBOX_DUE, "Outbox messages due now and not yet sent, per gateway",
-                                labels=["gateway"])
-        oldest = GaugeMetricFamily(OUTBOX_OLDEST_AGE, "Age of the oldest waiting outbox message, per gateway",
-                                   labels=["gateway"])
-        error = GaugeMetricFamily(OUTBOX_SCRAPE_ERROR, "1 when the outbox could not be read at this scrape")
-        now = utcnow()
-        try:
-            q = (sa.select(O.gateway, sa.func.count(),
-                           sa.func.sum(sa.case((O.next_attempt_at <= now, 1), else_=0)),
-                           sa.func.min(O.created_at))
-                 .where(O.status.in_(("queued", "sending"))).group_by(O.gateway))
-            with self.engine.connect() as conn:
-                rows = conn.execute(q).all()
-        except Exception as e:  # noqa: BLE001 - /metrics answers even with the database down
-            log.warning("outbox metrics unavailable: %s", str(e).splitlines()[0][:200])
-            error.add_metric([], 1)
-            return [error]
-        for gateway, count, due_now, first in rows:
-            label = gateway or "unrouted"
-            queued.add_metric([label], count)
-            due.add_metric([label], due_now or 0)
-            if first is not None:
-                oldest.add_metric([label], max(0.0, (now - first).total_seconds()))
-        error.add_metric([], 0)
-        return [queued, due, oldest, error]
-
-
-class CostCollector:
-    """This calendar month's (UTC) messages, segments and cost per gateway and country, read at scrape time
-    (``ix_outbox_sent_at``); the same query as ``convo report costs`` (:func:`convo.notify.costs.cost_rows`)."""
-
-    def __init__(self, engine):
-        self.engine = engine
-
-    def collect(self):
-        from convo.notify.costs import cost_rows
-
-        msgs = GaugeMetricFamily(SMS_MONTH_MESSAGES, "SMS handed to a gateway this month (UTC)",
-                                 labels=["gateway", "country"])
-        segs = GaugeMetricFamily(SMS_MONTH_SEGMENTS, "SMS segments handed to a gateway this month (UTC)",
-                                 labels=["gateway", "country"])
-        cost = GaugeMetricFamily(SMS_MONTH_COST, "SMS cost this month (UTC), routes-file price x segments",
-                                 labels=["gateway", "country", "currency"])
-        try:
-            rows = cost_rows(self.engine)
-        except Exception as e:  # noqa: BLE001 - OutboxCollector reports the database as unreadable
-            log.warning("cost metrics unavailable: %s", str(e).splitlines()[0][:200])
-            return []
-        count: dict[tuple, list] = {}
-        for r in rows:
-            c = count.setdefault((r.gateway, r.country), [0, 0])
-            c[0] += r.messages
-            c[1] += r.segments
-            if r.cost is not None:
-                cost.add_metric([r.gateway, r.country, r.currency], float(r.cost))
-        for (g, c), (n, s) in count.items():
-            msgs.add_metric([g, c], n)
-            segs.add_metric([g, c], s)
-        return [msgs, segs, cost]
-
-
-class FlowStateCollector:
-    """``convo_flow_state_total{flow,state,outcome}``: dialogs that entered a state, went on from it, ended
-    there or hit an error, since the Redis began counting (:mod:`convo.stats`), read at scrape time."""
-
-    def __init__(self, redis):
-        self.redis = redis
-
-    def collect(self):
-        from prometheus_client.core import CounterMetricFamily
-
-        from convo.stats import totals
-
-        fam = CounterMetricFamily("convo_flow_state", "Dialogs per flow state by outcome (entered, next, ended, "
-                                  "error)", labels=["flow", "state", "outcome"])
-        try:
-            rows = totals(self.redis)
-        except Exception as e:  # noqa: BLE001 - the rest of /metrics still answers
-            log.warning("flow state metrics unavailable: %s", str(e).splitlines()[0][:200])
-            return []
-        for flow, state, outcome, n in rows:
-            fam.add_metric([flow, state, outcome], n)
-        return [fam]
-
-
 def multiproc_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
@@ -201,9 +102,10 @@ def _forget_dead_processes(path: str) -> None:
             pass
 
 
-def exposition(engine=None, redis=None) -> bytes:
-    """The text of ``/metrics``: every process's metrics (summed in multiprocess mode), then the
-    scrape-time figures read from the database ``engine``."""
+def exposition(*collectors) -> bytes:
+    """The text of ``/metrics``: every process's metrics (summed in multiprocess mode), then what the
+    scrape-time ``collectors`` read now (the outbox backlog and month costs from the database, the drop-off
+    counts from Redis: :func:`convo.web.ops.scrape_collectors`)."""
     path = multiproc_dir()
     if path:
         from prometheus_client import multiprocess
@@ -214,13 +116,9 @@ def exposition(engine=None, redis=None) -> bytes:
     else:
         registry = REGISTRY
     text = generate_latest(registry)
-    if engine is not None:
+    if collectors:
         scrape = CollectorRegistry(auto_describe=False)
-        scrape.register(OutboxCollector(engine))
-        scrape.register(CostCollector(engine))
-        text += generate_latest(scrape)
-    if redis is not None:
-        scrape = CollectorRegistry(auto_describe=False)
-        scrape.register(FlowStateCollector(redis))
+        for collector in collectors:
+            scrape.register(collector)
         text += generate_latest(scrape)
     return text

@@ -10,10 +10,6 @@ from convo.config import Settings
 from convo.dialog.sessions import SessionStore, make_redis
 
 
-def client_key(phone: str) -> str:
-    return f"convo:client:{phone}"
-
-
 @dataclass
 class Services:
     settings: Settings
@@ -81,12 +77,15 @@ class Services:
         return sorted((("+" + cc.strip(), lang.strip()) for cc, lang in pairs), key=lambda x: -len(x[0]))
 
 
-def build_services(settings: Settings | None = None) -> Services:
+def build_services(settings: Settings | None = None, *, flow_tests=None) -> Services:
+    """``flow_tests``: what an edited flows folder must also pass before it goes live when
+    ``CONVO_FLOWS_RELOAD_TESTS`` is on (``folder -> failures``; the app and the worker pass the conversation
+    tests, :func:`convo.devkit.convtest.reload_tests`); lint (flows and notifications) always runs."""
     settings = settings or Settings.from_env()
     redis = make_redis(settings.redis_url, settings.redis_timeout)
     services = Services(settings=settings, redis=redis, sessions=SessionStore(redis),
-                        flows=FlowLibrary(settings.flows_dir, interval=settings.flows_reload_seconds,
-                                          run_tests=settings.flows_reload_tests),
+                        flows=FlowLibrary(settings.flows_dir, interval=settings.flows_reload_seconds, lint=lint_folder,
+                                          tests=flow_tests if settings.flows_reload_tests else None),
                         cache=Cache(redis))
     services.flows.on_refused = lambda refused: _alert_flows_refused(services, refused)
     return services
@@ -98,3 +97,19 @@ def _alert_flows_refused(services: "Services", refused: dict) -> None:
 
     notify.alert(services, event="flows_refused", key=f"flows_refused:{refused['version']}",
                  version=refused["version"], count=refused["count"], first_error=refused["errors"][0][:300])
+
+
+def lint_folder(directory, actions=None):
+    """Everything ``convo lint`` checks in a flows folder: the flows
+    (:func:`convo.flowlang.compiler.lint_directory`) and the notifications (notify.yaml, alerts.yaml,
+    the ``notify.*`` texts: variables, segments; :func:`convo.notify.messages.lint`). Returns a ``LintResult``."""
+    from convo.flowlang.compiler import LintResult, lint_directory
+    from convo.notify.messages import lint
+
+    res = lint_directory(directory, actions)
+    if res.flowset is None:
+        return res
+    rep = lint(directory, res.flowset.locales)
+    for w in rep.warnings:
+        w.severity = "warning"
+    return LintResult(res.flowset if not rep.errors else None, list(rep.errors), res.warnings + list(rep.warnings))

@@ -1,5 +1,12 @@
 """Shared fixtures: real Redis and real PostgreSQL, each test run in its own corner.
 
+The tests are in three folders, each marked by the folder it is in (``pytest -m unit`` ...):
+
+* ``tests/unit``: no server, no network, no browser (a socket to anything but a Unix socket fails the
+  test there: tests/unit/conftest.py); seconds in all.
+* ``tests/integration``: one part against the real thing: Redis, PostgreSQL, the Fineract simulator.
+* ``tests/e2e``: the whole service over HTTP, with the callbacks gateways really send (and Chromium).
+
 * ``redis_url``: a Redis database number (1-15) claimed for this pytest process
   with a ``SET NX`` marker in DB 0, flushed before and after, so parallel runs
   never see each other's keys.
@@ -14,6 +21,19 @@ import pytest
 
 REDIS_BASE = os.environ.get("CONVO_TEST_REDIS", "redis://127.0.0.1:6379")
 PG_BASE = os.environ.get("CONVO_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test by its folder: ``pytest -m unit`` runs the server-free layer."""
+    for item in items:
+        parts = item.path.parts
+        for layer in LAYERS:
+            if "tests" in parts and layer in parts[parts.index("tests"):]:
+                item.add_marker(layer)
+                break
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +88,7 @@ def pg_url():
 def sim():
     """The seeded Fineract simulator over HTTP (``sim.url``), one per test module; a module that
     needs another shape defines its own ``sim``."""
-    from tests.e2e import simulator
+    from tests.support.e2e import simulator
 
     with simulator() as s:
         yield s

@@ -7,7 +7,7 @@ can check every ``do:`` state at load time. The docstring of each action
 carries a YAML example; flows.md lists them (a test keeps the two in step).
 
 An action also declares what it puts into the conversation (``provides=``, with
-shapes, see :mod:`convo.flowlang.varcheck`) and what it reads (``needs=``), so lint
+shapes, see :mod:`convo.actions.shapes`) and what it reads (``needs=``), so lint
 knows which variables every text can use in every state::
 
     @action("savings_balance", outcomes=("ok", "unavailable"), needs=("account",),
@@ -19,6 +19,8 @@ import inspect
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Callable
+
+from convo.actions.shapes import describe, shape_of_declaration
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,6 @@ def action(name: str, *, outcomes: tuple[str, ...], provides: dict[str, Any] | N
     such as ``"amount"``, a set or dict of attributes, a one-item list for a
     list; :mod:`convo.flowlang.varcheck`), wrapped in :func:`on` when it is set only on
     some outcomes. ``needs`` names the variables it reads."""
-    from convo.flowlang.varcheck import shape_of_declaration
-
     def register(fn):
         if name in REGISTRY:
             raise ValueError(f"action {name!r} registered twice")
@@ -110,8 +110,6 @@ def load_builtin_actions() -> dict[str, Action]:
 def declaration_text(a: Action) -> str:
     """What flows.md says an action sets and reads, generated from its declaration:
     ``Provides `balance` {total, available, as_of} on ok. Reads `account`.``"""
-    from convo.flowlang.varcheck import describe
-
     sets = []
     for var, (shape, when) in a.provides.items():
         d = describe(shape)

@@ -16,7 +16,8 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from convo.actions import Context, action, on
-from convo.services import client_key
+from convo.mifos import keys
+from convo.notify.recipients import office_regions
 
 log = logging.getLogger(__name__)
 
@@ -80,50 +81,6 @@ def _choice_labels(clients: list[dict]) -> None:
         c["label"] = label
 
 
-def office_regions(services) -> Callable[[Any], str]:
-    """Office id → the region its clients' numbers are read in (for any code that reads a
-    number stored in Mifos X: identification here, and whoever texts a client).
-
-    The office's ``region`` in ``flows/notify.yaml``; for an office not listed
-    there, the nearest listed office above it in Mifos X (``GET /offices``,
-    cached for an hour), so a new branch under Dakar reads its numbers as
-    Senegalese; ``CONVO_DEFAULT_REGION`` when no office above it has one.
-    When ``notify.yaml`` lists no region at all, Mifos X is never asked. May
-    raise :class:`~convo.mifos.client.MifosError` (the office tree, once an hour).
-    """
-    from convo.notify import messages as notify
-
-    s = services
-    default = s.settings.default_region
-    listed = {oid: o.region for oid, o in notify.config_for(s).offices.items() if o.region}
-    parents: dict[int, int | None] | None = None
-
-    def region(office_id) -> str:
-        nonlocal parents
-        try:
-            oid = int(office_id)
-        except (TypeError, ValueError):
-            return default
-        if oid in listed or not listed:
-            return listed.get(oid, default)
-        if parents is None:
-            cached = s.cache.get("convo:office-parents")
-            if cached is None:
-                cached = {str(k): v for k, v in s.mifos.office_parents().items()}
-                s.cache.put("convo:office-parents", cached, 3600)
-            parents = {int(k): v for k, v in cached.items()}
-        seen = {oid}
-        up = parents.get(oid)
-        while up is not None and up not in seen:
-            if up in listed:
-                return listed[up]
-            seen.add(up)
-            up = parents.get(up)
-        return default
-
-    return region
-
-
 _CLIENT = {"id", "name", "first_name", "office_id"}
 _OFFERED = [{"id": "int", "name": "name", "first_name": "word", "office_id": "int", "label": "name"}]
 
@@ -134,7 +91,7 @@ def identify_caller(ctx: Context) -> str:
     """Find the caller in Mifos X by phone number (all the formats MFIs store).
 
     A client counts only when the number stored in Mifos X, read in the
-    client's own country (see :func:`office_regions`), is the caller's E.164
+    client's own country (see :func:`convo.notify.recipients.office_regions`), is the caller's E.164
     number. Active clients win over pending ones. One client: sets ``client``
     (``id``, ``name``, ``first_name``, ``office_id``), outcome ``found``.
     Several (a family's shared phone): sets ``clients`` (each also with a
@@ -159,7 +116,7 @@ def identify_caller(ctx: Context) -> str:
         return {"clients": [{"id": r.id, "name": r.display_name, "first_name": (r.display_name.split() or [""])[0],
                              "office_id": r.office_id} for r in live]}
 
-    key = client_key(ctx.phone)
+    key = keys.client(ctx.phone)
     ttl = s.settings.client_cache_ttl
     ttl_of = lambda v: ttl if v["clients"] else min(ttl, UNKNOWN_CALLER_TTL)  # noqa: E731 - a newcomer gets in soon
     try:
@@ -208,7 +165,7 @@ def client_accounts(ctx: Context) -> list[dict]:
     """The identified client's active accounts (cached; raises _Unavailable)."""
     s = ctx.services
     cid = ctx.vars["client"]["id"]
-    return _fetch(ctx, f"convo:accounts:{cid}", lambda: [_slim_account(a) for a in s.mifos.client_accounts(cid)],
+    return _fetch(ctx, keys.accounts(cid), lambda: [_slim_account(a) for a in s.mifos.client_accounts(cid)],
                   s.settings.client_cache_ttl)
 
 
@@ -270,7 +227,7 @@ def savings_balance(ctx: Context) -> str:
         return {"total": str(b.account_balance), "available": str(b.available_balance)}
 
     try:
-        ctx.vars["balance"] = _fetch(ctx, f"convo:savings:{acc['id']}", load, s.settings.figures_cache_ttl)
+        ctx.vars["balance"] = _fetch(ctx, keys.savings(acc["id"]), load, s.settings.figures_cache_ttl)
     except _Unavailable:
         return "unavailable"
     return "ok"
@@ -334,7 +291,7 @@ def loan_due(ctx: Context) -> str:
                 "date": d.next_due_date.isoformat() if d.next_due_date else None}
 
     try:
-        due = _fetch(ctx, f"convo:loan:{acc['id']}:{today.isoformat()}", load, s.settings.figures_cache_ttl)
+        due = _fetch(ctx, keys.loan_due(acc["id"], today), load, s.settings.figures_cache_ttl)
     except _Unavailable:
         return "unavailable"
     due = {**due, "today": today.isoformat()}
@@ -398,7 +355,7 @@ def mini_statement(ctx: Context, limit: int = 5) -> str:
                          for t in rows]}
 
     try:
-        got = _fetch(ctx, f"convo:mini:{acc['kind']}:{acc['id']}:{limit}", load, s.settings.figures_cache_ttl)
+        got = _fetch(ctx, keys.statement(acc["kind"], acc["id"], limit), load, s.settings.figures_cache_ttl)
     except _Unavailable:
         return "unavailable"
     locales = s.flows.current.locales
@@ -439,7 +396,7 @@ def next_meeting(ctx: Context) -> str:
                 "location": m.location, "kind": m.kind}
 
     try:
-        got = _fetch(ctx, f"convo:meeting:{cid}:{ctx.today.isoformat()}", load, s.settings.client_cache_ttl)
+        got = _fetch(ctx, keys.meeting(cid, ctx.today), load, s.settings.client_cache_ttl)
     except _Unavailable:
         return "unavailable"
     if not got.get("date"):

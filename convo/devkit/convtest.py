@@ -124,8 +124,8 @@ def run_test(post: Callable[[str, dict], tuple[int, str]], file: str, test: dict
 
 def client_ids_of(services, phone: str) -> list[int]:
     """The Mifos X clients registered to ``phone``, as the ``identify`` flow finds them
-    (numbers read in each client's own country: :func:`convo.actions.mifos.office_regions`)."""
-    from convo.actions.mifos import office_regions
+    (numbers read in each client's own country: :func:`convo.notify.recipients.office_regions`)."""
+    from convo.notify.recipients import office_regions
 
     return [r.id for r in services.mifos.clients_by_phone(phone, office_regions(services))]
 
@@ -167,7 +167,17 @@ def flask_poster(client) -> Callable[[str, dict], tuple[int, str]]:
     return post
 
 
-def run_directory(flows_dir: str | Path, tests: str | Path | None = None) -> list[Result]:
+def reload_tests(app_factory) -> Callable[[Path], list[str]]:
+    """The conversation tests as :class:`~convo.flowlang.compiler.FlowLibrary`'s check of an edited flows
+    folder (``CONVO_FLOWS_RELOAD_TESTS``): ``folder -> failures`` ("file: what failed"), each run against an
+    app made by ``app_factory`` (:func:`convo.web.create_app`)."""
+    def failures(folder: Path) -> list[str]:
+        return [f"{Path(r.file).name}: {r.failure}" for r in run_directory(folder, app_factory=app_factory)
+                if r.failure]
+    return failures
+
+
+def run_directory(flows_dir: str | Path, tests: str | Path | None = None, *, app_factory) -> list[Result]:
     """Run the conversation tests of ``flows_dir`` (default ``<flows_dir>/tests``) against its own
     flows, the built-in Fineract simulator, an in-memory Redis and a throwaway SQLite database.
     The service runs this before it switches to an edited flows folder (``CONVO_FLOWS_RELOAD_TESTS``).
@@ -176,16 +186,15 @@ def run_directory(flows_dir: str | Path, tests: str | Path | None = None) -> lis
     limits or production mode must not decide whether a conversation test passes."""
     import tempfile
 
-    from convo.cli import start_simulator
     from convo.config import Settings
-    from convo.web import create_app
+    from convo.devkit.fineract_sim import start_simulator
 
     flows_dir = Path(flows_dir)
     found = load_tests(tests or flows_dir / "tests")
     sim = start_simulator()
     try:
         with tempfile.TemporaryDirectory(prefix="convo-convtest-") as tmp:
-            app = create_app(Settings(
+            app = app_factory(Settings(
                 fineract_url=f"{sim.url}/fineract-provider/api/v1", fineract_user="mifos", fineract_password="password",
                 fineract_tenant="default", redis_url="memory://", flows_dir=str(flows_dir),
                 database_url=f"sqlite:///{tmp}/conversations.db", flows_reload_seconds=0, flows_reload_tests=False))

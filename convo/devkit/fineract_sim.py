@@ -737,3 +737,10 @@ def main(host: str = "127.0.0.1", port: int = 8443, today: date | None = None,
 
 if __name__ == "__main__":
     main()
+
+
+def start_simulator(port: int = 0, host: str = "127.0.0.1"):
+    """Run the Fineract simulator in a background thread; returns the server (``.url``, ``.stop()``)."""
+    from convo.devkit.devserver import BackgroundServer
+
+    return BackgroundServer(create_sim_app(), host=host, port=port).start()

@@ -23,7 +23,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError as DatabaseUnavailable
 from sqlalchemy.exc import TimeoutError as DatabasePoolTimeout
 
-from convo import security, stats
+from convo import security
+
+from convo.dialog import stats
 
 from convo.text import render
 from convo.actions import Context
@@ -82,7 +84,7 @@ class Conversation:
         self.pages = pages                 # screens the current state's text was split into
         self.stack: list[list[str]] = stack or []
         self.secrets: set[str] = set()
-        self.trail: list[tuple[str, str]] = []     # (flow, state) entered this hop, for convo.stats
+        self.trail: list[tuple[str, str]] = []     # (flow, state) entered this hop, for convo.dialog.stats
 
     @property
     def state(self) -> str:
@@ -164,7 +166,7 @@ class Engine:
             with hop_budget(self.settings.hop_budget_seconds):
                 reply, data = self._hop(msg, data)
             if data is not None:
-                counts = data.pop("_counts", None)      # drop-offs (convo.stats), in the same script
+                counts = data.pop("_counts", None)      # drop-offs (convo.dialog.stats), in the same script
                 saved = store.save(sid, token, data, self._ttl(msg), counts and self._count_call(*counts))
                 if not saved:
                     log.warning("session %s: lock expired before save; reply not stored", sid)

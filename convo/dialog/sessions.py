@@ -114,7 +114,7 @@ class SessionStore:
         """Write and unlock; False if our lock had expired (someone else may have written).
 
         ``also``: ``(lua, keys, args)``, Lua that runs in the same script right after the save, so it costs
-        no extra command nor round trip (the drop-off counts of :mod:`convo.stats`). Its keys are
+        no extra command nor round trip (the drop-off counts of :mod:`convo.dialog.stats`). Its keys are
         ``KEYS[3]``..., its arguments ``ARGV[4]``...; it ends with ``return saved``. Its keys live in
         another Cluster slot than the session's: on Redis Cluster turn it off (``CONVO_FLOW_STATS=false``)."""
         skey, lkey = self._keys(sid)

@@ -338,17 +338,13 @@ class LintResult:
 
 
 def lint_directory(directory: str | Path, actions: dict[str, Action] | None = None) -> LintResult:
-    """Load ``directory`` as the service would and run every check ``convo lint`` runs."""
+    """Load ``directory`` as the service would and run every check of the flows. ``convo lint`` adds the
+    notification files' checks (:func:`convo.services.lint_folder`)."""
     try:
         fs = load_flowset(directory, actions)
     except FlowValidationError as e:
         return LintResult(None, list(e.errors), list(e.warnings))
-    from convo.notify import messages as notify
-
-    rep = notify.lint(directory, fs.locales)     # notify.yaml, alerts.yaml, notify.* texts (variables, segments)
-    for w in rep.warnings:
-        w.severity = "warning"
-    return LintResult(fs if not rep.errors else None, list(rep.errors), fs.warnings + list(rep.warnings))
+    return LintResult(fs, [], list(fs.warnings))
 
 
 def _check_channels(doc: Any, specs: dict[str, FlowSpec], file: str, errors: list[FlowError]) -> dict:
@@ -635,21 +631,28 @@ class FlowLibrary:
     """The flows being served: the current version plus older ones still in use.
 
     ``maybe_reload()`` is cheap (a stat per file at most every ``interval``
-    seconds). An edited folder goes live only if it passes everything
-    ``convo lint`` checks and, with ``run_tests`` (``CONVO_FLOWS_RELOAD_TESTS``),
-    its conversation tests (``flows/tests/*.yaml``, run on a snapshot of the
-    files in a background thread, against the built-in Fineract simulator).
+    seconds). An edited folder goes live only if it passes ``lint`` (a
+    function of a folder returning a :class:`LintResult`; :func:`lint_directory`
+    unless the caller adds more, as :func:`convo.services.build_services` adds the
+    notification files' checks) and, when ``tests`` is given
+    (``CONVO_FLOWS_RELOAD_TESTS``), ``tests(folder)`` returns no failures (the
+    conversation tests, :func:`convo.devkit.convtest.reload_tests`, run on a
+    snapshot of the files in a background thread).
     Otherwise callers keep the last good version; ``refused`` describes the
     refused version (``/healthz`` shows it), the log says so once per version
     and ``on_refused(refused)`` is called once per version (staff alerts).
     """
 
     def __init__(self, directory: str | Path, interval: float = 2.0, keep_seconds: float = 900.0,
-                 run_tests: bool = False, on_refused: Callable[[dict], None] | None = None):
+                 lint: Callable[[Path], LintResult] | None = None,
+                 tests: Callable[[Path], list[str]] | None = None,
+                 on_refused: Callable[[dict], None] | None = None):
         self.directory = Path(directory)
         self.interval = interval
         self.keep_seconds = keep_seconds
-        self.run_tests = run_tests
+        self.lint = lint or lint_directory
+        self.tests = tests
+        self.run_tests = tests is not None
         self.on_refused = on_refused
         self._lock = threading.Lock()
         self._check_lock = threading.Lock()
@@ -731,12 +734,10 @@ class FlowLibrary:
             with tempfile.TemporaryDirectory(prefix="convo-flows-") as tmp:
                 snap = Path(tmp) / self.directory.name       # same name: messages read flows/main.yaml:12
                 shutil.copytree(self.directory, snap)
-                res = lint_directory(snap)
+                res = self.lint(snap)
                 failures: list[str] = []
-                if not res.errors and self.run_tests and (snap / "tests").is_dir():
-                    from convo.devkit.convtest import run_directory
-
-                    failures = [f"{Path(r.file).name}: {r.failure}" for r in run_directory(snap) if r.failure]
+                if not res.errors and self.tests is not None and (snap / "tests").is_dir():
+                    failures = self.tests(snap)
         except OSError as e:
             log.error("cannot read flows: %s", e)
             return False

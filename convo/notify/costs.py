@@ -4,9 +4,11 @@ A message counts in the month it was handed to a gateway (``sent_at``), whatever
 said later (the provider charged it). Its cost is the routes file's price per segment x segments, in
 the route's currency, written by the worker when it was sent (:mod:`convo.notify.routing`); messages sent
 without a routes file have no price (``cost`` empty). ``convo report costs [--month YYYY-MM]`` prints
-these figures and ``/metrics`` shows the current month's (:class:`convo.metrics.CostCollector`).
+these figures and ``/metrics`` shows the current month's (:class:`CostCollector`).
 """
 from __future__ import annotations
+
+import logging
 
 import datetime as dt
 import re
@@ -16,6 +18,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from convo.store.db import OutboxMessage
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CostRow", "cost_rows", "format_costs", "month_bounds"]
 
@@ -94,3 +98,39 @@ def format_costs(rows: list[CostRow], month_label: str) -> str:
     lines.append(fmt.format(*head))
     lines += [fmt.format(*row) for row in body]
     return "\n".join(lines) + "\n"
+
+
+class CostCollector:
+    """This calendar month's (UTC) messages, segments and cost per gateway and country, read at scrape time
+    (``ix_outbox_sent_at``); the same query as ``convo report costs`` (:func:`convo.notify.costs.cost_rows`)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from convo.metrics import SMS_MONTH_COST, SMS_MONTH_MESSAGES, SMS_MONTH_SEGMENTS
+
+        msgs = GaugeMetricFamily(SMS_MONTH_MESSAGES, "SMS handed to a gateway this month (UTC)",
+                                 labels=["gateway", "country"])
+        segs = GaugeMetricFamily(SMS_MONTH_SEGMENTS, "SMS segments handed to a gateway this month (UTC)",
+                                 labels=["gateway", "country"])
+        cost = GaugeMetricFamily(SMS_MONTH_COST, "SMS cost this month (UTC), routes-file price x segments",
+                                 labels=["gateway", "country", "currency"])
+        try:
+            rows = cost_rows(self.engine)
+        except Exception as e:  # noqa: BLE001 - OutboxCollector reports the database as unreadable
+            log.warning("cost metrics unavailable: %s", str(e).splitlines()[0][:200])
+            return []
+        count: dict[tuple, list] = {}
+        for r in rows:
+            c = count.setdefault((r.gateway, r.country), [0, 0])
+            c[0] += r.messages
+            c[1] += r.segments
+            if r.cost is not None:
+                cost.add_metric([r.gateway, r.country, r.currency], float(r.cost))
+        for (g, c), (n, s) in count.items():
+            msgs.add_metric([g, c], n)
+            segs.add_metric([g, c], s)
+        return [msgs, segs, cost]

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from convo.text import render
-from convo.flowlang.spec import FlowError, Where, line_of, load_yaml
+from convo.yamlfiles import FlowError, Where, line_of, load_yaml
 
 log = logging.getLogger("convo.notify.messages")
 
@@ -237,7 +237,7 @@ def load_config(directory: str | Path, env=None) -> NotifyConfig:
     Both are optional (defaults apply). Raises :class:`convo.flowlang.spec.FlowValidationError`
     listing every problem with file and line.
     """
-    from convo.flowlang.spec import FlowValidationError
+    from convo.yamlfiles import FlowValidationError
 
     directory = Path(directory)
     env = env or render.make_env()
@@ -612,7 +612,7 @@ def alert(services, event: str, key: str | None = None, **facts) -> list:
                     phones.extend(p for p in _resolve(services, cfg, r, ctx) if p not in phones)
                 except Exception:  # noqa: BLE001 - Mifos X down: the other recipients still get it
                     log.exception("alert %s: cannot resolve recipient %r", rule.name, r)
-            from convo.actions.mifos import office_regions
+            from convo.notify.recipients import office_regions
             from convo.notify.outbox import enqueue
 
             try:                    # numbers without a country code: the office's country, as for clients
@@ -646,7 +646,7 @@ def lint(directory: str | Path, locales) -> LintReport:
     unknown variables (errors), texts no notification uses (errors), texts the alert
     rules name that do not exist (errors), length in SMS segments above
     ``limits.max_segments`` (errors) or ``warn_segments`` (warnings), UCS-2 texts (warnings)."""
-    from convo.flowlang.spec import FlowValidationError
+    from convo.yamlfiles import FlowValidationError
 
     rep = LintReport()
     try:

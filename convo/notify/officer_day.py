@@ -107,7 +107,7 @@ def run(services, *, now: dt.datetime | None = None, force: bool = False) -> Rep
     """Write today's officer SMS for every loan officer whose office's morning has come (``force``:
     whatever the time). Safe to call every minute: the outbox key sends each one once a day."""
     from convo.notify import messages as notify
-    from convo.actions.mifos import office_regions
+    from convo.notify.recipients import office_regions
     from convo.mifos.client import MifosNotFound
     from convo.mifos.notify_reads import iter_active_loans, loan_currency, loan_installments, loan_with_schedule
     from convo.notify.outbox import enqueue

@@ -26,6 +26,8 @@ Example::
 """
 from __future__ import annotations
 
+import logging
+
 import datetime as dt
 from dataclasses import dataclass
 from typing import Iterable
@@ -36,6 +38,8 @@ from sqlalchemy.orm import Session
 
 from convo.store.db import DeliveryReport, OptOut, OutboxMessage, utcnow
 from gateways.base import DeliveryUpdate, OptOutUpdate
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FINAL",
@@ -371,3 +375,45 @@ def attach_unmatched_reports(conn, *, max_age: dt.timedelta = dt.timedelta(days=
             _advance(conn, mids[r.id], _update_from_row(r), now)
             n += 1
     return n
+
+
+class OutboxCollector:
+    """Backlog per gateway, one cheap query at scrape time (``ix_outbox_due``: status, next_attempt_at):
+    messages waiting (queued or being sent), those due now, and the age of the oldest waiting one."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from convo.metrics import OUTBOX_DUE, OUTBOX_OLDEST_AGE, OUTBOX_QUEUED, OUTBOX_SCRAPE_ERROR
+
+        O = OutboxMessage  # noqa: N806
+        queued = GaugeMetricFamily(OUTBOX_QUEUED, "Outbox messages waiting (queued or sending), per gateway",
+                                   labels=["gateway"])
+        due = GaugeMetricFamily(OUTBOX_DUE, "Outbox messages due now and not yet sent, per gateway",
+                                labels=["gateway"])
+        oldest = GaugeMetricFamily(OUTBOX_OLDEST_AGE, "Age of the oldest waiting outbox message, per gateway",
+                                   labels=["gateway"])
+        error = GaugeMetricFamily(OUTBOX_SCRAPE_ERROR, "1 when the outbox could not be read at this scrape")
+        now = utcnow()
+        try:
+            q = (sa.select(O.gateway, sa.func.count(),
+                           sa.func.sum(sa.case((O.next_attempt_at <= now, 1), else_=0)),
+                           sa.func.min(O.created_at))
+                 .where(O.status.in_(("queued", "sending"))).group_by(O.gateway))
+            with self.engine.connect() as conn:
+                rows = conn.execute(q).all()
+        except Exception as e:  # noqa: BLE001 - /metrics answers even with the database down
+            log.warning("outbox metrics unavailable: %s", str(e).splitlines()[0][:200])
+            error.add_metric([], 1)
+            return [error]
+        for gateway, count, due_now, first in rows:
+            label = gateway or "unrouted"
+            queued.add_metric([label], count)
+            due.add_metric([label], due_now or 0)
+            if first is not None:
+                oldest.add_metric([label], max(0.0, (now - first).total_seconds()))
+        error.add_metric([], 0)
+        return [queued, due, oldest, error]

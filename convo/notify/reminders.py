@@ -232,7 +232,7 @@ def find_meeting_reminders(services, *, on: dt.date | None = None, now: dt.datet
 
 def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: RunReport, dry_run: bool) -> None:
     from convo.mifos.notify_reads import client_contact, client_contacts
-    from convo.actions.mifos import office_regions
+    from convo.notify.recipients import office_regions
     from convo.notify.recipients import NoRecipient, client_phone
 
     regions = office_regions(services)

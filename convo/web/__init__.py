@@ -260,7 +260,11 @@ def create_app(settings: Settings | None = None, svc: Services | None = None) ->
         PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=8),
     )
     app.config["CONVO_ALLOW_NETS"] = allow_nets
-    app.extensions["convo"] = svc or build_services(settings)
+    if svc is None:
+        from convo.devkit.convtest import reload_tests
+
+        svc = build_services(settings, flow_tests=reload_tests(create_app))
+    app.extensions["convo"] = svc
     app.before_request(_limit_input)
     app.after_request(_console_headers)
 

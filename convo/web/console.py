@@ -250,7 +250,7 @@ def _shared_with(e164: str | None, client_id: int, regions) -> list[int]:
 
 def find(who: dict, query: str) -> tuple[list[dict], str | None]:
     """Clients matching ``query`` that the user may see: (rows, note)."""
-    from convo.actions.mifos import office_regions
+    from convo.notify.recipients import office_regions
     from convo.mifos.client import MifosNotFound
     from convo.text.phone import InvalidPhone, normalize, read_stored
 
@@ -411,7 +411,7 @@ def _client(client_id: int) -> dict | None:
 def client_page(client_id: int):
     from convo.notify import messages as notify
     from convo.store import subscribers
-    from convo.actions.mifos import office_regions
+    from convo.notify.recipients import office_regions
     from convo.mifos.client import MifosError
     from convo.notify.recipients import NoRecipient, client_phone
 

@@ -133,8 +133,6 @@ def healthz():
 def metrics():
     """Every process's metrics (multiprocess mode under ``convo serve``) and the outbox backlog read from
     the database at this scrape (:mod:`convo.metrics`)."""
-    from convo.metrics import exposition
-
     try:
         engine = services().db
     except Exception:  # noqa: BLE001 - metrics of the process still answer
@@ -143,4 +141,20 @@ def metrics():
         redis = services().redis if services().settings.flow_stats else None
     except Exception:  # noqa: BLE001
         redis = None
-    return Response(exposition(engine, redis), mimetype=CONTENT_TYPE_LATEST)
+    return Response(exposition_for(engine, redis), mimetype=CONTENT_TYPE_LATEST)
+
+
+def exposition_for(engine=None, redis=None) -> bytes:
+    """``/metrics``: the processes' metrics and the scrape-time figures of ``engine`` (outbox backlog, month
+    costs) and ``redis`` (drop-off counts)."""
+    from convo.dialog.stats import FlowStateCollector
+    from convo.metrics import exposition
+    from convo.notify.costs import CostCollector
+    from convo.notify.outbox import OutboxCollector
+
+    collectors = []
+    if engine is not None:
+        collectors += [OutboxCollector(engine), CostCollector(engine)]
+    if redis is not None:
+        collectors.append(FlowStateCollector(redis))
+    return exposition(*collectors)

@@ -82,7 +82,7 @@ class Drawn:
 def svg(cf, counts=None, issues=None, link=None) -> Drawn:
     """``cf`` as an SVG picture: states in rows breadth first from the start, boxes coloured by kind
     (class ``k-<kind>``), arrows labelled by option number or outcome and, with ``counts``
-    (:func:`convo.stats.read_counts`), how many dialogs took each arrow. ``issues``: state -> "error" |
+    (:func:`convo.dialog.stats.read_counts`), how many dialogs took each arrow. ``issues``: state -> "error" |
     "warning" (lint), drawn outlined. ``link(flow)``: the URL a sub-flow box links to."""
     from convo.flowlang.graph import edges, layers
 
@@ -211,9 +211,9 @@ def _issues(res, directory: Path) -> list[dict]:
 
 
 def _lint(directory: Path):
-    from convo.flowlang.compiler import lint_directory
+    from convo.services import lint_folder
 
-    res = lint_directory(directory)
+    res = lint_folder(directory)
     return res, _issues(res, directory)
 
 
@@ -313,7 +313,7 @@ _sb_lock = threading.Lock()
 def _simulator():
     global _sim
     if _sim is None:
-        from convo.cli import start_simulator
+        from convo.devkit.fineract_sim import start_simulator
 
         _sim = start_simulator()
     return _sim
@@ -397,7 +397,7 @@ def flow_page(name: str):
 
 
 def _flow_page(name: str, token: str | None):
-    from convo import stats
+    from convo.dialog import stats
     from convo.devkit.fineract_seed import DEMO_PHONES
 
     who, refused = _who()

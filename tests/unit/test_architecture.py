@@ -1,0 +1,39 @@
+"""The shape of the house (docs/architecture.md): packages import only the layers below them.
+
+The layers are written once, in pyproject.toml ``[tool.importlinter]``; import-linter reads every import
+of every module, lazy imports inside functions included, so a cycle cannot hide in a function body.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_package_imports_only_the_layers_below_it(capsys):
+    from importlinter.cli import lint_imports
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)                      # import-linter reads pyproject.toml from the working directory
+    try:
+        code = lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True)
+    finally:
+        os.chdir(cwd)
+    report = capsys.readouterr().out
+    assert code == 0, report
+
+
+def test_the_layers_name_every_package_of_the_code():
+    """A new package gets its place in the layers (and a line in docs/architecture.md), or the
+    contract would not look at it."""
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    named = {name.strip() for layer in layers for name in layer.split("|")}
+    packages = {f"convo.{p.name}" for p in (ROOT / "convo").iterdir() if (p / "__init__.py").exists()}
+    modules = {f"convo.{p.stem}" for p in (ROOT / "convo").glob("*.py") if p.stem != "__init__"}
+    assert packages | modules | {"gateways"} == named
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    missing = sorted(n for n in named if f"`{n.removeprefix('convo.')}" not in doc and f"`{n}" not in doc)
+    assert not missing, f"docs/architecture.md does not describe {missing}"
