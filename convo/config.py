@@ -62,8 +62,6 @@ class Settings:
     figures_cache_ttl: int = 60
     #: seconds the last good answers are kept for when Mifos X is down ("as of <time>")
     last_good_ttl: int = 7 * 86400
-    #: the MFI's time zone, for "as of" times and quiet hours
-    timezone: str = "Africa/Nairobi"
     callback_token: str = ""
     #: YAML file naming the gateways and which one sends to which country, cheapest first (README "Gateways");
     #: empty: one gateway ``africastalking`` from the ``CONVO_AT_*`` variables
@@ -138,7 +136,8 @@ class Settings:
     #: refuse PIN-protected answers for this many days after a SIM swap (0: no check)
     simswap_hold_days: int = 0
     # ---- notifications (README "Notifications")
-    #: time zone of offices notify.yaml does not list (quiet hours, "today" of reminders, the cron)
+    #: the MFI's time zone: "as of" times, and for offices notify.yaml does not list quiet hours, the
+    #: "today" of reminders and the reminder cron
     timezone: str = "Africa/Nairobi"
     #: when `convo worker` runs the reminders, 5-field cron in ``timezone`` (empty: never; e.g. "0 9 * * *")
     remind_cron: str = ""

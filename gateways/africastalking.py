@@ -153,10 +153,10 @@ class AfricasTalkingSender:
         return cls(
             settings.at_username,
             settings.at_api_key,
-            sender_id=getattr(settings, "at_sender_id", "") or None,
-            base_url=getattr(settings, "at_base_url", "") or None,
-            timeout=getattr(settings, "at_timeout", 10.0),
-            concurrency=getattr(settings, "at_send_concurrency", 8),
+            sender_id=settings.at_sender_id or None,
+            base_url=settings.at_base_url or None,
+            timeout=settings.at_timeout,
+            concurrency=settings.worker_concurrency,   # the worker has at most that many sends in flight
         )
 
     @property

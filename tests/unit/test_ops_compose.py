@@ -1,5 +1,5 @@
 """Issue 14 item 9: docker-compose for production. No Docker engine runs the tests, so the compose file is
-read with PyYAML and held to its contract; the production checks are run for real (convo/security.py)."""
+read with PyYAML and held to its contract; the production checks are run for real (convo/security/production.py)."""
 from __future__ import annotations
 
 import ast
