@@ -603,8 +603,8 @@ def phase_breakdown(app, call, environs: list) -> None:
         ("convo.dialog.engine", "Engine", "_pages"),
         ("convo.dialog.engine", "Engine", "_fire"),
         ("convo.flowlang.compiler", "Text", "render"),
-        ("convo.text.render", "paginate_menu", None),
-        ("convo.text.render", "paginate_text", None),
+        ("convo.text.paging", "paginate_menu", None),
+        ("convo.text.paging", "paginate_text", None),
         ("convo.dialog.sessions", "SessionStore", "save"),
     ]
     stats: dict[str, list] = {}

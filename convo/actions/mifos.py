@@ -31,7 +31,7 @@ class _Unavailable(Exception):
 
 def _as_of(ctx: Context, stamp: str) -> str:
     """'27 Nov 2026 14:05' in the MFI's time zone and the conversation's language."""
-    from convo.text.render import format_date
+    from convo.text.formats import format_date
 
     when = datetime.fromisoformat(stamp).astimezone(ZoneInfo(ctx.services.settings.timezone))
     return f"{format_date(when.date(), 'medium', ctx.lang)} {when:%H:%M}"

@@ -54,7 +54,7 @@ NETWORK_CODE = "63902"  # Safaricom
 
 def _segments(text: str) -> int:
     try:
-        from convo.text.render import sms_info
+        from convo.text.sms import sms_info
 
         return sms_info(text).segments
     except Exception:  # the fake must answer even if render is broken

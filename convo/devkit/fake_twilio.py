@@ -55,7 +55,7 @@ def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
 
 def _segments(text: str) -> int:
     try:
-        from convo.text.render import sms_info
+        from convo.text.sms import sms_info
 
         return sms_info(text).segments
     except Exception:

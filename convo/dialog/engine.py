@@ -27,7 +27,7 @@ from convo import security
 
 from convo.dialog import stats
 
-from convo.text import render
+from convo.text import paging
 from convo.actions import Context
 from convo.budget import hop_budget
 from convo.flowlang.compiler import NAV_BACK, NAV_MORE, CompiledFlow, FlowSet
@@ -457,11 +457,11 @@ class Engine:
                 hint = fs.common.get("sms.reply_number")
                 tail = [hint.render(lang, tctx)] if hint else []
                 return ["\n".join([body] + lines + tail)]
-            return render.paginate_menu(body, lines, limit=USSD_LIMIT, more_label=more, back_label=back,
+            return paging.paginate_menu(body, lines, limit=USSD_LIMIT, more_label=more, back_label=back,
                                         error=problem)
         if channel != "ussd":
             return [body]
-        return render.paginate_text(body, limit=USSD_LIMIT, more_label=more, back_label=back, error=problem,
+        return paging.paginate_text(body, limit=USSD_LIMIT, more_label=more, back_label=back, error=problem,
                                     heading=st.kind == "end")
 
     def _screen(self, fs: FlowSet, conv: Conversation, channel: str, error: str | None) -> tuple[str, bool]:

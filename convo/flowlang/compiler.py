@@ -23,8 +23,7 @@ from typing import Any, Callable
 
 from transitions import Machine
 
-from convo.text import render
-
+from convo.text import templates
 from convo.flowlang import varcheck
 from convo.actions import REGISTRY, Action, load_builtin_actions
 from convo.flowlang.keywords import KeywordTable, build_table
@@ -83,7 +82,7 @@ def _compile(env, source: str, name: str):
     """A Jinja template, or for text without any ``{`` the text itself (rendered once, at load)."""
     if "{" not in source:
         return source.strip()
-    return render.compile_template(env, source, name=name)
+    return templates.compile_template(env, source, name=name)
 
 
 @dataclass
@@ -112,7 +111,7 @@ class FlowSet:
     version: str
     flows: dict[str, CompiledFlow]
     channels: dict
-    locales: Any                                     # render.Locales
+    locales: Any                                     # templates.Locales
     common: dict[str, Text]                          # shared texts (navigation, errors)
     keywords: KeywordTable = field(default_factory=KeywordTable)
     files: dict[str, float] = field(default_factory=dict)
@@ -172,8 +171,8 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             return str(p)
 
     try:
-        locales = render.Locales.load(directory / "locales", display_root=directory.parent)
-    except render.LocaleError as e:
+        locales = templates.Locales.load(directory / "locales", display_root=directory.parent)
+    except templates.LocaleError as e:
         raise FlowValidationError([FlowError(Where(e.file, e.line or 1), e.message)]) from None
 
     specs: dict[str, FlowSpec] = {}
@@ -204,7 +203,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             continue
         specs[spec.name] = spec
 
-    env = render.make_env()
+    env = templates.make_env()
     langs = locales.languages
     compiled_locale: dict[tuple[str, str], Any] = {}
     key_usage: dict[str, Where] = {}                 # text key -> first place a flow uses it
@@ -215,7 +214,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             file, line = locales.where(lang, key)
             try:
                 compiled_locale[k] = _compile(env, locales.source(lang, key), f"{lang}:{key}")
-            except render.TemplateError as e:
+            except templates.TemplateError as e:
                 errors.append(FlowError(Where(file, line), f"text '{key}' ({lang}): {e.message}"))
                 compiled_locale[k] = None
         return compiled_locale[k]
@@ -230,7 +229,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             for lang, s in src.items():
                 try:
                     tpls[lang] = _compile(env, s, f"{where}")
-                except render.TemplateError as e:
+                except templates.TemplateError as e:
                     errors.append(FlowError(where, f"template error ({lang}): {e.message}"))
                     return None
             return Text(tpls, src, None)
@@ -245,7 +244,7 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
             return Text(tpls, src, src)
         try:
             tpl = _compile(env, src, str(where))
-        except render.TemplateError as e:
+        except templates.TemplateError as e:
             errors.append(FlowError(where, f"template error: {e.message}"))
             return None
         return Text({l: tpl for l in (langs or ("en",))}, src, None)
@@ -490,8 +489,8 @@ def _compile_flow(spec: FlowSpec, specs: dict[str, FlowSpec], actions: dict[str,
             for k, v in st.params.items():
                 if isinstance(v, str) and "{" in v:
                     try:
-                        v = render.compile_template(env, v, name=f"{spec.file}:{st.name}:{k}")
-                    except render.TemplateError as e:
+                        v = templates.compile_template(env, v, name=f"{spec.file}:{st.name}:{k}")
+                    except templates.TemplateError as e:
                         err(st, f"parameter '{k}': {e.message}")
                 params[st.name][k] = v
         if st.kind == "menu":

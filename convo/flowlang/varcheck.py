@@ -756,7 +756,7 @@ class TextLint:
 
 
 def _paginate_menu(title: str, lines: list[str], more: str, back: str, error: str | None = None) -> list[str]:
-    from convo.text.render import paginate_menu
+    from convo.text.paging import paginate_menu
 
     try:
         return paginate_menu(title, lines, limit=USSD_LIMIT, more_label=more, back_label=back, error=error)
@@ -765,7 +765,7 @@ def _paginate_menu(title: str, lines: list[str], more: str, back: str, error: st
 
 
 def _paginate_text(text: str, more: str, back: str, error: str | None = None) -> list[str]:
-    from convo.text.render import paginate_text
+    from convo.text.paging import paginate_text
 
     try:
         return paginate_text(text, limit=USSD_LIMIT, more_label=more, back_label=back, error=error)

@@ -34,7 +34,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError as ZoneInfoNotAvailableErro
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from convo.text import render
+from convo.text import sms
+
+from convo.text import templates
 from convo.yamlfiles import FlowError, Where, line_of, load_yaml
 
 log = logging.getLogger("convo.notify.messages")
@@ -240,7 +242,7 @@ def load_config(directory: str | Path, env=None) -> NotifyConfig:
     from convo.yamlfiles import FlowValidationError
 
     directory = Path(directory)
-    env = env or render.make_env()
+    env = env or templates.make_env()
     errors: list[FlowError] = []
     cfg = NotifyConfig()
     digest = hashlib.sha256()
@@ -390,7 +392,7 @@ def load_config(directory: str | Path, env=None) -> NotifyConfig:
                 cond = str(cond)
                 try:
                     rule.compiled = env.compile_expression(cond)
-                    unknown = render.template_variables(env, "{{ " + cond + " }}") - EVENTS[event] - {"lang"}
+                    unknown = templates.template_variables(env, "{{ " + cond + " }}") - EVENTS[event] - {"lang"}
                     if unknown:
                         errors.append(FlowError(Where(file, line_of(r, "if")),
                                                 f"alert '{name}': condition uses {', '.join(sorted(unknown))}, "
@@ -440,7 +442,7 @@ def config_for(services) -> NotifyConfig:
 
 # --------------------------------------------------------------------------- texts
 
-_env = render.make_env()
+_env = templates.make_env()
 _compiled: dict[tuple[str, str, str], Any] = {}
 _compiled_lock = threading.Lock()
 
@@ -465,7 +467,7 @@ def render_text(locales, key: str, lang: str, variables: dict) -> str:
     tpl = _compiled.get(ident)
     if tpl is None:
         with _compiled_lock:
-            tpl = _compiled.get(ident) or render.compile_template(_env, locales.source(use, key), name=f"{use}:{key}")
+            tpl = _compiled.get(ident) or templates.compile_template(_env, locales.source(use, key), name=f"{use}:{key}")
             _compiled[ident] = tpl
     return tpl.render({**variables, "lang": use}).strip()
 
@@ -672,8 +674,8 @@ def lint(directory: str | Path, locales) -> LintReport:
                 continue
             src = locales.source(lang, key)
             try:
-                used = render.template_variables(_env, src)
-            except render.TemplateError as e:
+                used = templates.template_variables(_env, src)
+            except templates.TemplateError as e:
                 rep.errors.append(FlowError(w, f"text '{key}' ({lang}): {e.message}"))
                 continue
             unknown = used - allowed
@@ -683,14 +685,14 @@ def lint(directory: str | Path, locales) -> LintReport:
                 continue
             sample = {v: SAMPLES.get(v, "X" * 12) for v in allowed}
             try:
-                body = render.to_gsm(render.compile_template(_env, src, name=key).render({**sample, "lang": lang}).strip())
+                body = sms.to_gsm(templates.compile_template(_env, src, name=key).render({**sample, "lang": lang}).strip())
             except Exception as e:  # noqa: BLE001
                 rep.errors.append(FlowError(w, f"text '{key}' ({lang}): cannot render with sample values: {e}"))
                 continue
-            info = render.sms_info(body)
+            info = sms.sms_info(body)
             what = f"text '{key}' ({lang}): {info.segments} SMS segment(s), {info.chars} {info.encoding} characters"
             if info.encoding != "GSM-7":
-                bad = sorted({c for c in body if not render.is_gsm(c)})
+                bad = sorted({c for c in body if not sms.is_gsm(c)})
                 rep.warnings.append(FlowError(w, f"{what}: UCS-2 because of {' '.join(bad)} (70 per SMS instead of 160)"))
             if info.segments > cfg.max_segments:
                 rep.errors.append(FlowError(w, f"{what}, more than the limit of {cfg.max_segments}"))

@@ -152,7 +152,7 @@ def enqueue(
       :mod:`convo.notify.routing`); ``not_before``
       delays the first attempt (quiet hours).
     """
-    from convo.text.render import sms_info, to_gsm
+    from convo.text.sms import sms_info, to_gsm
 
     if not idempotency_key or not isinstance(idempotency_key, str):
         raise ValueError("idempotency_key is required")

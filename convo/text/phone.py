@@ -17,7 +17,6 @@ possible one (German numbers, say, are possible at almost any length).
 from __future__ import annotations
 
 import functools
-
 import re
 
 import phonenumbers

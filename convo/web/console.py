@@ -323,7 +323,7 @@ def home():
 
 # --------------------------------------------------------------------------- the client page
 def _gsm_tables() -> dict:
-    from convo.text.render import _GSM_REPLACEMENTS, GSM_SEPTETS
+    from convo.text.sms import GSM_SEPTETS, _GSM_REPLACEMENTS
 
     return {"basic": "".join(c for c, v in GSM_SEPTETS.items() if v == 1),
             "ext": "".join(c for c, v in GSM_SEPTETS.items() if v == 2),

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from convo.store.db import OutboxMessage
 from convo.mifos.client import MifosClient
-from convo.text.render import sms_info
+from convo.text.sms import sms_info
 from convo.jobs.transfers import TransferRequest, TransferRunner
 from convo.jobs.worker import run_worker
 from tests.support.e2e import Handset, Phone, give_pin, running_sms_stack

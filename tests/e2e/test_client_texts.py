@@ -19,7 +19,8 @@ from convo.devkit.convtest import UssdPhone, flask_poster, prepare_app
 from convo.store.db import OutboxMessage, upgrade
 from convo.devkit.devserver import BackgroundServer
 from convo.devkit.fineract_sim import create_sim_app
-from convo.text.render import format_day, paginate_menu, paginate_text
+from convo.text.formats import format_day
+from convo.text.paging import paginate_menu, paginate_text
 from convo.services import build_services
 from convo.store.subscribers import set_language
 from convo.web import create_app

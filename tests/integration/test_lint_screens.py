@@ -10,7 +10,7 @@ import pytest
 
 from convo.flowlang.compiler import load_flowset
 from convo.flowlang.spec import FlowValidationError
-from convo.text.render import paginate_menu, paginate_text
+from convo.text.paging import paginate_menu, paginate_text
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
 LONG_OPTION = "Contact us " + "very " * 40 + "soon"          # 215 characters, the example

@@ -133,7 +133,7 @@ def test_console_send_form_in_a_real_browser(stack):
             page.wait_for_selector("#sent-note")
             assert "please visit your branch on Friday" in page.locator("#messages tbody tr").first.inner_text()
             # the JS counter agrees with the server's count for what was stored
-            from convo.text.render import sms_info
+            from convo.text.sms import sms_info
 
             for text in ("x" * 306, "x" * 307, "ü" * 70, "Ω" * 71 + "[", "日本" * 40):
                 js = page.evaluate("t => window.convoSmsInfo(t)", text)

@@ -1,4 +1,4 @@
-"""convo.text.render: SMS encoding, templates, locales, USSD pagination."""
+"""convo.text: SMS encoding (sms), money and dates (formats), templates and locales (templates), USSD pages (paging)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,26 +12,10 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from convo.text.render import (
-    GSM_SEPTETS,
-    LocaleError,
-    Locales,
-    SmsInfo,
-    TemplateError,
-    compile_template,
-    fit_ussd,
-    format_date,
-    format_money,
-    is_gsm,
-    make_env,
-    mask,
-    paginate_menu,
-    paginate_text,
-    sms_info,
-    template_variables,
-    to_gsm,
-    usable_screen,
-)
+from convo.text.formats import format_date, format_money, mask
+from convo.text.paging import fit_ussd, paginate_menu, paginate_text, usable_screen
+from convo.text.sms import GSM_SEPTETS, SmsInfo, is_gsm, sms_info, to_gsm
+from convo.text.templates import LocaleError, Locales, TemplateError, compile_template, make_env, template_variables
 
 GSM_BASIC = "".join(c for c, n in GSM_SEPTETS.items() if n == 1)
 GSM_EXT = "".join(c for c, n in GSM_SEPTETS.items() if n == 2)

@@ -345,7 +345,7 @@ def test_the_engines_own_texts_see_only_the_language(flows):
     ("{{ features.repay }} {{ lang }} {{ range(3) | list }}", []),
 ])
 def test_what_a_template_may_use(src, problems):
-    from convo.text.render import make_env
+    from convo.text.templates import make_env
     from convo.flowlang.varcheck import check_template
 
     env = {"client": shape_of_declaration({"first_name"}), "lang": Leaf("lang"),

@@ -1,9 +1,9 @@
 /* Live SMS length counter for the console's send form.
- * Mirrors convo.text.render.sms_info: GSM-7 when every character is in the GSM 03.38
+ * Mirrors convo.text.sms.sms_info: GSM-7 when every character is in the GSM 03.38
  * alphabet (extension characters such as € [ ] { } ^ ~ \ | cost 2 septets), else
  * UCS-2 counted in UTF-16 code units; 160/153 septets or 70/67 units per SMS,
  * never splitting an escape or surrogate pair. The character tables come from
- * the server (convo.text.render), and the GSM look-alike replacements the outbox
+ * the server (convo.text.sms), and the GSM look-alike replacements the outbox
  * applies (curly quotes, dashes...) are applied first, so the count matches
  * what is billed. */
 (function () {
