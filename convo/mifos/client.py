@@ -540,7 +540,8 @@ def loan_due_from_loan(body: dict, today: date) -> LoanDue:
                   body.get("id"), overdue, reported)
     currency = body.get("currency") or summary.get("currency") or \
         (body.get("repaymentSchedule") or {}).get("currency")
-    assert currency is not None, f"loan {body.get('id')} has no currency"
+    if currency is None:  # Fineract always sends one (LoanAccountData.currency)
+        raise ValueError(f"loan {body.get('id')} has no currency")
     return LoanDue(
         id=int(body["id"]),
         account_no=str(body.get("accountNo", body["id"])),
