@@ -7,9 +7,12 @@ one with ``Settings.from_env({...})`` and never touch ``os.environ``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,10 +156,10 @@ class Settings:
         return self.env.strip().lower() in ("production", "prod")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Build settings from ``CONVO_<FIELD>`` variables; unknown fields keep defaults."""
         env = os.environ if env is None else env
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get("CONVO_" + f.name.upper())
             if raw is None:
@@ -174,7 +177,7 @@ class Settings:
         settings.repay_cap("*")  # a malformed CONVO_REPAY_MAX_AMOUNT stops the start, not a repayment
         return settings
 
-    def repay_cap(self, currency: str) -> "Decimal | None":
+    def repay_cap(self, currency: str) -> Decimal | None:
         """The most one repayment in ``currency`` may move (``repay_max_amount``), or None: no cap."""
         caps = _amount_caps(self.repay_max_amount)
         return caps.get(currency.upper(), caps.get("*"))
@@ -184,10 +187,8 @@ class Settings:
 
 
 @lru_cache(maxsize=8)
-def _amount_caps(text: str) -> dict:
+def _amount_caps(text: str) -> dict[str, Decimal]:
     """``"KES:100000, TZS:2000000, *:500"`` -> {"KES": Decimal("100000"), ...}; a clear ValueError if malformed."""
-    from decimal import Decimal, InvalidOperation
-
     caps = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         code, _, amount = part.partition(":")

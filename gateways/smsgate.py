@@ -140,6 +140,7 @@ class SmsGateGateway(Gateway):
             raise BadCallback("expected {\"event\": ..., \"payload\": {...}}")
         event, p = data.get("event"), data["payload"]
         mid = p.get("messageId")
+        phone: str | None
         if event == "sms:received":
             if not isinstance(mid, str) or not mid or len(mid) > 100:
                 raise BadCallback("payload.messageId is missing or too long")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence, overload
 from urllib.parse import urlencode
 
 from gateways.base import (BadCallback, DeliveryUpdate, Gateway, InboundSms, OptOutUpdate, OutgoingSms, SendResult,
@@ -65,7 +65,13 @@ def classify(code: int | None, http_status: int | None) -> str:
     return "failed"
 
 
+@overload
+def _field(form: Mapping, name: str, required: Literal[True] = True, limit: int = 200) -> str: ...
+@overload
+def _field(form: Mapping, name: str, required: bool, limit: int = 200) -> str | None: ...
 def _field(form: Mapping, name: str, required: bool = True, limit: int = 200) -> str | None:
+    """The form field ``name`` (None when absent and not ``required``); :class:`BadCallback` if too long
+    or required and missing."""
     v = form.get(name)
     if v is None or (required and str(v).strip() == ""):
         if required:

@@ -55,7 +55,7 @@ class UssdPhone:
 
     def __init__(self, post: Callable[[str, dict], tuple[int, str]], phone: str, path: str):
         self.post, self.phone, self.path = post, phone, path
-        self.session = None
+        self.session: str | None = None
         self.inputs: list[str] = []
         self.code = ""
 

@@ -148,7 +148,9 @@ class FakeAT:
         http = requests.Session()
         while True:
             form = self._queue.get()
+            code: int | str
             try:
+                assert self.delivery_url is not None, "delivery_url was unset after the reports were queued"
                 r = http.post(self.delivery_url, data=form, timeout=5)
                 code = r.status_code
             except Exception as exc:  # keep going; the record says what happened

@@ -29,6 +29,7 @@ from urllib.parse import quote_from_bytes
 
 import requests
 from flask import Flask, Response, request
+from requests import Response as HttpResponse  # the class's ``requests`` field hides the module
 
 from convo.devkit.devserver import FakeServer
 
@@ -135,7 +136,7 @@ class FakeKannel:
         return Response(body, status=status, headers={"Content-type": "text/html", "Pragma": "no-cache",
                                                       "Cache-Control": "no-cache"})
 
-    def dlr(self, to: str, dlr_type: int, answer: str = "", *, index: int = -1) -> requests.Response | None:
+    def dlr(self, to: str, dlr_type: int, answer: str = "", *, index: int = -1) -> HttpResponse | None:
         """The SMSC reported on the message to ``to`` (the last one by default): fetch its dlr-url."""
         m = [m for m in self.messages if m["to"] == to][index]
         if not m["dlr_url"] or not (m["dlr_mask"] & dlr_type):
@@ -151,7 +152,7 @@ class FakeKannel:
         return r
 
     def mo(self, sender: str, text: str, receiver: str = "22384", *, coding: int = 0, mo_recode: bool = True,
-           mo_uuid: str | None = None) -> requests.Response:
+           mo_uuid: str | None = None) -> HttpResponse:
         """A phone texts ``receiver`` over the operator's bind: Kannel fetches the get-url.
 
         ``coding=2`` is a UCS-2 message; with ``mo_recode`` (smsbox ``mo-recode = true``) Kannel recodes it
@@ -162,6 +163,7 @@ class FakeKannel:
         msg = {"sender": sender, "receiver": receiver, "text": text, "bytes": data, "coding": coding,
                "charset": "UTF-16BE" if coding == 2 else "UTF-8", "uuid": mo_uuid or str(uuid.uuid4()),
                "time": time.time()}
+        assert self.get_url is not None, "set FakeKannel.get_url (the sms-service get-url) first"
         url = fill_escape_codes(self.get_url, msg)
         r = requests.get(url, timeout=10)
         with self.lock:

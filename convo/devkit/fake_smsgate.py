@@ -111,7 +111,7 @@ class FakeSmsGate:
         a = request.authorization
         return a is not None and a.username == self.username and a.password == self.password
 
-    def post_message(self) -> Response:
+    def post_message(self) -> Response | tuple[Response, int]:
         if not self._auth_ok():
             return Response("", status=401, headers={"WWW-Authenticate": 'Basic realm="Access to SMS Gateway"'})
         if self.http_error:
@@ -142,7 +142,7 @@ class FakeSmsGate:
                         "recipients": [{"phoneNumber": n, "state": "Pending", "error": None} for n in numbers],
                         "states": {"Pending": _now()}}), 202
 
-    def post_webhook(self) -> Response:
+    def post_webhook(self) -> Response | tuple[Response, int]:
         if not self._auth_ok():
             return Response("", status=401, headers={"WWW-Authenticate": 'Basic realm="Access to SMS Gateway"'})
         b = request.get_json(silent=True) or {}

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import requests
 from flask import Flask, Response, jsonify, request
+from requests import Response as HttpResponse  # the class's ``requests`` field hides the module
 
 from convo.devkit.devserver import FakeServer
 
@@ -84,7 +85,7 @@ class FakeTwilio:
 
     # -- webhooks the fake sends
     def _post(self, url: str, params: dict[str, str], signature: str | None = "good",
-              sign_url: str | None = None) -> requests.Response:
+              sign_url: str | None = None) -> HttpResponse:
         """POST ``params`` to ``url``; ``sign_url`` is the URL Twilio signs when it differs (a proxy in front)."""
         headers = {}
         if signature == "good":
@@ -98,7 +99,7 @@ class FakeTwilio:
 
     def text(self, from_: str, body: str, to: str = "+15005550006", *, sid: str | None = None,
              signature: str | None = "good", url: str | None = None, sign_url: str | None = None,
-             **extra) -> requests.Response:
+             **extra) -> HttpResponse:
         """An SMS from ``from_`` arriving at Twilio: the incoming-message webhook, as Twilio posts it."""
         sid = sid or "SM" + uuid.uuid4().hex
         params = {"ToCountry": "US", "ToState": "CA", "SmsMessageSid": sid, "NumMedia": "0", "ToCity": "",
@@ -106,10 +107,12 @@ class FakeTwilio:
                   "Body": body, "FromCountry": "UG", "To": to, "ToZip": "", "NumSegments": str(_segments(body)),
                   "MessageSid": sid, "AccountSid": self.account_sid, "From": from_, "ApiVersion": "2010-04-01",
                   **extra}
-        return self._post(url or self.sms_url, params, signature, sign_url)
+        target = url or self.sms_url
+        assert target is not None, "pass url= or set FakeTwilio.sms_url first"
+        return self._post(target, params, signature, sign_url)
 
     def report(self, sid: str, status: str, error_code: int | None = None, *,
-               signature: str | None = "good") -> requests.Response:
+               signature: str | None = "good") -> HttpResponse:
         """A status callback for message ``sid`` to the ``StatusCallback`` it was sent with."""
         with self.lock:
             m = next(m for m in self.messages if m["sid"] == sid)

@@ -23,15 +23,39 @@ products; Fineract takes decimals and multiples from the product).
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal, NotRequired, TypedDict
 from zoneinfo import ZoneInfo
 
 Z6 = Decimal("0.000000")
 
+#: A Fineract GET body (or part of one) as the simulator keeps it: JSON-shaped, with Python ``date``
+#: and ``Decimal`` values; keys starting with ``_`` are the simulator's own and never sent.
+Body = dict[str, Any]
+#: The data set :func:`build` returns: ``clients``, ``savings``, ``loans``, ``groups``, ``centers``
+#: (each id → :data:`Body`), ``offices`` (id → name) and ``today``; the simulator adds its own keys.
+DataSet = dict[str, Any]
+#: Fineract's enum shape in reference tables: (id, code, value)
+EnumRow = tuple[int, str, str]
+
+
+class CurrencyData(TypedDict):
+    """Fineract's ``CurrencyData``; ``inMultiplesOf`` only where the product rounds to it."""
+
+    code: str
+    name: str
+    decimalPlaces: int
+    inMultiplesOf: NotRequired[int]
+    displaySymbol: str
+    nameCode: str
+    displayLabel: str
+
+
 # ------------------------------------------------------------------ reference data
 
-CURRENCIES = {
+CURRENCIES: dict[str, CurrencyData] = {
     "KES": {"code": "KES", "name": "Kenyan Shilling", "decimalPlaces": 2, "displaySymbol": "KSh",
             "nameCode": "currency.KES", "displayLabel": "Kenyan Shilling (KSh)"},
     "TZS": {"code": "TZS", "name": "Tanzanian Shilling", "decimalPlaces": 0, "inMultiplesOf": 50,
@@ -40,31 +64,31 @@ CURRENCIES = {
             "displaySymbol": "CFA", "nameCode": "currency.XOF", "displayLabel": "CFA Franc BCEAO (CFA)"},
 }
 
-OFFICES = {
+OFFICES: dict[int, str] = {
     1: "Head Office", 2: "Nairobi Eastlands", 3: "Kisumu", 4: "Arusha", 5: "Dar es Salaam",
     6: "Dakar Plateau", 7: "Abidjan Yopougon", 8: "Dakar Médina",
 }
 #: office id → parent office id (Fineract ``m_office.parent_id``). Dakar Médina (8) is a branch of
 #: Dakar Plateau (6) that flows/notify.yaml does not list: its clients' numbers are read as Senegalese
 #: because its parent's are.
-OFFICE_PARENTS = {1: None, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 6}
+OFFICE_PARENTS: dict[int, int | None] = {1: None, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 6}
 
 #: (id, name, short name) per product
-SAVINGS_PRODUCTS = {
+SAVINGS_PRODUCTS: dict[str, tuple[int, str]] = {
     "VS": (1, "Voluntary Savings"), "JS": (2, "Junior Savers"), "CH": (4, "Chama Group Savings"),
     "AK": (6, "Akiba Bora"), "EP": (7, "Épargne Libre"), "TO": (8, "Tontine Plus"),
 }
-LOAN_PRODUCTS = {
+LOAN_PRODUCTS: dict[str, tuple[int, str]] = {
     "BF6": (3, "Biashara Flat 6M"), "SFL": (5, "School Fees Loan"), "KIL": (9, "Kilimo Loan"),
     "EMG": (10, "Emergency Loan"), "CRD": (11, "Crédit Commerce"),
 }
 
-PAYMENT_TYPES = {"KES": (4, "M-Pesa"), "TZS": (5, "M-Pesa TZ"), "XOF": (6, "Orange Money")}
-CASH = (1, "Cash")
+PAYMENT_TYPES: dict[str, tuple[int, str]] = {"KES": (4, "M-Pesa"), "TZS": (5, "M-Pesa TZ"), "XOF": (6, "Orange Money")}
+CASH: tuple[int, str] = (1, "Cash")
 
-_AUDIT = {"ByUsername": "mifos", "ByFirstname": "App", "ByLastname": "Administrator"}
+_AUDIT: dict[str, str] = {"ByUsername": "mifos", "ByFirstname": "App", "ByLastname": "Administrator"}
 
-SAVINGS_STATUS = {
+SAVINGS_STATUS: dict[str, EnumRow] = {
     "pending": (100, "savingsAccountStatusType.submitted.and.pending.approval", "Submitted and pending approval"),
     "approved": (200, "savingsAccountStatusType.approved", "Approved"),
     "active": (300, "savingsAccountStatusType.active", "Active"),
@@ -72,12 +96,12 @@ SAVINGS_STATUS = {
     "rejected": (500, "savingsAccountStatusType.rejected", "Rejected"),
     "closed": (600, "savingsAccountStatusType.closed", "Closed"),
 }
-_SAVINGS_FLAGS = {
+_SAVINGS_FLAGS: dict[str, str | None] = {
     "submittedAndPendingApproval": "pending", "approved": "approved", "rejected": "rejected",
     "withdrawnByApplicant": "withdrawn", "active": "active", "closed": "closed",
     "prematureClosed": None, "transferInProgress": None, "transferOnHold": None, "matured": None,
 }
-LOAN_STATUS = {
+LOAN_STATUS: dict[str, EnumRow] = {
     "pending": (100, "loanStatusType.submitted.and.pending.approval", "Submitted and pending approval"),
     "approved": (200, "loanStatusType.approved", "Approved"),
     "active": (300, "loanStatusType.active", "Active"),
@@ -85,7 +109,7 @@ LOAN_STATUS = {
     "rejected": (500, "loanStatusType.rejected", "Rejected"),
     "closed": (600, "loanStatusType.closed.obligations.met", "Closed (obligations met)"),
 }
-CLIENT_STATUS = {
+CLIENT_STATUS: dict[str, EnumRow] = {
     "pending": (100, "clientStatusType.pending", "Pending"),
     "active": (300, "clientStatusType.active", "Active"),
     "closed": (600, "clientStatusType.closed", "Closed"),
@@ -93,7 +117,8 @@ CLIENT_STATUS = {
     "withdraw": (800, "clientStatusType.withdraw", "Withdrawn"),
 }
 
-_SAVINGS_TX_TYPES = {
+#: kind → (id, code, value, flag set in ``transactionType``, entry type)
+_SAVINGS_TX_TYPES: dict[str, tuple[int, str, str, str, str]] = {
     "deposit": (1, "savingsAccountTransactionType.deposit", "Deposit", "deposit", "CREDIT"),
     "withdrawal": (2, "savingsAccountTransactionType.withdrawal", "Withdrawal", "withdrawal", "DEBIT"),
     "interest": (3, "savingsAccountTransactionType.interestPosting", "Interest Posting", "interestPosting", "CREDIT"),
@@ -103,7 +128,8 @@ _SAVINGS_TX_FLAGS = ["deposit", "dividendPayout", "withdrawal", "interestPosting
                      "initiateTransfer", "approveTransfer", "withdrawTransfer", "rejectTransfer",
                      "overdraftInterest", "writtenoff", "overdraftFee", "withholdTax", "escheat",
                      "amountHold", "amountRelease", "accrual"]
-_LOAN_TX_TYPES = {
+#: kind → (id, code, value, flag set in ``type``)
+_LOAN_TX_TYPES: dict[str, tuple[int, str, str, str]] = {
     "disbursement": (1, "loanTransactionType.disbursement", "Disbursement", "disbursement"),
     "repayment": (2, "loanTransactionType.repayment", "Repayment", "repayment"),
     "accrual": (10, "loanTransactionType.accrual", "Accrual", "accrual"),
@@ -124,7 +150,11 @@ _LOAN_TX_FLAGS = ["disbursement", "repaymentAtDisbursement", "repayment", "merch
 # 5 days late, partly paid), "deep" (3 installments missed), "today" (due today),
 # "fresh" (disbursed 10 days ago), "paid" (closed).
 
-_CLIENTS = [
+SavingsSpec = tuple[Literal["sav"], str, str, str, str]
+LoanSpec = tuple[Literal["loan"], str, str, str, int, str, str]
+ClientSpec = tuple[int, str, str, str, int, str, str, list[SavingsSpec | LoanSpec]]
+
+_CLIENTS: list[ClientSpec] = [
     (2, "Peter", "Otieno", "Ouma", 2, "+254700000102", "active",
      [("sav", "VS", "KES", "5200", "active"), ("loan", "BF6", "KES", "30000", 6, "ontime", "active")]),
     (3, "Mary", "Akinyi", "Odhiambo", 3, "0700000103", "active", [("sav", "VS", "KES", "1250.50", "active")]),
@@ -214,7 +244,7 @@ SHARED_PHONE_CLIENTS = (37, 38)
 #: stored without a country code in another country's office: Fatou (27, Dakar, "771000127") and
 #: Rehema (19, Dar es Salaam, "0710000119"); the Kenyan numbers with the same digits are not theirs
 #: (+254771000127 is Wairimu's, client 40; +254710000119 is nobody's)
-FOREIGN_DIGITS = {"+254771000127": 40, "+254710000119": None, "+254771000141": None}
+FOREIGN_DIGITS: dict[str, int | None] = {"+254771000127": 40, "+254710000119": None, "+254771000141": None}
 
 DEMO_PHONES: list[tuple[str, str]] = [
     ("+254700000101", "Grace Wanjiru Kamau (KES): savings 8,637.50 (7,637.50 available), loan 29 five days in arrears"),
@@ -244,12 +274,12 @@ DEMO_PHONES: list[tuple[str, str]] = [
 # right weekday, so each scenario holds at any date.
 
 #: center id → (name, office, recurrence, location)
-CENTERS = {
+CENTERS: dict[int, tuple[str, int, str, str]] = {
     1: ("Umoja Center", 1, "FREQ=WEEKLY;BYDAY=TU", "Kariobangi Social Hall"),
     2: ("Kilimo Center", 3, "FREQ=MONTHLY;BYSETPOS=1;BYDAY=TH", "Kondele Chief's Camp"),
 }
 #: group id → (name, office, center id or None, recurrence (own calendar) or None, location, member client ids, status)
-GROUPS = {
+GROUPS: dict[int, tuple[str, int, int | None, str | None, str | None, list[int], str]] = {
     10: ("Umoja Women Group", 1, 1, None, None, [1, 5, 36], "active"),
     11: ("Tumaini Self-Help Group", 2, None, "FREQ=WEEKLY;INTERVAL=2;BYDAY=WE", "Eastlands Market Shed", [2, 10, 14], "active"),
     12: ("Jamii Traders", 3, 2, None, None, [3, 11, 12], "active"),
@@ -269,16 +299,17 @@ MEETING_PHONES: dict[str, str] = {
 }
 NO_MEETING_PHONES = ("+254700000106", "+221771000126", "+221771000127", "+254700000115")
 
-_WEEKDAYS = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
-_WEEKDAY_TYPES = {"MO": (1, "monday"), "TU": (2, "tuesday"), "WE": (3, "wednesday"), "TH": (4, "thursday"),
-                  "FR": (5, "friday"), "SA": (6, "saturday"), "SU": (7, "sunday")}
-_DAY_NAMES = {"MO": "Monday", "TU": "Tuesday", "WE": "Wednesday", "TH": "Thursday", "FR": "Friday",
+_WEEKDAYS: dict[str, int] = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
+_WEEKDAY_TYPES: dict[str, tuple[int, str]] = {
+    "MO": (1, "monday"), "TU": (2, "tuesday"), "WE": (3, "wednesday"), "TH": (4, "thursday"),
+    "FR": (5, "friday"), "SA": (6, "saturday"), "SU": (7, "sunday")}
+_DAY_NAMES: dict[str, str] = {"MO": "Monday", "TU": "Tuesday", "WE": "Wednesday", "TH": "Thursday", "FR": "Friday",
               "SA": "Saturday", "SU": "Sunday"}
-_GROUP_STATUS = {"active": (300, "groupingStatusType.active", "Active"),
+_GROUP_STATUS: dict[str, EnumRow] = {"active": (300, "groupingStatusType.active", "Active"),
                  "closed": (600, "groupingStatusType.closed", "Closed")}
 
 
-def _rule_parts(recurrence: str) -> dict:
+def _rule_parts(recurrence: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in recurrence.split(";"))
 
 
@@ -305,13 +336,14 @@ def _human(recurrence: str) -> str:
     return f"{head} on {nth} {_DAY_NAMES[rule['BYDAY']]}"
 
 
-def calendar_record(*, id, entity_id, entity: str, recurrence: str, location, today: date) -> dict:
+def calendar_record(*, id: int, entity_id: int, entity: str, recurrence: str, location: str | None,
+                    today: date) -> Body:
     """A ``CalendarData`` (collection meeting) without its generated dates (see :func:`calendar_dates`)."""
     rule = _rule_parts(recurrence)
     weekly = rule["FREQ"] == "WEEKLY"
     entity_type = {"groups": (2, "calendarEntityType.groups", "GROUPS"),
                    "centers": (4, "calendarEntityType.centers", "CENTERS")}[entity]
-    body = {
+    body: Body = {
         "id": id, "calendarInstanceId": id, "entityId": entity_id,
         "entityType": dict(zip(("id", "code", "value"), entity_type)),
         "title": f"{entity}_{entity_id}_CollectionMeeting", "location": location,
@@ -331,7 +363,7 @@ def calendar_record(*, id, entity_id, entity: str, recurrence: str, location, to
     return body
 
 
-def calendar_dates(calendar: dict, today: date) -> dict:
+def calendar_dates(calendar: Body, today: date) -> Body:
     """The calendar with what Fineract generates per request: ``recurringDates`` (start to
     a year ahead), ``nextTenRecurringDates`` (from the business date) and
     ``recentEligibleMeetingDate``."""
@@ -349,9 +381,10 @@ def calendar_dates(calendar: dict, today: date) -> dict:
     return out
 
 
-def _grouping(*, id, name, office, status, today, hierarchy, level=None, center=None, staff=True) -> dict:
+def _grouping(*, id: int, name: str, office: int, status: str, today: date, hierarchy: str,
+              level: str | None = None, center: Body | None = None, staff: bool = True) -> Body:
     activated = today - timedelta(days=400 + id)
-    body = {"id": id, "accountNo": f"{id:09d}", "name": name,
+    body: Body = {"id": id, "accountNo": f"{id:09d}", "name": name,
             "status": dict(zip(("id", "code", "value"), _GROUP_STATUS[status])),
             "active": status == "active", "activationDate": activated,
             "officeId": office, "officeName": OFFICES[office]}
@@ -368,22 +401,23 @@ def _grouping(*, id, name, office, status, today, hierarchy, level=None, center=
     return body
 
 
-def member_record(client: dict) -> dict:
+def member_record(client: Body) -> Body:
     """A client as listed in a group's ``clientMembers``."""
     keep = ("id", "accountNo", "externalId", "status", "active", "activationDate", "firstname", "middlename",
             "lastname", "displayName", "mobileNo", "officeId", "officeName", "staffId", "staffName")
     return {k: client[k] for k in keep if k in client}
 
 
-def _groups_and_centers(today: date, data: dict) -> None:
-    centers, groups = {}, {}
-    for cid, (name, office, recurrence, location) in CENTERS.items():
-        center = _grouping(id=cid, name=name, office=office, status="active", today=today, hierarchy=f".{cid}.")
-        center["_calendar"] = calendar_record(id=100 + cid, entity_id=cid, entity="centers",
-                                              recurrence=recurrence, location=location, today=today)
-        centers[cid] = center
+def _groups_and_centers(today: date, data: DataSet) -> None:
+    centers: dict[int, Body] = {}
+    groups: dict[int, Body] = {}
+    for cid, (name, office, rule, place) in CENTERS.items():
+        centers[cid] = _grouping(id=cid, name=name, office=office, status="active", today=today,
+                                 hierarchy=f".{cid}.")
+        centers[cid]["_calendar"] = calendar_record(id=100 + cid, entity_id=cid, entity="centers",
+                                                    recurrence=rule, location=place, today=today)
     for gid, (name, office, center_id, recurrence, location, members, status) in GROUPS.items():
-        center = centers.get(center_id)
+        center = centers.get(center_id) if center_id is not None else None
         group = _grouping(id=gid, name=name, office=office, status=status, today=today, center=center,
                           hierarchy=f".{center_id}.{gid}." if center else f".{gid}.", level="2")
         if recurrence:
@@ -396,7 +430,7 @@ def _groups_and_centers(today: date, data: dict) -> None:
     data["centers"], data["groups"] = centers, groups
 
 
-def group_body(data: dict, group_id: int, associations: set[str], today: date) -> dict | None:
+def group_body(data: DataSet, group_id: int, associations: set[str], today: date) -> Body | None:
     """``GET /groups/{id}`` with ``associations`` (clientMembers, activeClientMembers,
     collectionMeetingCalendar; ``all`` adds them all): a group in a center gets the center's calendar."""
     group = data["groups"].get(group_id)
@@ -419,7 +453,7 @@ def group_body(data: dict, group_id: int, associations: set[str], today: date) -
     return body
 
 
-def center_body(data: dict, center_id: int, associations: set[str], today: date) -> dict | None:
+def center_body(data: DataSet, center_id: int, associations: set[str], today: date) -> Body | None:
     """``GET /centers/{id}`` with ``groupMembers`` and/or ``collectionMeetingCalendar``."""
     center = data["centers"].get(center_id)
     if center is None:
@@ -436,14 +470,14 @@ def center_body(data: dict, center_id: int, associations: set[str], today: date)
 # ------------------------------------------------------------------ writes (the simulator's transfers)
 
 
-def with_savings_withdrawal(acc: dict, day: date, amount: Decimal, today: date) -> dict:
+def with_savings_withdrawal(acc: Body, day: date, amount: Decimal, today: date) -> Body:
     """The savings account rebuilt with one more (transfer) withdrawal."""
     args = dict(acc["_args"])
     args["txs"] = list(args["txs"]) + [(day, "withdrawal", amount, False)]
     return savings_account(today=today, **args)
 
 
-def with_loan_repayment(loan: dict, day: date, amount: Decimal, today: date) -> dict:
+def with_loan_repayment(loan: Body, day: date, amount: Decimal, today: date) -> Body:
     """The loan rebuilt with one more repayment (installments paid oldest first,
     interest before principal); closed when nothing is left to pay."""
     args = dict(loan["_args"])
@@ -458,11 +492,11 @@ def with_loan_repayment(loan: dict, day: date, amount: Decimal, today: date) -> 
 # ------------------------------------------------------------------ helpers
 
 
-def d6(value) -> Decimal:
+def d6(value: Decimal | int | str) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.000001"))
 
 
-def d2(value) -> Decimal:
+def d2(value: Decimal | int | str) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.01"))
 
 
@@ -479,19 +513,19 @@ def _round(amount: Decimal, currency: str) -> Decimal:
     return q.quantize(Decimal(1) / (10 ** places)) if places else q.quantize(Decimal(1))
 
 
-def _status(table: dict, key: str, flags: dict | None = None) -> dict:
+def _status(table: dict[str, EnumRow], key: str, flags: dict[str, bool] | None = None) -> Body:
     sid, code, value = table[key]
-    out = {"id": sid, "code": code, "value": value}
+    out: Body = {"id": sid, "code": code, "value": value}
     if flags is not None:
         out.update(flags)
     return out
 
 
-def _savings_status(key: str) -> dict:
+def _savings_status(key: str) -> Body:
     return _status(SAVINGS_STATUS, key, {f: (k == key) for f, k in _SAVINGS_FLAGS.items()})
 
 
-def _loan_status(key: str) -> dict:
+def _loan_status(key: str) -> Body:
     return _status(LOAN_STATUS, key, {
         "pendingApproval": key == "pending", "waitingForDisbursal": key == "approved",
         "active": key == "active", "closedObligationsMet": key == "closed", "closedWrittenOff": False,
@@ -499,8 +533,8 @@ def _loan_status(key: str) -> dict:
     })
 
 
-def _timeline(**dates) -> dict:
-    out = {}
+def _timeline(**dates: date | None) -> Body:
+    out: Body = {}
     for event, day in dates.items():
         if day is None:
             continue
@@ -522,9 +556,9 @@ def _receipt(prefix: str, n: int) -> str:
     return prefix + out
 
 
-def _payment_detail(tx_id: int, currency: str, cash: bool = False) -> dict:
+def _payment_detail(tx_id: int, currency: str, cash: bool = False) -> Body:
     ptype = CASH if cash else PAYMENT_TYPES[currency]
-    out = {"id": tx_id, "paymentType": {"id": ptype[0], "name": ptype[1]}}
+    out: Body = {"id": tx_id, "paymentType": {"id": ptype[0], "name": ptype[1]}}
     if not cash:
         out["receiptNumber"] = _receipt("S", tx_id)
     return out
@@ -532,9 +566,13 @@ def _payment_detail(tx_id: int, currency: str, cash: bool = False) -> dict:
 
 # ------------------------------------------------------------------ savings
 
+#: (date, kind, amount, reversed); kinds: deposit, withdrawal, interest, charge
+SavingsTx = tuple[date, str, Decimal | str, bool]
 
-def savings_account(*, id, client, product, currency, status, txs, today, on_hold="0",
-                    external_id=None, opened=None) -> dict:
+
+def savings_account(*, id: int, client: Body, product: str, currency: str, status: str,
+                    txs: Sequence[SavingsTx], today: date, on_hold: Decimal | str = "0",
+                    external_id: str | None = None, opened: date | None = None) -> Body:
     """A ``GET /savingsaccounts/{id}?associations=transactions`` body.
 
     ``txs``: (date, kind, amount, reversed) oldest first; kinds: deposit,
@@ -626,7 +664,7 @@ def savings_account(*, id, client, product, currency, status, txs, today, on_hol
     return body
 
 
-def _savings_history(balance: Decimal, currency: str, today: date, salt: int) -> list[tuple]:
+def _savings_history(balance: Decimal, currency: str, today: date, salt: int) -> list[SavingsTx]:
     """A plausible history ending at ``balance``: deposits, a withdrawal, a fee, interest."""
     if balance == 0:
         first = _round(Decimal(1000 + 250 * salt), currency)
@@ -649,9 +687,23 @@ def _savings_history(balance: Decimal, currency: str, today: date, salt: int) ->
 
 # ------------------------------------------------------------------ loans
 
+#: One installment while :func:`loan_account` applies payments: number, period start ("from") and due
+#: date, principal and interest due and paid, the day it was fully paid (``met``), and what was paid
+#: in advance or late.
+Period = TypedDict("Period", {
+    "n": int, "from": date, "due": date, "p_due": Decimal, "i_due": Decimal, "p_paid": Decimal,
+    "i_paid": Decimal, "met": date | None, "advance": Decimal, "late": Decimal,
+})
+#: (kind, date, amount, principal portion, interest portion); kinds: disbursement, repayment, accrual
+LoanTxRow = tuple[str, date, Decimal, Decimal, Decimal]
+#: (date, amount) of a repayment
+Payment = tuple[date, Decimal]
 
-def loan_account(*, id, client, product, currency, principal, months, rate, first_due, payments,
-                 status, today, external_id=None, loan_cycle=1, closed_on=None) -> dict:
+
+def loan_account(*, id: int, client: Body, product: str, currency: str, principal: Decimal | str,
+                 months: int, rate: Decimal | str, first_due: date, payments: Sequence[Payment], status: str,
+                 today: date, external_id: str | None = None, loan_cycle: int = 1,
+                 closed_on: date | None = None) -> Body:
     """A ``GET /loans/{id}?associations=repaymentSchedule,transactions`` body.
 
     Flat interest ``rate`` % per month, monthly installments from ``first_due``;
@@ -664,14 +716,14 @@ def loan_account(*, id, client, product, currency, principal, months, rate, firs
     dues = [add_months(first_due, i) for i in range(months)]
     p_each = _round(principal / months, currency)
     i_each = _round(principal * Decimal(rate) / 100, currency)
-    periods = []
+    periods: list[Period] = []
     for n, due in enumerate(dues, start=1):
         p_due = p_each if n < months else principal - p_each * (months - 1)
         periods.append({"n": n, "from": disbursed_on if n == 1 else dues[n - 2], "due": due,
                         "p_due": p_due, "i_due": i_each, "p_paid": Decimal(0), "i_paid": Decimal(0),
                         "met": None, "advance": Decimal(0), "late": Decimal(0)})
     disbursed = status in ("active", "closed")
-    tx_rows = []
+    tx_rows: list[LoanTxRow] = []
     if disbursed:
         tx_rows.append(("disbursement", disbursed_on, principal, Decimal(0), Decimal(0)))
         for day, amount in payments:
@@ -687,7 +739,8 @@ def loan_account(*, id, client, product, currency, principal, months, rate, firs
                     p["i_paid"] += pay_i
                     p["p_paid"] += pay_p
                     p_part, i_part = p_part + pay_p, i_part + pay_i
-                    bucket = "advance" if day < p["due"] else "late" if day > p["due"] else None
+                    bucket: Literal["advance", "late"] | None = \
+                        "advance" if day < p["due"] else "late" if day > p["due"] else None
                     if bucket:
                         p[bucket] += pay_i + pay_p
                     if p["p_paid"] == p["p_due"] and p["i_paid"] == p["i_due"]:
@@ -703,7 +756,9 @@ def loan_account(*, id, client, product, currency, principal, months, rate, firs
     for p in periods:
         balance -= p["p_due"]
         schedule.append(_period_row(p, balance, today))
-    owed = lambda p: p["p_due"] + p["i_due"] - p["p_paid"] - p["i_paid"]  # noqa: E731
+    def owed(p: Period) -> Decimal:
+        return p["p_due"] + p["i_due"] - p["p_paid"] - p["i_paid"]
+
     late = [p for p in periods if p["due"] < today and owed(p) > 0]
     paid_p = sum((p["p_paid"] for p in periods), Decimal(0))
     paid_i = sum((p["i_paid"] for p in periods), Decimal(0))
@@ -714,7 +769,7 @@ def loan_account(*, id, client, product, currency, principal, months, rate, firs
     overdue_p = sum((p["p_due"] - p["p_paid"] for p in late), Decimal(0))
     overdue_i = sum((p["i_due"] - p["i_paid"] for p in late), Decimal(0))
 
-    body = {"id": id, "accountNo": f"{id:09d}"}
+    body: Body = {"id": id, "accountNo": f"{id:09d}"}
     if external_id:
         body["externalId"] = external_id
     body.update({
@@ -784,17 +839,17 @@ def loan_account(*, id, client, product, currency, principal, months, rate, firs
     return body
 
 
-def _disbursement_row(day: date, principal: Decimal) -> dict:
+def _disbursement_row(day: date, principal: Decimal) -> Body:
     return {"dueDate": day, "principalDisbursed": d6(principal), "principalLoanBalanceOutstanding": d6(principal),
             "feeChargesDue": Z6, "feeChargesPaid": Z6, "totalOriginalDueForPeriod": Z6,
             "totalDueForPeriod": Z6, "totalPaidForPeriod": Z6, "totalActualCostOfLoanForPeriod": Z6,
             "downPaymentPeriod": False}
 
 
-def _period_row(p: dict, balance: Decimal, today: date) -> dict:
+def _period_row(p: Period, balance: Decimal, today: date) -> Body:
     due = p["p_due"] + p["i_due"]
     paid = p["p_paid"] + p["i_paid"]
-    row = {"period": p["n"], "fromDate": p["from"], "dueDate": p["due"]}
+    row: Body = {"period": p["n"], "fromDate": p["from"], "dueDate": p["due"]}
     if p["met"]:
         row["obligationsMetOnDate"] = p["met"]
     row.update({
@@ -828,11 +883,12 @@ _SUMMARY_ZERO_KEYS = [
 ]
 
 
-def _loan_summary(cur, principal, paid_p, paid_i, interest, expected, repaid, outstanding,
-                  overdue_p, overdue_i, late, periods, today) -> dict:
+def _loan_summary(cur: CurrencyData, principal: Decimal, paid_p: Decimal, paid_i: Decimal, interest: Decimal,
+                  expected: Decimal, repaid: Decimal, outstanding: Decimal, overdue_p: Decimal,
+                  overdue_i: Decimal, late: list[Period], periods: list[Period], today: date) -> Body:
     s = {k: Z6 for k in _SUMMARY_ZERO_KEYS}
     not_due_interest = sum((p["i_due"] - p["i_paid"] for p in periods if p["due"] >= today), Decimal(0))
-    out = {
+    out: Body = {
         "currency": cur, "principalDisbursed": d6(principal), "principalAdjustments": Z6,
         "principalPaid": d6(paid_p), "principalWrittenOff": Z6, "principalOutstanding": d6(principal - paid_p),
         "principalOverdue": d6(overdue_p), "interestCharged": d6(interest), "interestPaid": d6(paid_i),
@@ -861,10 +917,10 @@ def _loan_summary(cur, principal, paid_p, paid_i, interest, expected, repaid, ou
     return out
 
 
-def _delinquency(late, tx_rows, periods, today) -> dict:
+def _delinquency(late: list[Period], tx_rows: list[LoanTxRow], periods: list[Period], today: date) -> Body:
     repayments = [r for r in tx_rows if r[0] == "repayment"]
     upcoming = next((p["due"] for p in periods if p["met"] is None), None)
-    out = {"availableDisbursementAmount": Z6}
+    out: Body = {"availableDisbursementAmount": Z6}
     if late:
         days = (today - late[0]["due"]).days
         amount = sum((p["p_due"] + p["i_due"] - p["p_paid"] - p["i_paid"] for p in late), Decimal(0))
@@ -884,8 +940,9 @@ def _delinquency(late, tx_rows, periods, today) -> dict:
     return out
 
 
-def _schedule_totals(cur, principal, paid_p, interest, expected, repaid, outstanding, periods, dues,
-                     disbursed_on, rows) -> dict:
+def _schedule_totals(cur: CurrencyData, principal: Decimal, paid_p: Decimal, interest: Decimal,
+                     expected: Decimal, repaid: Decimal, outstanding: Decimal, periods: list[Period],
+                     dues: list[date], disbursed_on: date, rows: list[Body]) -> Body:
     return {
         "currency": cur, "loanTermInDays": (dues[-1] - disbursed_on).days,
         "totalPrincipalDisbursed": d2(principal), "totalPrincipalExpected": d2(principal),
@@ -899,14 +956,16 @@ def _schedule_totals(cur, principal, paid_p, interest, expected, repaid, outstan
     }
 
 
-def _loan_transactions(loan_id, body, client, cur, tx_rows, principal, currency) -> list[dict]:
-    out, balance = [], principal
+def _loan_transactions(loan_id: int, body: Body, client: Body, cur: CurrencyData, tx_rows: list[LoanTxRow],
+                       principal: Decimal, currency: str) -> list[Body]:
+    out: list[Body] = []
+    balance = principal
     for n, (kind, day, amount, p_part, i_part) in enumerate(tx_rows, start=1):
         tx_id = loan_id * 100 + n
         if kind == "repayment":
             balance -= p_part
         type_id, code, value, flag = _LOAN_TX_TYPES[kind]
-        row = {"id": tx_id, "loanId": loan_id}
+        row: Body = {"id": tx_id, "loanId": loan_id}
         if body.get("externalId"):
             row["externalLoanId"] = body["externalId"]
         row.update({"officeId": client["officeId"], "officeName": client["officeName"],
@@ -928,7 +987,8 @@ def _loan_transactions(loan_id, body, client, cur, tx_rows, principal, currency)
     return out
 
 
-def _situation(kind: str, months: int, today: date, installment: Decimal, currency: str) -> tuple[date, list]:
+def _situation(kind: str, months: int, today: date, installment: Decimal,
+               currency: str) -> tuple[date, list[Payment]]:
     """First due date and payments giving each loan situation."""
     if kind == "ontime":  # k installments paid a day early, next due in 3 days
         k = max(1, months // 3)
@@ -955,12 +1015,13 @@ def _situation(kind: str, months: int, today: date, installment: Decimal, curren
 # ------------------------------------------------------------------ clients
 
 
-def client_record(*, id, first, middle, last, office, mobile, status, today, external_id=None,
-                  savings_id=None) -> dict:
+def client_record(*, id: int, first: str, middle: str, last: str, office: int, mobile: str | None,
+                  status: str, today: date, external_id: str | None = None,
+                  savings_id: int | None = None) -> Body:
     """A ``GET /clients/{id}`` body."""
     names = [n for n in (first, middle, last) if n]
     activated = today - timedelta(days=200 + id * 3)
-    body = {"id": id, "accountNo": f"{id:09d}"}
+    body: Body = {"id": id, "accountNo": f"{id:09d}"}
     if external_id:
         body["externalId"] = external_id
     body.update({
@@ -997,7 +1058,7 @@ def client_record(*, id, first, middle, last, office, mobile, status, today, ext
     return body
 
 
-def _grace(today: date, data: dict) -> None:
+def _grace(today: date, data: DataSet) -> None:
     """Client 1 mirrors the shared samples (loan 29, savings 42) at any business date."""
     client = client_record(id=1, first="Grace", middle="Wanjiru", last="Kamau", office=1,
                            mobile="254700000101", status="active", today=today,
@@ -1028,7 +1089,7 @@ def _grace(today: date, data: dict) -> None:
         first_due=today + timedelta(days=42), payments=[], status="pending", today=today)
 
 
-def _term_deposit(today: date, data: dict) -> None:
+def _term_deposit(today: date, data: DataSet) -> None:
     """Kevin (client 15, one savings account, one active loan) also holds a fixed deposit, savings id 90.
 
     ``GET /clients/{id}/accounts`` lists it among ``savingsAccounts`` with ``depositType`` 200
@@ -1041,12 +1102,12 @@ def _term_deposit(today: date, data: dict) -> None:
     data["savings"][90] = acc
 
 
-def build(today: date | None = None) -> dict:
+def build(today: date | None = None) -> Body:
     """The whole data set: ``{"clients", "savings", "loans", "groups", "centers", "offices"}``, keyed by id."""
     # the business date of the demo tenant (Africa/Nairobi, CONVO_TIMEZONE's default), not the machine's:
     # the gateway says "due today" by the MFI's date, so the two agree around midnight
     today = today or datetime.now(ZoneInfo("Africa/Nairobi")).date()
-    data = {"clients": {}, "savings": {}, "loans": {}, "offices": dict(OFFICES), "today": today}
+    data: DataSet = {"clients": {}, "savings": {}, "loans": {}, "offices": dict(OFFICES), "today": today}
     _grace(today, data)
     next_savings, next_loan = 100, 200
     for cid, first, middle, last, office, mobile, status, accounts in _CLIENTS:

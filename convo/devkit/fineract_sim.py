@@ -56,6 +56,7 @@ import threading
 import time
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from flask import Flask, Response, request
 
@@ -238,7 +239,7 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
     def data_today() -> date:
         return data().get("today") or date.today()
 
-    def business_date() -> date:
+    def current_business_date() -> date:
         """``DateUtils.getBusinessLocalDate``: the stored BUSINESS_DATE while the feature is on, else the
         tenant's today (``BusinessDateReadPlatformServiceImpl.getBusinessDates``)."""
         if app.config["SIM_BUSINESS_DATE_ENABLED"]:
@@ -247,7 +248,7 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
 
         return datetime.now(ZoneInfo(app.config["SIM_TIMEZONE"])).date()
 
-    app.config["SIM_BUSINESS_DATE_OF"] = business_date
+    app.config["SIM_BUSINESS_DATE_OF"] = current_business_date
 
     @app.before_request
     def faults_and_security():
@@ -484,7 +485,7 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
             if faults.get("transfer_delay"):
                 time.sleep(float(faults["transfer_delay"]))
             with lock:
-                status, answer = _transfer(app, body, business_date(), data_today())
+                status, answer = _transfer(app, body, current_business_date(), data_today())
             text = to_json(answer)
         except BaseException:
             if key:
@@ -531,7 +532,7 @@ _MONTHS = {m: i for i, m in enumerate(("january", "february", "march", "april", 
                                        "september", "october", "november", "december"), start=1)}
 
 
-def _param_error(param: str, code: str, message: str, args: list) -> dict:
+def _param_error(param: str | None, code: str, message: str, args: list) -> dict:
     return {"developerMessage": message, "defaultUserMessage": message, "userMessageGlobalisationCode": code,
             "parameterName": param, "args": [{"value": a} if a is not None else {} for a in args]}
 
@@ -584,7 +585,7 @@ def _key_too_long() -> dict:
 def _format_fineract_date(day: date, pattern: str) -> str:
     if pattern == "yyyy-MM-dd":
         return day.isoformat()
-    names = sorted(_MONTHS, key=_MONTHS.get)
+    names = sorted(_MONTHS, key=_MONTHS.__getitem__)
     return f"{day.day:02d} {names[day.month - 1].capitalize()} {day.year}"
 
 
@@ -616,8 +617,8 @@ def _transfer(app: Flask, body: dict, business_day: date, today: date) -> tuple[
     if unknown:
         return 400, _validation_error([(p, "error.msg.parameter.unsupported",
                                         f"The parameter {p} is not supported.", [p]) for p in unknown])
-    errors = []
-    day = None
+    errors: list[tuple[str, str, str, list[Any]]] = []
+    day: date | None = None
     if body.get("transferDate") not in (None, ""):
         if not body.get("dateFormat"):
             errors.append(("transferDate", "validation.msg.missing.dateFormat.parameter",
@@ -664,6 +665,7 @@ def _transfer(app: Flask, body: dict, business_day: date, today: date) -> tuple[
                            f"The parameter `{param}` is mandatory.", [None]))
     if errors:
         return 400, _validation_error(errors)
+    assert day is not None and amount is not None  # both were checked above: no errors
     if (int(body["fromAccountType"]), int(body["toAccountType"])) != (2, 1):
         return 400, _validation_error([("toAccountType", "validation.msg.accounttransfer.toAccountType.is.not.supported",
                                         "The simulator transfers only from savings (2) to a loan (1).",
@@ -717,7 +719,7 @@ def _not_found_body(kind: str, code: str, ident) -> dict:
                         "parameterName": "id", "args": [{"value": ident}]}]}
 
 
-def _basic_auth() -> tuple[str, str] | None:
+def _basic_auth() -> tuple[str | None, str | None] | None:
     auth = request.authorization
     if auth is None or auth.type != "basic":
         return None

@@ -378,6 +378,7 @@ def loan_transaction_command(loan_id: int):
     day, amount, errors = _transaction_input(body)
     if errors:
         return _reply(_validation_error(errors), 400)
+    assert day is not None and amount is not None  # else _transaction_input reported an error
     if not loan["status"].get("active"):
         return _reply(_domain_error("error.msg.loan.transaction.account.is.not.active",
                                     "Loan transaction is not allowed. Loan is not active.", [loan_id]), 403)
@@ -409,6 +410,7 @@ def savings_transaction_command(savings_id: int):
     day, amount, errors = _transaction_input(body)
     if errors:
         return _reply(_validation_error(errors), 400)
+    assert day is not None and amount is not None  # else _transaction_input reported an error
     if not acc["status"].get("active"):
         return _reply(_domain_error("error.msg.savingsaccount.transaction.account.is.not.active",
                                     "Transaction is not allowed. Account is not active.", [savings_id]), 403)

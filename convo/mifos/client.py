@@ -39,7 +39,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -174,6 +174,7 @@ def error_from_response(status: int, body: Any) -> MifosError:
     message = body.get("developerMessage") or body.get("defaultUserMessage") or f"HTTP {status}"
     if errors and errors[0]["message"] and errors[0]["message"] != message:
         message = f"{message}: {errors[0]['message']}"
+    cls: type[MifosError]
     if status >= 500 or status == 401:
         cls = MifosUnavailable
     elif status == 404:
@@ -231,6 +232,14 @@ def parse_date(value: Any) -> date | None:
     raise ValueError(f"not a Fineract date: {value!r}")
 
 
+def required_date(value: Any) -> date:
+    """:func:`parse_date` of a date Fineract always sends (a transaction's, a meeting's): missing is a ValueError."""
+    day = parse_date(value)
+    if day is None:
+        raise ValueError(f"missing Fineract date: {value!r}")
+    return day
+
+
 def to_decimal(value: Any, default: Decimal = ZERO) -> Decimal:
     """An amount as Decimal; absent (None) is ``default`` (the overview omits zeros)."""
     if value is None:
@@ -265,6 +274,9 @@ def _plain(value: Any) -> Any:
 class _Plain:
     """``to_dict`` for the dataclasses below: JSON-ready, Decimals as strings, dates ISO."""
 
+    if TYPE_CHECKING:  # every subclass is a @dataclass, which is what asdict needs
+        __dataclass_fields__: ClassVar[dict[str, Any]]
+
     def to_dict(self) -> dict:
         return _plain(asdict(self))
 
@@ -279,7 +291,8 @@ class Currency(_Plain):
 
     @classmethod
     def from_dict(cls, d: dict) -> "Currency":
-        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+        values: dict[str, Any] = {f.name: d.get(f.name) for f in fields(cls)}
+        return cls(**values)
 
     @classmethod
     def from_fineract(cls, raw: dict) -> "Currency":
@@ -309,7 +322,8 @@ class ClientRef(_Plain):
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClientRef":
-        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+        values: dict[str, Any] = {f.name: d.get(f.name) for f in fields(cls)}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -393,7 +407,7 @@ class Transaction(_Plain):
     @classmethod
     def from_dict(cls, d: dict) -> "Transaction":
         rb = d.get("running_balance")
-        return cls(id=d["id"], date=parse_date(d["date"]), kind=d["kind"],
+        return cls(id=d["id"], date=required_date(d["date"]), kind=d["kind"],
                    amount=Decimal(d["amount"]), credit=d["credit"],
                    running_balance=None if rb is None else Decimal(rb))
 
@@ -412,7 +426,7 @@ class Meeting(_Plain):
 
     @classmethod
     def from_dict(cls, d: dict) -> "Meeting":
-        return cls(date=parse_date(d["date"]), group_id=int(d["group_id"]), group_name=d["group_name"],
+        return cls(date=required_date(d["date"]), group_id=int(d["group_id"]), group_name=d["group_name"],
                    location=d.get("location"), kind=d["kind"], center_name=d.get("center_name"))
 
 
@@ -447,8 +461,9 @@ def client_ref_from_search_row(row: dict) -> ClientRef:
 def accounts_from_overview(body: dict) -> list[Account]:
     """Active savings and loan accounts of ``GET /clients/{id}/accounts``; shares skipped."""
     accounts = []
-    for kind, key, balance_key in (("savings", "savingsAccounts", "accountBalance"),
-                                   ("loan", "loanAccounts", "loanBalance")):
+    sources: tuple[tuple[Literal["savings", "loan"], str, str], ...] = (
+        ("savings", "savingsAccounts", "accountBalance"), ("loan", "loanAccounts", "loanBalance"))
+    for kind, key, balance_key in sources:
         for raw in body.get(key) or []:
             if not _is_active(raw.get("status")):
                 continue
@@ -525,6 +540,8 @@ def loan_due_from_loan(body: dict, today: date) -> LoanDue:
                   body.get("id"), overdue, reported)
     currency = body.get("currency") or summary.get("currency") or \
         (body.get("repaymentSchedule") or {}).get("currency")
+    if currency is None:  # Fineract always sends one (LoanAccountData.currency)
+        raise ValueError(f"loan {body.get('id')} has no currency")
     return LoanDue(
         id=int(body["id"]),
         account_no=str(body.get("accountNo", body["id"])),
@@ -548,7 +565,7 @@ def savings_transactions_from(rows: Iterable[dict], limit: int) -> list[Transact
         credit = raw.get("entryType") == "CREDIT" if raw.get("entryType") else bool(
             kind.get("deposit") or kind.get("interestPosting") or kind.get("dividendPayout"))
         out.append(Transaction(
-            id=int(raw["id"]), date=parse_date(raw.get("date")), kind=kind.get("value") or "",
+            id=int(raw["id"]), date=required_date(raw.get("date")), kind=kind.get("value") or "",
             amount=to_decimal(raw.get("amount")), credit=credit,
             running_balance=None if raw.get("runningBalance") is None
             else to_decimal(raw["runningBalance"]),
@@ -566,7 +583,7 @@ def loan_transactions_from(rows: Iterable[dict], limit: int) -> list[Transaction
                 or kind.get("accrualActivity"):
             continue
         out.append(Transaction(
-            id=int(raw["id"]), date=parse_date(raw.get("date")), kind=kind.get("value") or "",
+            id=int(raw["id"]), date=required_date(raw.get("date")), kind=kind.get("value") or "",
             amount=to_decimal(raw.get("amount")), credit=bool(kind.get("disbursement")),
             running_balance=None if raw.get("outstandingLoanBalance") is None
             else to_decimal(raw["outstandingLoanBalance"]),
@@ -580,7 +597,9 @@ def meeting_dates(calendar: dict) -> list[date]:
     found = set()
     for key in ("nextTenRecurringDates", "recurringDates"):
         for raw in calendar.get(key) or []:
-            found.add(parse_date(raw))
+            day = parse_date(raw)
+            if day is not None:  # a null in the list would break the sort
+                found.add(day)
     return sorted(found)
 
 
@@ -596,6 +615,7 @@ def next_meeting_date(calendar: dict, today: date) -> date | None:
     start = parse_date(calendar.get("startDate"))
     end = parse_date(calendar.get("endDate"))
     listed = [d for d in meeting_dates(calendar) if d >= today]
+    found: date | None
     if listed:
         found = listed[0]
     elif calendar.get("repeating") and calendar.get("recurrence") and start:
@@ -1120,6 +1140,7 @@ def _error_kind(exc: MifosError) -> str:
 
 
 def _decode(response: requests.Response) -> Any:
+    text: str | None
     try:
         body = json.loads(response.content, parse_float=Decimal) if response.content else None
     except ValueError:

@@ -79,6 +79,8 @@ def iter_active_loans(mifos: MifosClient, page_size: int = 200, max_pages: int =
     """Every active loan of ``GET /loans`` (list shape: id, accountNo, clientId, clientOfficeId,
     loanOfficerId, status, currency, summary), page by page."""
     offset = 0
+    items: list[dict]
+    total: int | None
     for _ in range(max_pages):
         body = mifos.get("/loans", {"offset": offset, "limit": page_size, "orderBy": "id", "sortOrder": "ASC"})
         if isinstance(body, list):  # very old servers: no paging wrapper

@@ -536,6 +536,7 @@ def send_to_client(services, *, client_id: int, phone: str, key: str | None, var
 
     region = region or services.settings.default_region
     if text is None:
+        assert key is not None, "send_to_client needs a key or a text"
         locales = locales or _flowset(services).locales
         text = render_text(locales, key, lang or services.settings.default_language, variables)
     with Session(services.db, expire_on_commit=False) as s:
@@ -625,8 +626,11 @@ def alert(services, event: str, key: str | None = None, **facts) -> list:
                 region = None
             for phone in phones:
                 try:
+                    # region None: numbers without a country code are refused (phonenumbers takes None);
+                    # enqueue's annotation (outbox.py) says str
                     sent.append(enqueue(services.db, idempotency_key=f"alert:{rule.name}:{occurrence}:{phone}"[:200],
-                                        to=phone, body=body, kind="alert", region=region))
+                                        to=phone, body=body, kind="alert",
+                                        region=region))  # type: ignore[arg-type]
                 except ValueError:
                     log.warning("alert %s: bad recipient number %r", rule.name, phone)
     except Exception:  # noqa: BLE001

@@ -35,9 +35,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from convo.notify import messages as notify
 from convo.store.db import utcnow
+
+if TYPE_CHECKING:
+    from convo.mifos.notify_reads import ClientContact, DueRow
 
 log = logging.getLogger("convo.notify.reminders")
 
@@ -128,7 +132,7 @@ def find_payment_reminders(services, *, on: dt.date | None = None, now: dt.datet
         today = _today(cfg, o["id"], on, now, default_tz)
         for offset in rules:
             wanted.setdefault(today + dt.timedelta(days=offset), {})[o.get("name") or ""] = offset
-    rows = []
+    rows: list[tuple[DueRow, int]] = []
     for day in sorted(wanted):
         for head in heads:
             calls += 1
@@ -136,7 +140,7 @@ def find_payment_reminders(services, *, on: dt.date | None = None, now: dt.datet
                         if r.office in wanted[day])
     # the loan_overdue alert (when notify.yaml has a rule for it): every loan in arrears, one more report
     # per head office over every unpaid installment due before today
-    arrears: dict[str, tuple] = {}
+    arrears: dict[str, tuple[DueRow, dt.date]] = {}
     if overdue_events is not None and any(rule.event == "loan_overdue" for rule in cfg.rules):
         todays = {o.get("name") or "": _today(cfg, o["id"], on, now, default_tz) for o in all_offices}
         latest = max(todays.values()) - dt.timedelta(days=1)
@@ -175,6 +179,7 @@ def find_payment_reminders(services, *, on: dt.date | None = None, now: dt.datet
         loan = loans.get(account)
         if loan is None:
             continue
+        assert overdue_events is not None  # arrears are gathered only for it
         currency = loan_currency(loan)
         oldest = r.due_date                  # the oldest unpaid installment (m_loan_arrears_aging's overdue since)
         overdue_events.append((f"loan:{loan['id']}:{oldest.isoformat()}", {
@@ -237,7 +242,7 @@ def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: Ru
 
     regions = office_regions(services)
     default_tz = getattr(services.settings, "timezone", "Africa/Nairobi")
-    contacts: dict[int, object] = {}
+    contacts: dict[int, ClientContact] = {}
     # every client to text, in as few calls as it takes (one each, or the pages of the active client list)
     wanted = {r.client_id for r in reminders if r.variables.get("_mobile") is None}
     contacts.update(client_contacts(services.mifos, wanted)[0])
@@ -351,6 +356,7 @@ def start_scheduler(services, cron: str, stop: threading.Event, *, timezone: str
                              len(rep.reminders), rep.written, rep.duplicates, rep.suppressed, rep.alerts)
                 except Exception:  # noqa: BLE001 - next time, then
                     log.exception("reminder run failed")
+                assert it is not None  # next_run comes from it
                 next_run = it.get_next(dt.datetime)
             if time.monotonic() >= next_hooks:
                 next_hooks = time.monotonic() + hooks_every

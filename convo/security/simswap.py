@@ -84,7 +84,7 @@ def last_swap(services, phone: str, timeout: float = 2.0) -> dt.date | None | st
     except Exception as e:  # noqa: BLE001 - fail open, say why (no number in the log)
         log.warning("SIM-swap check failed: %s", type(e).__name__)
         return _UNKNOWN
-    if result != _UNKNOWN:
+    if not isinstance(result, str):  # a date or None (no swap on record); the only text is _UNKNOWN
         services.redis.set(key, json.dumps(result.isoformat() if result else None), ex=CACHE_SECONDS)
     return result
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -30,9 +30,10 @@ from convo.security import PinHasher
 
 log = logging.getLogger(__name__)
 
-subs = Subscriber.__table__
-pins = SubscriberPin.__table__
-audit_log = AuditEvent.__table__
+# declarative models' ``__table__`` is typed as a FromClause; these are Tables (update/insert)
+subs = cast(sa.Table, Subscriber.__table__)
+pins = cast(sa.Table, SubscriberPin.__table__)
+audit_log = cast(sa.Table, AuditEvent.__table__)
 
 #: ``locked_until`` of a lock that only a staff reset lifts (``pin_lock_minutes = 0``)
 FOREVER = dt.datetime(9000, 1, 1, tzinfo=dt.timezone.utc)
@@ -124,8 +125,8 @@ def verify(db: Engine, hasher: PinHasher, phone: str, client_id: int, pin: str, 
             return Check("ok") if n else Check("none")      # the PIN was reset meanwhile
         c.execute(pins.update().where(_pair(phone, client_id))
                   .values(failed_attempts=pins.c.failed_attempts + 1, updated_at=now))
-        total = c.execute(sa.select(sa.func.coalesce(sa.func.sum(pins.c.failed_attempts), 0))
-                          .where(pins.c.phone == phone)).scalar()
+        total = int(c.execute(sa.select(sa.func.coalesce(sa.func.sum(pins.c.failed_attempts), 0))
+                              .where(pins.c.phone == phone)).scalar_one())
         if total >= max_attempts:
             until = FOREVER if lock_minutes <= 0 else now + dt.timedelta(minutes=lock_minutes)
             c.execute(subs.update().where(subs.c.phone == phone).values(locked_until=until))

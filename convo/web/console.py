@@ -34,12 +34,16 @@ import logging
 import re
 import secrets
 import uuid
+from typing import TYPE_CHECKING, cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
 
 from convo.web import BadRequest, services
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 log = logging.getLogger(__name__)
 console = Blueprint("notify_console", __name__, url_prefix="/console", template_folder="templates",
@@ -56,7 +60,9 @@ def _server_mark() -> str:
     """Which Mifos X a sign-in is for, keyed with the cookie secret: pointing the gateway at another
     server or tenant signs everyone out."""
     st = services().settings
-    return hmac.new(current_app.secret_key, b"convo-console-mifos\0" + f"{st.fineract_url}\0{st.fineract_tenant}"
+    key = current_app.secret_key
+    assert isinstance(key, bytes), "create_app sets SECRET_KEY to bytes (cookie_secret)"
+    return hmac.new(key, b"convo-console-mifos\0" + f"{st.fineract_url}\0{st.fineract_tenant}"
                     .encode(), "sha256").hexdigest()[:32]
 
 
@@ -193,13 +199,14 @@ def _signed_in_or_redirect():
 def _offices() -> dict[int, dict]:
     """Office id → ``GET /offices`` row (id, name, hierarchy), cached in Redis for 5 minutes."""
     s = services()
+    r = cast("Redis", s.redis)  # Services.redis is typed object
     key = "convo:console:offices"
-    raw = s.redis.get(key)
+    raw = r.get(key)
     if raw:
         return {int(k): v for k, v in json.loads(raw).items()}
     rows = {int(o["id"]): {"name": o.get("name") or "", "hierarchy": o.get("hierarchy") or "."}
             for o in s.mifos.get("/offices") or []}
-    s.redis.set(key, json.dumps(rows), ex=300)
+    r.set(key, json.dumps(rows), ex=300)
     return rows
 
 
@@ -241,7 +248,7 @@ def classify(query: str) -> str:
     return "name"
 
 
-def _shared_with(e164: str | None, client_id: int, regions) -> list[int]:
+def _shared_with(e164: str | None, client_id: int | None, regions) -> list[int]:
     """Other live clients with this phone number (:meth:`MifosClient.clients_by_phone`)."""
     if not e164:
         return []
@@ -289,11 +296,11 @@ def find(who: dict, query: str) -> tuple[list[dict], str | None]:
         if not in_scope(who, office):
             hidden += 1
             continue
-        e164 = ref.get("phone") or read_stored(body.get("mobileNo"), regions(office))
+        number = ref.get("phone") or read_stored(body.get("mobileNo"), regions(office))
         out.append({"id": body.get("id"), "name": body.get("displayName") or "", "office": body.get("officeName"),
-                    "account_no": body.get("accountNo"), "phone": e164, "mobile_no": body.get("mobileNo"),
+                    "account_no": body.get("accountNo"), "phone": number, "mobile_no": body.get("mobileNo"),
                     "status": ((body.get("status") or {}).get("value") or ""),
-                    "shared": _shared_with(e164, body.get("id"), regions)})
+                    "shared": _shared_with(number, body.get("id"), regions)})
     if hidden:
         note = (note + " " if note else "") + f"{hidden} client(s) of other offices are not shown."
     return out, note

@@ -77,7 +77,7 @@ def _message_rows(client_id: int, limit: int = 100) -> list[dict]:
     return out
 
 
-def send_staff_message(client_id: int, user: str, body: dict) -> tuple[dict, int]:
+def send_staff_message(client_id: int, user: str, body: object) -> tuple[dict, int]:
     """Validate a staff message, look the client up in Mifos X and enqueue it."""
     from convo.notify import messages as notify
     from convo.mifos.client import MifosError, MifosNotFound, MifosUnavailable
@@ -113,7 +113,9 @@ def send_staff_message(client_id: int, user: str, body: dict) -> tuple[dict, int
                 not locales.has("en", f"notify.staff.{template}"):
             raise BadRequest(f"unknown template {str(template)[:60]!r} (notify.staff.* in the locale files)")
         tkey = f"notify.staff.{template}"
-        missing = cfg.template_variables(tkey) - {"first_name", "name", "lang"} - set(variables)
+        needed = cfg.template_variables(tkey)
+        assert needed is not None  # every notify.staff.* key has its variables
+        missing = needed - {"first_name", "name", "lang"} - set(variables)
         if missing:
             raise BadRequest(f"template {template!r} needs variables: {', '.join(sorted(missing))}")
     try:

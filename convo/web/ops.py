@@ -60,6 +60,7 @@ def _mifos_state(s) -> dict:
         if cached and time.monotonic() - cached[0] < MIFOS_PROBE_TTL:
             return {**cached[1], "breaker": client.breaker.state}
         start = time.monotonic()
+        state: dict[str, bool | str | float | None]
         try:
             client.get("/offices")
             state = {"reachable": True, "error": None}

@@ -36,12 +36,16 @@ import re
 import threading
 import time
 from collections import Counter as Tally
+from typing import TYPE_CHECKING, cast
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from prometheus_client import Counter
 
 from convo.store import subscribers
 from convo.web import BadRequest, services
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 log = logging.getLogger(__name__)
 bp = Blueprint("staff", __name__, url_prefix="/api")
@@ -74,7 +78,7 @@ def throttled(address: str, user: str | None) -> int | None:
     st = services().settings
     if st.staff_auth_failures <= 0:
         return None
-    pipe = services().redis.pipeline(transaction=False)
+    pipe = cast("Redis", services().redis).pipeline(transaction=False)  # Services.redis is typed object
     for k in _keys(address, user):
         pipe.get(k)
     if any(int(c or 0) >= st.staff_auth_failures for c in pipe.execute()):
@@ -90,7 +94,7 @@ def wrong_token(address: str, user: str | None, channel: str, reason: str = "wro
     refused(channel, reason)
     if st.staff_auth_failures <= 0:
         return
-    pipe = services().redis.pipeline(transaction=False)
+    pipe = cast("Redis", services().redis).pipeline(transaction=False)  # Services.redis is typed object
     keys = _keys(address, user)
     for k in keys:
         pipe.incr(k)

@@ -31,11 +31,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 
 from convo.web import services
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 log = logging.getLogger(__name__)
 studio = Blueprint("studio", __name__, url_prefix="/console/flows", template_folder="templates")
@@ -185,7 +189,9 @@ def _starts(fs) -> dict[str, list[str]]:
     for word, spec in (sms.get("keywords") or {}).items():
         spec = spec if isinstance(spec, dict) else {"flow": spec}
         aliases = [a for lang in (spec.get("aliases") or {}).values() for a in lang]
-        out.setdefault(spec.get("flow"), []).append(f"SMS {word}" + (f" ({', '.join(aliases)})" if aliases else ""))
+        if spec.get("flow") is None:  # the linter reports a keyword without a flow
+            continue
+        out.setdefault(spec["flow"], []).append(f"SMS {word}" + (f" ({', '.join(aliases)})" if aliases else ""))
     if sms.get("otherwise"):
         out.setdefault(sms["otherwise"], []).append("SMS (any other text)")
     return out
@@ -198,8 +204,8 @@ def _issues(res, directory: Path) -> list[dict]:
     rows = []
     for sev, items in (("error", res.errors), ("warning", res.warnings)):
         for e in items:
-            d = e.as_dict() if isinstance(e, FlowError) else {"message": str(e), "file": "", "line": 0,
-                                                                 "state": None, "text": str(e)}
+            d: dict[str, Any] = e.as_dict() if isinstance(e, FlowError) else {
+                "message": str(e), "file": "", "line": 0, "state": None, "text": str(e)}
             f = d.get("file") or ""
             try:
                 f = str(Path(f).resolve().relative_to(directory.resolve()))
@@ -220,7 +226,7 @@ def _lint(directory: Path):
 def _preview_get(token: str) -> dict | None:
     if not _TOKEN_RE.match(token or ""):
         return None
-    raw = services().redis.get(PREVIEW_KEY + token)
+    raw = cast("Redis", services().redis).get(PREVIEW_KEY + token)  # Services.redis is typed object
     return json.loads(raw) if raw else None
 
 
@@ -410,7 +416,7 @@ def _flow_page(name: str, token: str | None):
     cf = fs.flows[name]
     _, issues = _lint(directory)
     mine = [i for i in issues if i["flow"] == name]
-    marks = {}
+    marks: dict[str, str] = {}
     for i in mine:
         if i.get("state"):
             marks[i["state"]] = "error" if i["severity"] == "error" or marks.get(i["state"]) == "error" else "warning"
