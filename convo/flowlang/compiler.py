@@ -28,6 +28,7 @@ from convo.text import render
 from convo.flowlang import varcheck
 from convo.actions import REGISTRY, Action, load_builtin_actions
 from convo.flowlang.keywords import KeywordTable, build_table
+from convo.flowlang.kinds import kind_of
 from convo.flowlang.spec import (Clause, FlowError, FlowSpec, FlowValidationError, State, Where, line_of, load_yaml,
                             parse_flow)
 
@@ -62,6 +63,11 @@ class FlowMachine(Machine):
 def _save(event) -> None:
     """Transition callback: store the answer of an ask/choose in the conversation variables."""
     event.model.vars[event.kwargs["var"]] = event.kwargs["value"]
+
+
+def _trail(event) -> None:
+    """After every state change: note where the conversation went (convo.stats counts it)."""
+    event.model.trail.append((event.model.flow, event.model.state))
 
 
 class Text:
@@ -456,123 +462,80 @@ def _check_subflow_cycles(specs: dict[str, FlowSpec], errors: list[FlowError]) -
     # report each cycle once per starting point is enough; duplicates are harmless
 
 
+class FlowBuild:
+    """One flow being compiled: what a kind's ``compile`` (convo.flowlang.kinds) checks against and adds to."""
+
+    def __init__(self, spec: FlowSpec, specs: dict[str, FlowSpec], actions: dict[str, Action], env,
+                 compile_text, errors: list[FlowError]):
+        self.spec, self.specs, self.actions, self.env = spec, specs, actions, env
+        self.compile_text, self.errors = compile_text, errors
+        self.texts: dict[tuple[str, str], Text] = {}
+        self.conditions: dict[tuple[str, int], Callable] = {}
+        self.callables: dict[str, Callable] = {"save": _save}
+        self.transitions: list[dict] = []
+        self.bound_actions: dict[str, Action] = {}
+        self.param_values: dict[str, dict[str, Any]] = {}
+
+    def err(self, st: State, msg: str, line: int | None = None) -> None:
+        self.errors.append(FlowError(self.spec.where(st.name, line), msg))
+
+    def cond(self, st: State, src: str, line: int) -> Callable | None:
+        """A ``when:``/``if:`` condition compiled to a callable, or None (error reported)."""
+        try:
+            return self.env.compile_expression(src, undefined_to_none=False)
+        except Exception as e:  # jinja2.TemplateSyntaxError
+            self.err(st, f"condition {src!r} is not valid: {e}", line)
+            return None
+
+    def text(self, st: State, slot: str, src: Any, line: int | None = None) -> None:
+        """Compile a text of ``st`` into ``slot`` (``text``, ``error``, ``opt<i>``, ``choose``)."""
+        t = self.compile_text(src, self.spec.where(st.name, line))
+        if t:
+            self.texts[(st.name, slot)] = t
+
+    def params(self, st: State) -> None:
+        """The state's ``with:`` values, templates (``{{ }}``) compiled."""
+        out = self.param_values[st.name] = {}
+        for k, v in st.params.items():
+            if isinstance(v, str) and "{" in v:
+                try:
+                    v = render.compile_template(self.env, v, name=f"{self.spec.file}:{st.name}:{k}")
+                except render.TemplateError as e:
+                    self.err(st, f"parameter '{k}': {e.message}")
+            out[k] = v
+
+    def transition(self, trigger: str, source: str, dest: str, *, before: str | None = None,
+                   conditions: str | None = None) -> None:
+        t = {"trigger": trigger, "source": source, "dest": dest}
+        if before:
+            t["before"] = before
+        if conditions:
+            t["conditions"] = conditions
+        self.transitions.append(t)
+
+
 def _compile_flow(spec: FlowSpec, specs: dict[str, FlowSpec], actions: dict[str, Action], env,
                   compile_text, errors: list[FlowError]) -> CompiledFlow | None:
     n_errors = len(errors)
     states = spec.states
-    texts: dict[tuple[str, str], Text] = {}
-    conditions: dict[tuple[str, int], Callable] = {}
-    callables: dict[str, Callable] = {"save": _save}
-    transitions: list[dict] = []
-    bound_actions: dict[str, Action] = {}
-    params: dict[str, dict[str, Any]] = {}
-
-    def err(st: State, msg: str, line: int | None = None) -> None:
-        errors.append(FlowError(spec.where(st.name, line), msg))
-
-    def cond(st: State, src: str, line: int) -> Callable | None:
-        try:
-            return env.compile_expression(src, undefined_to_none=False)
-        except Exception as e:  # jinja2.TemplateSyntaxError
-            err(st, f"condition {src!r} is not valid: {e}", line)
-            return None
-
+    b = FlowBuild(spec, specs, actions, env, compile_text, errors)
     for st in states.values():
         for target, line in st.targets():
             if target not in states:
-                err(st, f"unknown target state '{target}'", line)
+                b.err(st, f"unknown target state '{target}'", line)
         if st.text is not None:
-            t = compile_text(st.text, spec.where(st.name))
-            if t:
-                texts[(st.name, "text")] = t
+            b.text(st, "text", st.text)
         if st.error is not None:
-            t = compile_text(st.error, spec.where(st.name))
-            if t:
-                texts[(st.name, "error")] = t
-        if st.kind in ("do", "flow"):
-            params[st.name] = {}
-            for k, v in st.params.items():
-                if isinstance(v, str) and "{" in v:
-                    try:
-                        v = render.compile_template(env, v, name=f"{spec.file}:{st.name}:{k}")
-                    except render.TemplateError as e:
-                        err(st, f"parameter '{k}': {e.message}")
-                params[st.name][k] = v
-        if st.kind == "menu":
-            for i, o in enumerate(st.options, 1):
-                t = compile_text(o.label, spec.where(st.name, o.line))
-                if t:
-                    texts[(st.name, f"opt{i}")] = t
-                if o.when:
-                    c = cond(st, o.when, o.line)
-                    if c:
-                        conditions[(st.name, i)] = c
-                transitions.append({"trigger": f"opt{i}", "source": st.name, "dest": o.next})
-            if st.choose:
-                t = compile_text(st.choose.label, spec.where(st.name, st.choose.line))
-                if t:
-                    texts[(st.name, "choose")] = t
-                transitions.append({"trigger": "choose", "source": st.name, "dest": st.choose.next,
-                                    "before": "save"})
-        elif st.kind == "ask":
-            transitions.append({"trigger": "answer", "source": st.name, "dest": st.next, "before": "save"})
-        elif st.kind == "do":
-            a = actions.get(st.action)
-            if a is None:
-                err(st, f"unknown action '{st.action}' (known: {', '.join(sorted(actions))})")
-            else:
-                bound_actions[st.name] = a
-                for o in a.outcomes:
-                    if o not in st.on:
-                        err(st, f"outcome '{o}' of action '{a.name}' has no next state in 'on:'")
-                for o in st.on:
-                    if o not in a.outcomes:
-                        err(st, f"action '{a.name}' has no outcome '{o}' (it has: {', '.join(a.outcomes)})",
-                            st.on_lines.get(o))
-                for p, required in a.params.items():
-                    if required and p not in st.params:
-                        err(st, f"action '{a.name}' needs parameter '{p}' in 'with:'")
-                for p in st.params:
-                    if p not in a.params:
-                        err(st, f"action '{a.name}' has no parameter '{p}' (it takes: {', '.join(a.params) or 'none'})")
-            for o, target in st.on.items():
-                transitions.append({"trigger": o, "source": st.name, "dest": target})
-        elif st.kind == "flow":
-            sub = specs.get(st.subflow)
-            if sub is None:
-                err(st, f"unknown flow '{st.subflow}'")
-            else:
-                outs = sub.outcomes
-                for o in outs - set(st.on):
-                    err(st, f"outcome '{o}' of flow '{st.subflow}' has no next state in 'on:'")
-                for o in set(st.on) - outs:
-                    err(st, f"flow '{st.subflow}' never returns '{o}' (it returns: {', '.join(sorted(outs)) or 'nothing'})",
-                        st.on_lines.get(o))
-            for o, target in st.on.items():
-                transitions.append({"trigger": o, "source": st.name, "dest": target})
-        elif st.kind == "route":
-            for i, c in enumerate(st.routes):
-                t = {"trigger": "route", "source": st.name, "dest": c.next}
-                if c.when is not None:
-                    fn = cond(st, c.when, c.line)
-                    if fn:
-                        name = f"route:{st.name}:{i}"
-                        callables[name] = _route_condition(fn)
-                        t["conditions"] = name
-                transitions.append(t)
+            b.text(st, "error", st.error)
+        kind_of(st).compile(st, b)
 
     _check_graph(spec, specs, errors)
     if len(errors) > n_errors:
         return None
-    machine = FlowMachine(model=None, states=list(states), initial=spec.start, transitions=transitions,
-                          auto_transitions=False, send_event=True, callables=callables, name=spec.name)
-    return CompiledFlow(spec, machine, texts, conditions, bound_actions, params)
-
-
-def _route_condition(expr: Callable) -> Callable:
-    def check(event) -> bool:
-        return bool(expr(**event.kwargs["ctx"]))
-    return check
+    machine = FlowMachine(model=None, states=list(states), initial=spec.start, transitions=b.transitions,
+                          auto_transitions=False, send_event=True, callables={**b.callables, "trail": _trail},
+                          after_state_change="trail", name=spec.name)
+    return CompiledFlow(spec, machine, b.texts, b.conditions, b.bound_actions, b.param_values)
 
 
 def _check_graph(spec: FlowSpec, specs: dict[str, FlowSpec], errors: list[FlowError]) -> None:
@@ -594,13 +557,7 @@ def _check_graph(spec: FlowSpec, specs: dict[str, FlowSpec], errors: list[FlowEr
     for n, ts in edges.items():
         for t in ts:
             rev[t].append(n)
-    def exits(s: State) -> bool:
-        if s.kind in ("end", "return"):
-            return True
-        sub = specs.get(s.subflow) if s.kind == "flow" else None
-        return bool(sub) and any(x.kind == "end" for x in sub.states.values())
-
-    good, todo = set(), [n for n, s in states.items() if exits(s)]
+    good, todo = set(), [n for n, s in states.items() if kind_of(s).exits(s, specs)]
     while todo:
         n = todo.pop()
         if n in good:
