@@ -14,7 +14,8 @@ Adding a kind is one file plus its tests and its line in the docs:
    other keys it allows) and the methods it needs, decorated with :func:`register`;
 2. its import in the list at the bottom of this file (that order is the order lint names kinds in);
 3. its conversations in ``tests/`` (``tests/unit/test_dialog_step.py`` drives :func:`step` without Redis);
-4. its section in flows.md (``## States``), with a ``yaml flow`` example (tests/test_docs.py loads those).
+4. its section in flows.md (a ``### <key>`` under "A flow file"; a ``yaml flow`` example there is
+   compiled by tests/test_docs.py).
 """
 from __future__ import annotations
 
