@@ -21,10 +21,12 @@ from typing import Any
 from jinja2 import TemplateError as JinjaError
 
 from convo.actions import Context
-from convo.dialog.channels import Channel, channel as channel_named, first_position, reduce_ussd_text  # noqa: F401
+from convo.dialog.channels import Channel, first_position, reduce_ussd_text  # noqa: F401 - importable from here as before
+from convo.dialog.channels import channel as channel_named
 from convo.dialog.conversation import Conversation
 from convo.flowlang.compiler import NAV_BACK, NAV_MORE, CompiledFlow, FlowSet
-from convo.flowlang.kinds import REGISTRY as KINDS, FlowRuntimeError
+from convo.flowlang.kinds import REGISTRY as KINDS
+from convo.flowlang.kinds import FlowRuntimeError
 from convo.flowlang.spec import State
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,8 @@
 actions and their outcomes, sub-flows, locale keys in every language, template
 syntax, reachability, dead ends, loops without input, menu lines that cannot
 fit a USSD screen) and compiles it once. Every error names file, line and state.
+What each state kind checks and compiles is in its module (:mod:`convo.flowlang.kinds`); the checks
+of a flow as a graph or of the whole set, one module each, in :mod:`convo.flowlang.checks`.
 The result, a :class:`FlowSet`, is immutable and identified by the content hash
 of its files: sessions pin that version, so an edit never breaks a dialog in
 flight. :class:`FlowLibrary` reloads the directory when it changes and keeps
@@ -25,7 +27,8 @@ from transitions import Machine
 
 from convo.text import render
 
-from convo.flowlang import varcheck
+from convo.flowlang import checks
+from convo.flowlang.checks.variables import channel_roots  # noqa: F401 - its home before convo.flowlang.checks
 from convo.actions import REGISTRY, Action, load_builtin_actions
 from convo.flowlang.keywords import KeywordTable, build_table
 from convo.flowlang.kinds import kind_of
@@ -275,22 +278,18 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
     keywords = build_table(channels.get("sms"), specs, langs, rel(channels_file), errors)
     _apply_pin_settings(specs, errors)
     env.globals["features"] = _apply_enabled_settings(specs, errors)
-    _check_subflow_cycles(specs, errors)
+    for check in checks.SPEC_CHECKS:
+        check(specs, errors)
 
     flows: dict[str, CompiledFlow] = {}
     for spec in specs.values():
         cf = _compile_flow(spec, specs, actions, env, compile_text, errors)
         if cf:
             flows[spec.name] = cf
-    _missing_texts(locales, key_usage, errors)
     warnings: list[FlowError] = []
-    try:
-        _check_variables(specs, flows, actions, locales, env, common, channels, keywords, errors, warnings)
-    except Exception as e:  # noqa: BLE001 - a bug in the checks must refuse the edit, never crash a hop
-        log.exception("variable check failed")
-        if not errors:
-            errors.append(FlowError(Where(str(directory.name), 1), f"the variable check failed: "
-                                                                   f"{type(e).__name__}: {e}"))
+    loaded = checks.Loaded(directory, specs, flows, actions, locales, env, common, channels, keywords, key_usage)
+    for check in checks.SET_CHECKS:
+        check(loaded, errors, warnings)
     if broken:                                      # a file that does not parse is reported once, not again
         errors = [e for e in errors if e.where.file in broken.values()     # by every file that names it
                   or not any(f"flow '{n}'" in e.message for n in broken)]
@@ -298,40 +297,6 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
         raise FlowValidationError(errors, warnings)
     return FlowSet(version=version, flows=flows, channels=channels, locales=locales, common=common, keywords=keywords,
                    files=stamps, env=env, warnings=warnings)
-
-
-def _missing_texts(locales, key_usage: dict[str, Where], errors: list[FlowError]) -> None:
-    """A key one language lacks: named in that language's file, beside the line it should mirror."""
-    for lang, key, file, line in locales.missing():
-        owner = next(l for l in locales.languages if locales.has(l, key))
-        used = key_usage.get(key)
-        at = f"; used by {used.file}:{used.line}" if used else ""
-        errors.append(FlowError(Where(locales.file(lang), locales.insertion_line(lang, key, owner),
-                                      used.state if used else None),
-                                f"text '{key}' is missing from the '{lang}' locale ({locales.file(lang)}); "
-                                f"add it like {file}:{line}{at}", key=key, lang=lang))
-
-
-def channel_roots(channels: dict, keywords: KeywordTable) -> set[str]:
-    """Flows a channel starts afresh (USSD codes, SMS keywords, the SMS fallback)."""
-    ussd = channels.get("ussd") if isinstance(channels.get("ussd"), dict) else {}
-    roots = {ussd.get("start")} | set((ussd.get("codes") or {}).values() if isinstance(ussd.get("codes"), dict) else ())
-    roots |= {kw.flow for kw in keywords.words.values()}
-    if keywords.otherwise:
-        roots.add(keywords.otherwise)
-    return {r for r in roots if isinstance(r, str)}
-
-
-def _check_variables(specs, flows, actions, locales, env, common, channels, keywords, errors, warnings) -> None:
-    """Every text, condition and ``with:`` value against the variables set on every path to its state
-    (convo.flowlang.varcheck), each text rendered in every language with example values, USSD screens measured."""
-    base = {"phone": varcheck.Leaf("phone"), "lang": varcheck.Leaf("lang"),
-            "features": varcheck.Obj({n: varcheck.Leaf("bool") for n in specs})}
-    analysis = varcheck.analyse(specs, actions, channel_roots(channels, keywords), base)
-    lint = varcheck.TextLint(specs, flows, actions, locales, env, analysis, common, locales.languages)
-    lint.run()
-    errors.extend(lint.errors)
-    warnings.extend(lint.warnings)
 
 
 @dataclass
@@ -447,21 +412,6 @@ def _apply_enabled_settings(specs: dict[str, FlowSpec], errors: list[FlowError])
     return features
 
 
-def _check_subflow_cycles(specs: dict[str, FlowSpec], errors: list[FlowError]) -> None:
-    calls = {n: [(s.subflow, s) for s in sp.states.values() if s.kind == "flow"] for n, sp in specs.items()}
-
-    def visit(n: str, path: list[str]) -> None:
-        for sub, st in calls.get(n, ()):
-            if sub in path:
-                errors.append(FlowError(specs[n].where(st.name), f"sub-flow cycle: {' -> '.join(path + [sub])}"))
-            elif sub in calls:
-                visit(sub, path + [sub])
-
-    for n in specs:
-        visit(n, [n])
-    # report each cycle once per starting point is enough; duplicates are harmless
-
-
 class FlowBuild:
     """One flow being compiled: what a kind's ``compile`` (convo.flowlang.kinds) checks against and adds to."""
 
@@ -529,63 +479,14 @@ def _compile_flow(spec: FlowSpec, specs: dict[str, FlowSpec], actions: dict[str,
             b.text(st, "error", st.error)
         kind_of(st).compile(st, b)
 
-    _check_graph(spec, specs, errors)
+    for check in checks.FLOW_CHECKS:
+        check(spec, specs, errors)
     if len(errors) > n_errors:
         return None
     machine = FlowMachine(model=None, states=list(states), initial=spec.start, transitions=b.transitions,
                           auto_transitions=False, send_event=True, callables={**b.callables, "trail": _trail},
                           after_state_change="trail", name=spec.name)
     return CompiledFlow(spec, machine, b.texts, b.conditions, b.bound_actions, b.param_values)
-
-
-def _check_graph(spec: FlowSpec, specs: dict[str, FlowSpec], errors: list[FlowError]) -> None:
-    states = spec.states
-    edges = {n: [t for t, _ in s.targets() if t in states] for n, s in states.items()}
-    # reachable from start
-    seen, todo = set(), [spec.start]
-    while todo:
-        n = todo.pop()
-        if n in seen or n not in states:
-            continue
-        seen.add(n)
-        todo.extend(edges[n])
-    for n, s in states.items():
-        if n not in seen:
-            errors.append(FlowError(spec.where(n), f"state '{n}' cannot be reached from the start state '{spec.start}'"))
-    # every state can reach a way out (end or return)
-    rev: dict[str, list[str]] = {n: [] for n in states}
-    for n, ts in edges.items():
-        for t in ts:
-            rev[t].append(n)
-    good, todo = set(), [n for n, s in states.items() if kind_of(s).exits(s, specs)]
-    while todo:
-        n = todo.pop()
-        if n in good:
-            continue
-        good.add(n)
-        todo.extend(rev[n])
-    for n in states:
-        if n not in good and n in seen:
-            errors.append(FlowError(spec.where(n), f"dead end: no path from state '{n}' ever reaches an 'end:' or 'return:'"))
-    # loops that never wait for input
-    auto = {n for n, s in states.items() if not s.waits_for_input}
-    colour: dict[str, int] = {}
-
-    def dfs(n: str, path: list[str]) -> None:
-        colour[n] = 1
-        for t in edges[n]:
-            if t not in auto:
-                continue
-            if colour.get(t) == 1:
-                cyc = path[path.index(t):] + [t] if t in path else [n, t]
-                errors.append(FlowError(spec.where(t), "loop without input: " + " -> ".join(cyc)))
-            elif t not in colour:
-                dfs(t, path + [t])
-        colour[n] = 2
-
-    for n in auto:
-        if n not in colour:
-            dfs(n, [n])
 
 
 class FlowLibrary:

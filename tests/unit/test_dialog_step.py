@@ -5,15 +5,15 @@ test's own; each test is a caller's conversation, one ``step`` per hop, carrying
 one hop to the next as the session store would (``to_dict``/``from_dict``)."""
 from __future__ import annotations
 
-from hypothesis import given, strategies as st
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convo.actions import Action, Context
 from convo.dialog.channels import SMS, USSD, first_position, reduce_ussd_text
 from convo.dialog.conversation import Conversation
 from convo.dialog.engine import PIN_BY_SMS, step
 from convo.flowlang.compiler import load_flowset
-
-import pytest
 
 PHONE = "+254700000101"
 

@@ -12,13 +12,14 @@ Adding a kind is one file plus its tests and its line in the docs:
 
 1. ``convo/flowlang/kinds/<key>.py``: a ``Kind`` subclass with ``key`` (the YAML key), ``keys`` (the
    other keys it allows) and the methods it needs, decorated with :func:`register`;
-2. its import in the list at the bottom of this file (that order is the order lint names kinds in);
+2. its module's name in :data:`MODULES` (that order is the order lint names kinds in);
 3. its conversations in ``tests/`` (``tests/unit/test_dialog_step.py`` drives :func:`step` without Redis);
 4. its section in flows.md (a ``### <key>`` under "A flow file"; a ``yaml flow`` example there is
    compiled by tests/test_docs.py).
 """
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:                                   # pragma: no cover - names for the signatures only
@@ -95,5 +96,7 @@ def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-# one module per kind; importing it registers it (this order is the order of names())
-from convo.flowlang.kinds import menu, ask, do, route, flow, end, return_  # noqa: E402,F401
+#: one module per kind; importing it registers it, in this order (the order of names() and of lint's messages)
+MODULES = ("menu", "ask", "do", "route", "flow", "end", "return_")
+for _module in MODULES:
+    importlib.import_module(f"{__name__}.{_module}")

@@ -30,7 +30,7 @@ class Menu(Kind):
     invalid_text = "common.invalid_choice"
 
     def parse(self, st, p):
-        d, name, line = p.d, p.name, p.line
+        d, line = p.d, p.line
         st.text = p.text("menu")
         st.error = p.text("error", required=False)
         opts, choose = d.get("options"), d.get("choose")

@@ -1,7 +1,7 @@
 """``route:``: go on by the first ``if:`` condition that holds, else by the ``else:`` clause."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from convo.flowlang.kinds import Kind, register
 from convo.flowlang.spec import Clause
