@@ -14,6 +14,8 @@ from convo.dialog.channels import SMS, USSD, first_position, reduce_ussd_text
 from convo.dialog.conversation import Conversation
 from convo.dialog.engine import PIN_BY_SMS, step
 from convo.flowlang.compiler import load_flowset
+from convo.flowlang.kinds import REGISTRY, Kind
+from convo.flowlang.spec import FlowValidationError
 
 PHONE = "+254700000101"
 
@@ -269,6 +271,52 @@ def test_the_step_leaves_the_conversation_it_was_given_alone(flows):
     out = step(flows, conv, ["1"], "ussd", ctx)
     assert conv.to_dict() == before and conv.trail == []
     assert out.conversation.state == "show" and out.conversation.vars["balance"] == "1,250.00"
+
+
+# ------------------------------------------------------------------ a new kind is one class
+class Pause(Kind):
+    """``pause: <text>``: shows the text; any answer goes on to ``next:``."""
+
+    key = "pause"
+    keys = frozenset({"next"})
+    waits_for_input = True
+
+    def parse(self, st, p):
+        st.text = p.text("pause")
+        st.next = p.target("next")
+
+    def compile(self, st, b):
+        b.transition("go", st.name, st.next)
+
+    def var_edges(self, st, env, flow):
+        yield st.next, env
+
+    def feed(self, turn, cf, st, raw):
+        turn.fire(cf, "go")
+
+
+def test_a_new_kind_registered_by_its_key_parses_compiles_runs_and_renders(tmp_path, monkeypatch):
+    monkeypatch.setitem(REGISTRY, "pause", Pause())
+    for name in ("channels.yaml", "locales/en.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(FILES[name].lstrip(), encoding="utf-8")
+    (tmp_path / "main.yaml").write_text("""
+flow: main
+states:
+  note:
+    pause: "Your number ends in {{ phone[-3:] }}. Any key goes on."
+    next: bye
+  bye:
+    end: "Bye"
+""", encoding="utf-8")
+    caller = Caller(load_flowset(tmp_path, ACTIONS))
+    assert caller.dial() == "Your number ends in 101. Any key goes on."
+    assert caller.answer("x") == "Bye" and caller.last.end
+    (tmp_path / "main.yaml").write_text("flow: main\nstates:\n  note:\n    pause: Hi\n    nxt: bye\n",
+                                        encoding="utf-8")
+    with pytest.raises(FlowValidationError) as e:
+        load_flowset(tmp_path, ACTIONS)
+    assert "unknown key 'nxt' in a pause state (allowed: next, note)" in str(e.value)
 
 
 # ------------------------------------------------------------------ USSD input reduction

@@ -4,7 +4,8 @@ A state's kind is the one key that says what it does (``menu:``, ``ask:``, ``do:
 ``flow:``, ``end:``, ``return:``). Each kind is a :class:`Kind` subclass in its own module holding
 all it means: which keys it takes and how they are parsed (:meth:`Kind.parse`, called by
 :mod:`convo.flowlang.spec`), what it adds to the flow's shared machine (:meth:`Kind.compile`, called by
-:mod:`convo.flowlang.compiler`), what the engine does in it (:meth:`Kind.feed` for an answer,
+:mod:`convo.flowlang.compiler`), which variables it sets on the way out (:meth:`Kind.var_edges`,
+:meth:`Kind.sets`, for :mod:`convo.flowlang.varcheck`), what the engine does in it (:meth:`Kind.feed` for an answer,
 :meth:`Kind.run` for a state that moves on by itself) and what its screen shows (:meth:`Kind.render`),
 both called by :func:`convo.dialog.engine.step`.
 
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:                                   # pragma: no cover - names for the signatures only
     from convo.flowlang.compiler import CompiledFlow, FlowBuild
     from convo.flowlang.spec import FlowSpec, State, StateParser
+    from convo.flowlang.varcheck import FlowPass
 
 
 class FlowRuntimeError(Exception):
@@ -55,6 +57,15 @@ class Kind:
     def exits(self, st: State, specs: dict[str, FlowSpec]) -> bool:
         """Whether the dialog can leave its flow here (an ``end:``, a ``return:``, a sub-flow that ends)."""
         return self.ends_dialog
+
+    def var_edges(self, st: State, env: dict, flow: FlowPass):
+        """For the variable analysis (convo.flowlang.varcheck): ``(next state, variables set on arriving
+        there)`` for every way out of ``st`` entered with ``env``."""
+        return ()
+
+    def sets(self, st: State, actions: dict) -> list[tuple[str, str, int | None]]:
+        """``(variable, what sets it, line or None)`` for each variable ``st`` sets (lint's "set by" hints)."""
+        return []
 
     def secret(self, st: State) -> bool:
         """Whether the answer this state waits for is a secret (a PIN): never stored, redacted."""

@@ -6,6 +6,7 @@ import re
 from convo.flowlang.kinds import Kind, register
 from convo.flowlang.spec import NAME_RE, VALIDATORS
 from convo.flowlang.validators import validate
+from convo.flowlang.varcheck import Leaf
 
 #: the validators' own keys, kept in ``st.validate`` beside ``type``
 VALIDATOR_KEYS = ("min", "max", "min_length", "max_length", "pattern", "choices")
@@ -45,6 +46,13 @@ class Ask(Kind):
 
     def compile(self, st, b):
         b.transition("answer", st.name, st.next, before="save")
+
+    def var_edges(self, st, env, flow):
+        t = {"amount": "amount", "digits": "number", "pin": "secret"}.get(st.validate.get("type"), "text")
+        yield st.next, {**env, st.save: Leaf(t)} if st.save else env
+
+    def sets(self, st, actions):
+        return [(st.save, f"the answer to state '{st.name}'", None)] if st.save else []
 
     def secret(self, st):
         return st.secret

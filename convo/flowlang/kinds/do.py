@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from convo.flowlang.kinds import FlowRuntimeError, Kind, register
+from convo.flowlang.varcheck import ANY, OPEN
 
 #: actions that read a client's data from Mifos X: every call is written to the audit log
 AUDITED_ACTION_MODULES = frozenset({"convo.actions.mifos", "convo.actions.repay"})
@@ -42,6 +43,23 @@ class Do(Kind):
                     b.err(st, f"action '{a.name}' has no parameter '{p}' (it takes: {', '.join(a.params) or 'none'})")
         for o, target in st.on.items():
             b.transition(o, st.name, target)
+
+    def var_edges(self, st, env, flow):
+        a = flow.actions.get(st.action)
+        for outcome, target in st.on.items():
+            out = dict(env)
+            if a is not None and not a.declared:
+                out[OPEN] = ANY                # an undeclared action may set anything: names are not checked
+            if a is not None:
+                for var, (shape, outs) in a.provides.items():
+                    if outs is None or outcome in outs:
+                        out[var] = shape
+            yield target, out
+
+    def sets(self, st, actions):
+        if st.action not in actions:
+            return []
+        return [(var, f"action '{st.action}' in state '{st.name}'", None) for var in actions[st.action].provides]
 
     def run(self, turn, cf, st):
         conv, ctx = turn.conv, turn.ctx

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from convo.flowlang.kinds import Kind, register
+from convo.flowlang.varcheck import shape_of_value
 
 
 @register
@@ -34,6 +35,19 @@ class Flow(Kind):
     def exits(self, st, specs):
         sub = specs.get(st.subflow)
         return bool(sub) and any(x.kind == "end" for x in sub.states.values())
+
+    def var_edges(self, st, env, flow):
+        with_vars = {k: shape_of_value(v) for k, v in st.params.items()}
+        call_env = {**env, **with_vars}
+        flow.call(st.subflow, call_env)
+        for outcome, target in st.on.items():
+            added = flow.returned(st.subflow, outcome)
+            if added is None:
+                continue                      # the sub-flow's result is not known yet (next round)
+            yield target, {**call_env, **added}
+
+    def sets(self, st, actions):
+        return [(var, f"'with:' of state '{st.name}'", None) for var in st.params]
 
     def run(self, turn, cf, st):
         conv = turn.conv

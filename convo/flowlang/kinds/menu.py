@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from convo.flowlang.kinds import Kind, register
 from convo.flowlang.spec import Choose, Option, is_text, line_of
+from convo.flowlang.varcheck import ANY, Seq
 
 
 def menu_number(raw: str) -> int:
@@ -74,6 +75,17 @@ class Menu(Kind):
         if st.choose:
             b.text(st, "choose", st.choose.label, st.choose.line)
             b.transition("choose", st.name, st.choose.next, before="save")
+
+    def var_edges(self, st, env, flow):
+        for o in st.options:
+            yield o.next, env
+        if st.choose:
+            src = env.get(st.choose.source)
+            item = src.item if isinstance(src, Seq) else ANY
+            yield st.choose.next, {**env, st.choose.save: item}
+
+    def sets(self, st, actions):
+        return [(st.choose.save, f"the choice in state '{st.name}'", st.choose.line)] if st.choose else []
 
     def feed(self, turn, cf, st, raw):
         tctx = turn.tctx()

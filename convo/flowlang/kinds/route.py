@@ -46,6 +46,10 @@ class Route(Kind):
                     b.callables[conditions] = route_condition(fn)
             b.transition("route", st.name, c.next, conditions=conditions)
 
+    def var_edges(self, st, env, flow):
+        for c in st.routes:
+            yield c.next, env
+
     def run(self, turn, cf, st):
         turn.fire(cf, "route", ctx=turn.tctx())
         return True
