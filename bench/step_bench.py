@@ -6,9 +6,9 @@
 Each measure runs in its own process (``--child``): the Fineract simulator, an in-memory Redis
 (``memory://``), a throwaway SQLite, the shipped flows; the dialogs of ``bench/ussd_bench.py``
 (``DIALOGS``: menu, a wrong choice, sub-flows, the next meeting) warmed once, then ``--hops`` hops
-timed (CPU time of the process and wall clock). The two trees run alternately ``--rounds`` times;
-the median of each is printed with the ratio this tree / baseline (1.00 = same cost). No network,
-no shared Redis or database is touched. Nothing is asserted: a ratio is read, not a timing.
+timed (CPU time of the process and wall clock). The two trees run ``--rounds`` times, taking turns
+to go first; the median of each is printed with the ratio this tree / baseline (1.00 = same cost).
+No network, no shared Redis or database is touched. Nothing is asserted: a ratio is read, not a timing.
 """
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ def main() -> None:
     if args.baseline:
         trees = {"baseline": args.baseline, **trees}
     res: dict[str, list[dict]] = {k: [] for k in trees}
-    for _ in range(args.rounds):
-        for name, repo in trees.items():
+    for r in range(args.rounds):
+        order = list(trees.items())
+        for name, repo in order if r % 2 == 0 else order[::-1]:     # alternate who goes first
             out = subprocess.run([sys.executable, __file__, "--child", str(repo), "--hops", str(args.hops)],
                                  cwd=repo, capture_output=True, text=True, check=True,
                                  env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
