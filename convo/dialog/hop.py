@@ -57,6 +57,8 @@ class Opened(NamedTuple):
 
 
 class Engine:
+    """Answers gateways' messages (``handle``): the session, limits and audit around one dialog step."""
+
     def __init__(self, services):
         self.services = services
         self.settings = services.settings

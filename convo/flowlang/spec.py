@@ -298,14 +298,14 @@ def parse_flow(text: str, file: str) -> FlowSpec:
 def _parse_state(name: str, d: Any, line: int, errs: _Errors) -> State | None:
     from convo.flowlang.kinds import REGISTRY
 
-    kinds_ = tuple(REGISTRY)
+    keys = tuple(REGISTRY)                          # the kind keys, in order
     if not isinstance(d, dict):
-        errs.add(line, name, "a state must be a mapping with one of: " + ", ".join(kinds_))
+        errs.add(line, name, "a state must be a mapping with one of: " + ", ".join(keys))
         return None
-    kinds = [k for k in kinds_ if k in d]
+    kinds = [k for k in keys if k in d]
     if len(kinds) != 1:
         what = "none" if not kinds else " and ".join(kinds)
-        errs.add(line, name, f"a state needs exactly one kind key ({', '.join(kinds_)}); found {what}")
+        errs.add(line, name, f"a state needs exactly one kind key ({', '.join(keys)}); found {what}")
         return None
     kind = REGISTRY[kinds[0]]
     allowed = kind.keys | _COMMON | {kind.key}

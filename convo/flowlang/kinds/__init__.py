@@ -3,24 +3,26 @@
 A state's kind is the one key that says what it does (``menu:``, ``ask:``, ``do:``, ``route:``,
 ``flow:``, ``end:``, ``return:``). Each kind is a :class:`Kind` subclass in its own module holding
 all it means: which keys it takes and how they are parsed (:meth:`Kind.parse`, called by
-:mod:`convo.flowlang.spec`), what it adds to the flow's shared machine (:meth:`Kind.compile`, called by
-:mod:`convo.flowlang.compiler`), which variables it sets on the way out (:meth:`Kind.var_edges`,
-:meth:`Kind.sets`, for :mod:`convo.flowlang.varcheck`), what the engine does in it (:meth:`Kind.feed` for an answer,
-:meth:`Kind.run` for a state that moves on by itself) and what its screen shows (:meth:`Kind.render`),
-both called by :func:`convo.dialog.engine.step`.
+:mod:`convo.flowlang.spec`), what it adds to the flow's shared machine (:meth:`Kind.compile`, called
+by :mod:`convo.flowlang.compiler`), where it leads and which variables it sets (:meth:`Kind.var_edges`,
+:meth:`Kind.sets`, for :mod:`convo.flowlang.varcheck`), what the engine does in it (:meth:`Kind.feed`
+for an answer, :meth:`Kind.run` for a state that moves on by itself) and what its screen shows
+(:meth:`Kind.render`), both called by :func:`convo.dialog.engine.step`.
 
 Adding a kind is one file plus its tests and its line in the docs:
 
 1. ``convo/flowlang/kinds/<key>.py``: a ``Kind`` subclass with ``key`` (the YAML key), ``keys`` (the
-   other keys it allows) and the methods it needs, decorated with :func:`register`;
-2. its module's name in :data:`MODULES` (that order is the order lint names kinds in);
-3. its conversations in ``tests/`` (``tests/unit/test_dialog_step.py`` drives :func:`step` without Redis);
-4. its section in flows.md (a ``### <key>`` under "A flow file"; a ``yaml flow`` example there is
+   other keys it allows) and the methods it needs, decorated with :func:`register` (every module of
+   this package is imported; a new one comes after the built-in kinds, listed in :data:`MODULES`);
+2. its conversations in ``tests/`` (``tests/unit/test_dialog_step.py`` drives :func:`step` without
+   Redis; its ``Pause`` is a whole kind in twenty lines);
+3. its section in flows.md (a ``### <key>`` under "A flow file"; a ``yaml flow`` example there is
    compiled by tests/test_docs.py).
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:                                   # pragma: no cover - names for the signatures only
@@ -107,7 +109,7 @@ def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-#: one module per kind; importing it registers it, in this order (the order of names() and of lint's messages)
+#: the built-in kinds' modules, in the order of names() (and of lint's messages); importing one registers it
 MODULES = ("menu", "ask", "do", "route", "flow", "end", "return_")
-for _module in MODULES:
+for _module in MODULES + tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in MODULES)):
     importlib.import_module(f"{__name__}.{_module}")
