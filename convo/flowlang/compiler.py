@@ -5,6 +5,8 @@
 actions and their outcomes, sub-flows, locale keys in every language, template
 syntax, reachability, dead ends, loops without input, menu lines that cannot
 fit a USSD screen) and compiles it once. Every error names file, line and state.
+What each state kind checks and compiles is in its module (:mod:`convo.flowlang.kinds`); the checks
+of a flow as a graph or of the whole set, one module each, in :mod:`convo.flowlang.checks`.
 The result, a :class:`FlowSet`, is immutable and identified by the content hash
 of its files: sessions pin that version, so an edit never breaks a dialog in
 flight. :class:`FlowLibrary` reloads the directory when it changes and keeps
@@ -24,9 +26,11 @@ from typing import Any, Callable
 from transitions import Machine
 
 from convo.text import templates
-from convo.flowlang import varcheck
-from convo.actions import REGISTRY, Action, load_builtin_actions
+from convo.flowlang import checks
+from convo.flowlang.checks.variables import channel_roots  # noqa: F401 - its home before convo.flowlang.checks
+from convo.actions import Action, load_builtin_actions
 from convo.flowlang.keywords import KeywordTable, build_table
+from convo.flowlang.kinds import kind_of
 from convo.flowlang.spec import (Clause, FlowError, FlowSpec, FlowValidationError, State, Where, line_of, load_yaml,
                             parse_flow)
 
@@ -61,6 +65,11 @@ class FlowMachine(Machine):
 def _save(event) -> None:
     """Transition callback: store the answer of an ask/choose in the conversation variables."""
     event.model.vars[event.kwargs["var"]] = event.kwargs["value"]
+
+
+def _trail(event) -> None:
+    """After every state change: note where the conversation went (convo.stats counts it)."""
+    event.model.trail.append((event.model.flow, event.model.state))
 
 
 class Text:
@@ -268,22 +277,18 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
     keywords = build_table(channels.get("sms"), specs, langs, rel(channels_file), errors)
     _apply_pin_settings(specs, errors)
     env.globals["features"] = _apply_enabled_settings(specs, errors)
-    _check_subflow_cycles(specs, errors)
+    for check in checks.SPEC_CHECKS:
+        check(specs, errors)
 
     flows: dict[str, CompiledFlow] = {}
     for spec in specs.values():
         cf = _compile_flow(spec, specs, actions, env, compile_text, errors)
         if cf:
             flows[spec.name] = cf
-    _missing_texts(locales, key_usage, errors)
     warnings: list[FlowError] = []
-    try:
-        _check_variables(specs, flows, actions, locales, env, common, channels, keywords, errors, warnings)
-    except Exception as e:  # noqa: BLE001 - a bug in the checks must refuse the edit, never crash a hop
-        log.exception("variable check failed")
-        if not errors:
-            errors.append(FlowError(Where(str(directory.name), 1), f"the variable check failed: "
-                                                                   f"{type(e).__name__}: {e}"))
+    loaded = checks.Loaded(directory, specs, flows, actions, locales, env, common, channels, keywords, key_usage)
+    for check in checks.SET_CHECKS:
+        check(loaded, errors, warnings)
     if broken:                                      # a file that does not parse is reported once, not again
         errors = [e for e in errors if e.where.file in broken.values()     # by every file that names it
                   or not any(f"flow '{n}'" in e.message for n in broken)]
@@ -291,40 +296,6 @@ def load_flowset(directory: str | Path, actions: dict[str, Action] | None = None
         raise FlowValidationError(errors, warnings)
     return FlowSet(version=version, flows=flows, channels=channels, locales=locales, common=common, keywords=keywords,
                    files=stamps, env=env, warnings=warnings)
-
-
-def _missing_texts(locales, key_usage: dict[str, Where], errors: list[FlowError]) -> None:
-    """A key one language lacks: named in that language's file, beside the line it should mirror."""
-    for lang, key, file, line in locales.missing():
-        owner = next(l for l in locales.languages if locales.has(l, key))
-        used = key_usage.get(key)
-        at = f"; used by {used.file}:{used.line}" if used else ""
-        errors.append(FlowError(Where(locales.file(lang), locales.insertion_line(lang, key, owner),
-                                      used.state if used else None),
-                                f"text '{key}' is missing from the '{lang}' locale ({locales.file(lang)}); "
-                                f"add it like {file}:{line}{at}", key=key, lang=lang))
-
-
-def channel_roots(channels: dict, keywords: KeywordTable) -> set[str]:
-    """Flows a channel starts afresh (USSD codes, SMS keywords, the SMS fallback)."""
-    ussd = channels.get("ussd") if isinstance(channels.get("ussd"), dict) else {}
-    roots = {ussd.get("start")} | set((ussd.get("codes") or {}).values() if isinstance(ussd.get("codes"), dict) else ())
-    roots |= {kw.flow for kw in keywords.words.values()}
-    if keywords.otherwise:
-        roots.add(keywords.otherwise)
-    return {r for r in roots if isinstance(r, str)}
-
-
-def _check_variables(specs, flows, actions, locales, env, common, channels, keywords, errors, warnings) -> None:
-    """Every text, condition and ``with:`` value against the variables set on every path to its state
-    (convo.flowlang.varcheck), each text rendered in every language with example values, USSD screens measured."""
-    base = {"phone": varcheck.Leaf("phone"), "lang": varcheck.Leaf("lang"),
-            "features": varcheck.Obj({n: varcheck.Leaf("bool") for n in specs})}
-    analysis = varcheck.analyse(specs, actions, channel_roots(channels, keywords), base)
-    lint = varcheck.TextLint(specs, flows, actions, locales, env, analysis, common, locales.languages)
-    lint.run()
-    errors.extend(lint.errors)
-    warnings.extend(lint.warnings)
 
 
 @dataclass
@@ -436,194 +407,81 @@ def _apply_enabled_settings(specs: dict[str, FlowSpec], errors: list[FlowError])
     return features
 
 
-def _check_subflow_cycles(specs: dict[str, FlowSpec], errors: list[FlowError]) -> None:
-    calls = {n: [(s.subflow, s) for s in sp.states.values() if s.kind == "flow"] for n, sp in specs.items()}
+class FlowBuild:
+    """One flow being compiled: what a kind's ``compile`` (convo.flowlang.kinds) checks against and adds to."""
 
-    def visit(n: str, path: list[str]) -> None:
-        for sub, st in calls.get(n, ()):
-            if sub in path:
-                errors.append(FlowError(specs[n].where(st.name), f"sub-flow cycle: {' -> '.join(path + [sub])}"))
-            elif sub in calls:
-                visit(sub, path + [sub])
+    def __init__(self, spec: FlowSpec, specs: dict[str, FlowSpec], actions: dict[str, Action], env,
+                 compile_text, errors: list[FlowError]):
+        self.spec, self.specs, self.actions, self.env = spec, specs, actions, env
+        self.compile_text, self.errors = compile_text, errors
+        self.texts: dict[tuple[str, str], Text] = {}
+        self.conditions: dict[tuple[str, int], Callable] = {}
+        self.callables: dict[str, Callable] = {"save": _save}
+        self.transitions: list[dict] = []
+        self.bound_actions: dict[str, Action] = {}
+        self.param_values: dict[str, dict[str, Any]] = {}
 
-    for n in specs:
-        visit(n, [n])
-    # report each cycle once per starting point is enough; duplicates are harmless
+    def err(self, st: State, msg: str, line: int | None = None) -> None:
+        self.errors.append(FlowError(self.spec.where(st.name, line), msg))
+
+    def cond(self, st: State, src: str, line: int) -> Callable | None:
+        """A ``when:``/``if:`` condition compiled to a callable, or None (error reported)."""
+        try:
+            return self.env.compile_expression(src, undefined_to_none=False)
+        except Exception as e:  # jinja2.TemplateSyntaxError
+            self.err(st, f"condition {src!r} is not valid: {e}", line)
+            return None
+
+    def text(self, st: State, slot: str, src: Any, line: int | None = None) -> None:
+        """Compile a text of ``st`` into ``slot`` (``text``, ``error``, ``opt<i>``, ``choose``)."""
+        t = self.compile_text(src, self.spec.where(st.name, line))
+        if t:
+            self.texts[(st.name, slot)] = t
+
+    def params(self, st: State) -> None:
+        """The state's ``with:`` values, templates (``{{ }}``) compiled."""
+        out = self.param_values[st.name] = {}
+        for k, v in st.params.items():
+            if isinstance(v, str) and "{" in v:
+                try:
+                    v = templates.compile_template(self.env, v, name=f"{self.spec.file}:{st.name}:{k}")
+                except templates.TemplateError as e:
+                    self.err(st, f"parameter '{k}': {e.message}")
+            out[k] = v
+
+    def transition(self, trigger: str, source: str, dest: str, *, before: str | None = None,
+                   conditions: str | None = None) -> None:
+        t = {"trigger": trigger, "source": source, "dest": dest}
+        if before:
+            t["before"] = before
+        if conditions:
+            t["conditions"] = conditions
+        self.transitions.append(t)
 
 
 def _compile_flow(spec: FlowSpec, specs: dict[str, FlowSpec], actions: dict[str, Action], env,
                   compile_text, errors: list[FlowError]) -> CompiledFlow | None:
     n_errors = len(errors)
     states = spec.states
-    texts: dict[tuple[str, str], Text] = {}
-    conditions: dict[tuple[str, int], Callable] = {}
-    callables: dict[str, Callable] = {"save": _save}
-    transitions: list[dict] = []
-    bound_actions: dict[str, Action] = {}
-    params: dict[str, dict[str, Any]] = {}
-
-    def err(st: State, msg: str, line: int | None = None) -> None:
-        errors.append(FlowError(spec.where(st.name, line), msg))
-
-    def cond(st: State, src: str, line: int) -> Callable | None:
-        try:
-            return env.compile_expression(src, undefined_to_none=False)
-        except Exception as e:  # jinja2.TemplateSyntaxError
-            err(st, f"condition {src!r} is not valid: {e}", line)
-            return None
-
+    b = FlowBuild(spec, specs, actions, env, compile_text, errors)
     for st in states.values():
         for target, line in st.targets():
             if target not in states:
-                err(st, f"unknown target state '{target}'", line)
+                b.err(st, f"unknown target state '{target}'", line)
         if st.text is not None:
-            t = compile_text(st.text, spec.where(st.name))
-            if t:
-                texts[(st.name, "text")] = t
+            b.text(st, "text", st.text)
         if st.error is not None:
-            t = compile_text(st.error, spec.where(st.name))
-            if t:
-                texts[(st.name, "error")] = t
-        if st.kind in ("do", "flow"):
-            params[st.name] = {}
-            for k, v in st.params.items():
-                if isinstance(v, str) and "{" in v:
-                    try:
-                        v = templates.compile_template(env, v, name=f"{spec.file}:{st.name}:{k}")
-                    except templates.TemplateError as e:
-                        err(st, f"parameter '{k}': {e.message}")
-                params[st.name][k] = v
-        if st.kind == "menu":
-            for i, o in enumerate(st.options, 1):
-                t = compile_text(o.label, spec.where(st.name, o.line))
-                if t:
-                    texts[(st.name, f"opt{i}")] = t
-                if o.when:
-                    c = cond(st, o.when, o.line)
-                    if c:
-                        conditions[(st.name, i)] = c
-                transitions.append({"trigger": f"opt{i}", "source": st.name, "dest": o.next})
-            if st.choose:
-                t = compile_text(st.choose.label, spec.where(st.name, st.choose.line))
-                if t:
-                    texts[(st.name, "choose")] = t
-                transitions.append({"trigger": "choose", "source": st.name, "dest": st.choose.next,
-                                    "before": "save"})
-        elif st.kind == "ask":
-            transitions.append({"trigger": "answer", "source": st.name, "dest": st.next, "before": "save"})
-        elif st.kind == "do":
-            a = actions.get(st.action)
-            if a is None:
-                err(st, f"unknown action '{st.action}' (known: {', '.join(sorted(actions))})")
-            else:
-                bound_actions[st.name] = a
-                for o in a.outcomes:
-                    if o not in st.on:
-                        err(st, f"outcome '{o}' of action '{a.name}' has no next state in 'on:'")
-                for o in st.on:
-                    if o not in a.outcomes:
-                        err(st, f"action '{a.name}' has no outcome '{o}' (it has: {', '.join(a.outcomes)})",
-                            st.on_lines.get(o))
-                for p, required in a.params.items():
-                    if required and p not in st.params:
-                        err(st, f"action '{a.name}' needs parameter '{p}' in 'with:'")
-                for p in st.params:
-                    if p not in a.params:
-                        err(st, f"action '{a.name}' has no parameter '{p}' (it takes: {', '.join(a.params) or 'none'})")
-            for o, target in st.on.items():
-                transitions.append({"trigger": o, "source": st.name, "dest": target})
-        elif st.kind == "flow":
-            sub = specs.get(st.subflow)
-            if sub is None:
-                err(st, f"unknown flow '{st.subflow}'")
-            else:
-                outs = sub.outcomes
-                for o in outs - set(st.on):
-                    err(st, f"outcome '{o}' of flow '{st.subflow}' has no next state in 'on:'")
-                for o in set(st.on) - outs:
-                    err(st, f"flow '{st.subflow}' never returns '{o}' (it returns: {', '.join(sorted(outs)) or 'nothing'})",
-                        st.on_lines.get(o))
-            for o, target in st.on.items():
-                transitions.append({"trigger": o, "source": st.name, "dest": target})
-        elif st.kind == "route":
-            for i, c in enumerate(st.routes):
-                t = {"trigger": "route", "source": st.name, "dest": c.next}
-                if c.when is not None:
-                    fn = cond(st, c.when, c.line)
-                    if fn:
-                        name = f"route:{st.name}:{i}"
-                        callables[name] = _route_condition(fn)
-                        t["conditions"] = name
-                transitions.append(t)
+            b.text(st, "error", st.error)
+        kind_of(st).compile(st, b)
 
-    _check_graph(spec, specs, errors)
+    for check in checks.FLOW_CHECKS:
+        check(spec, specs, errors)
     if len(errors) > n_errors:
         return None
-    machine = FlowMachine(model=None, states=list(states), initial=spec.start, transitions=transitions,
-                          auto_transitions=False, send_event=True, callables=callables, name=spec.name)
-    return CompiledFlow(spec, machine, texts, conditions, bound_actions, params)
-
-
-def _route_condition(expr: Callable) -> Callable:
-    def check(event) -> bool:
-        return bool(expr(**event.kwargs["ctx"]))
-    return check
-
-
-def _check_graph(spec: FlowSpec, specs: dict[str, FlowSpec], errors: list[FlowError]) -> None:
-    states = spec.states
-    edges = {n: [t for t, _ in s.targets() if t in states] for n, s in states.items()}
-    # reachable from start
-    seen, todo = set(), [spec.start]
-    while todo:
-        n = todo.pop()
-        if n in seen or n not in states:
-            continue
-        seen.add(n)
-        todo.extend(edges[n])
-    for n, s in states.items():
-        if n not in seen:
-            errors.append(FlowError(spec.where(n), f"state '{n}' cannot be reached from the start state '{spec.start}'"))
-    # every state can reach a way out (end or return)
-    rev: dict[str, list[str]] = {n: [] for n in states}
-    for n, ts in edges.items():
-        for t in ts:
-            rev[t].append(n)
-    def exits(s: State) -> bool:
-        if s.kind in ("end", "return"):
-            return True
-        sub = specs.get(s.subflow) if s.kind == "flow" else None
-        return bool(sub) and any(x.kind == "end" for x in sub.states.values())
-
-    good, todo = set(), [n for n, s in states.items() if exits(s)]
-    while todo:
-        n = todo.pop()
-        if n in good:
-            continue
-        good.add(n)
-        todo.extend(rev[n])
-    for n in states:
-        if n not in good and n in seen:
-            errors.append(FlowError(spec.where(n), f"dead end: no path from state '{n}' ever reaches an 'end:' or 'return:'"))
-    # loops that never wait for input
-    auto = {n for n, s in states.items() if not s.waits_for_input}
-    colour: dict[str, int] = {}
-
-    def dfs(n: str, path: list[str]) -> None:
-        colour[n] = 1
-        for t in edges[n]:
-            if t not in auto:
-                continue
-            if colour.get(t) == 1:
-                cyc = path[path.index(t):] + [t] if t in path else [n, t]
-                errors.append(FlowError(spec.where(t), "loop without input: " + " -> ".join(cyc)))
-            elif t not in colour:
-                dfs(t, path + [t])
-        colour[n] = 2
-
-    for n in auto:
-        if n not in colour:
-            dfs(n, [n])
+    machine = FlowMachine(model=None, states=list(states), initial=spec.start, transitions=b.transitions,
+                          auto_transitions=False, send_event=True, callables={**b.callables, "trail": _trail},
+                          after_state_change="trail", name=spec.name)
+    return CompiledFlow(spec, machine, b.texts, b.conditions, b.bound_actions, b.param_values)
 
 
 class FlowLibrary:

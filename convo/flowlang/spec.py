@@ -19,21 +19,10 @@ from convo.yamlfiles import FlowError, FlowValidationError, Where, line_of, load
 __all__ = ["FlowError", "FlowValidationError", "Where", "line_of", "load_yaml"]  # re-exported: flow code imports them here
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-KINDS = ("menu", "ask", "do", "route", "flow", "end", "return")
 VALIDATORS = ("digits", "amount", "pin", "regex", "choice", "text")
 
-# keys allowed per kind (besides the kind key itself)
+# keys allowed in every state besides its kind's (the kinds' own: convo.flowlang.kinds)
 _COMMON = {"note"}
-_ALLOWED = {
-    "menu": {"options", "choose", "error"},
-    "ask": {"validate", "min", "max", "min_length", "max_length", "pattern", "choices",
-            "save", "next", "error", "secret"},
-    "do": {"with", "on"},
-    "route": set(),
-    "flow": {"with", "on"},
-    "end": set(),
-    "return": set(),
-}
 _FLOW_KEYS = {"flow", "description", "start", "settings", "states"}
 
 
@@ -88,7 +77,9 @@ class State:
 
     @property
     def waits_for_input(self) -> bool:
-        return self.kind in ("menu", "ask")
+        from convo.flowlang.kinds import REGISTRY
+
+        return REGISTRY[self.kind].waits_for_input
 
     def targets(self) -> list[tuple[str, int]]:
         """(target state, line) for every transition out of this state."""
@@ -122,6 +113,14 @@ class FlowSpec:
         return {s.outcome for s in self.states.values() if s.kind == "return"}
 
 
+def __getattr__(name: str):
+    if name == "KINDS":                              # the kind keys, in order (convo.flowlang.kinds)
+        from convo.flowlang.kinds import names
+
+        return names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # --------------------------------------------------------------------------- parsing
 class _Errors:
     def __init__(self, file: str):
@@ -132,7 +131,8 @@ class _Errors:
         self.items.append(FlowError(Where(self.file, line, state), msg))
 
 
-def _is_text(v: Any) -> bool:
+def is_text(v: Any) -> bool:
+    """A text value: a string, or a non-empty mapping language -> string."""
     if isinstance(v, str):
         return True
     return isinstance(v, dict) and bool(v) and all(isinstance(k, str) and isinstance(t, str) for k, t in v.items())
@@ -179,151 +179,82 @@ def parse_flow(text: str, file: str) -> FlowSpec:
 
 
 def _parse_state(name: str, d: Any, line: int, errs: _Errors) -> State | None:
+    from convo.flowlang.kinds import REGISTRY
+
+    keys = tuple(REGISTRY)                          # the kind keys, in order
     if not isinstance(d, dict):
-        errs.add(line, name, "a state must be a mapping with one of: " + ", ".join(KINDS))
+        errs.add(line, name, "a state must be a mapping with one of: " + ", ".join(keys))
         return None
-    kinds = [k for k in KINDS if k in d]
+    kinds = [k for k in keys if k in d]
     if len(kinds) != 1:
         what = "none" if not kinds else " and ".join(kinds)
-        errs.add(line, name, f"a state needs exactly one kind key ({', '.join(KINDS)}); found {what}")
+        errs.add(line, name, f"a state needs exactly one kind key ({', '.join(keys)}); found {what}")
         return None
-    kind = kinds[0]
-    allowed = _ALLOWED[kind] | _COMMON | {kind}
+    kind = REGISTRY[kinds[0]]
+    allowed = kind.keys | _COMMON | {kind.key}
     for key in d:
         if key not in allowed:
-            errs.add(line_of(d, key), name, f"unknown key '{key}' in a {kind} state "
-                                            f"(allowed: {', '.join(sorted(allowed - {kind}))})")
-    st = State(name=name, kind=kind, line=line)
+            errs.add(line_of(d, key), name, f"unknown key '{key}' in a {kind.key} state "
+                                            f"(allowed: {', '.join(sorted(allowed - {kind.key}))})")
+    st = State(name=name, kind=kind.key, line=line)
+    kind.parse(st, StateParser(name, d, line, errs, st))
+    return st
 
-    def target(key: str) -> str | None:
-        v = d.get(key)
+
+class StateParser:
+    """What a kind's ``parse`` works with: the state's mapping ``d`` and readers for common keys.
+
+    Every problem is reported (``error``) at the line of the key it is about; parsing goes on."""
+
+    def __init__(self, name: str, d: dict, line: int, errs: _Errors, st: State):
+        self.name, self.d, self.line, self.errs, self.st = name, d, line, errs, st
+
+    def error(self, line: int, msg: str) -> None:
+        self.errs.add(line, self.name, msg)
+
+    def line_of(self, key: str, default: int | None = None) -> int:
+        """The line of ``key`` in the state (``default``, else the state's line, when absent)."""
+        return line_of(self.d, key) if default is None else line_of(self.d, key, default)
+
+    def target(self, key: str) -> str | None:
+        """A key naming the next state."""
+        v = self.d.get(key)
         if not isinstance(v, str) or not v:
-            errs.add(line_of(d, key), name, f"'{key}' must name a state")
+            self.error(line_of(self.d, key), f"'{key}' must name a state")
             return None
         return v
 
-    def text(key: str, required: bool = True):
-        v = d.get(key)
+    def text(self, key: str, required: bool = True):
+        """A key holding a text: a locale key, an inline text or a mapping language -> text."""
+        v = self.d.get(key)
         if v is None and not required:
             return None
-        if not _is_text(v):
-            errs.add(line_of(d, key), name, f"'{key}' must be a text key, an inline text, "
-                                            "or a mapping language -> text")
+        if not is_text(v):
+            self.error(line_of(self.d, key), f"'{key}' must be a text key, an inline text, "
+                                             "or a mapping language -> text")
             return None
         return v
 
-    def on_map(optional: bool = False) -> None:
+    def on_map(self, optional: bool = False) -> None:
+        """``on:`` (outcome -> state) into ``st.on`` and ``st.on_lines``."""
+        d, st = self.d, self.st
         on = d.get("on")
         if optional and on is None:
             return
         if not isinstance(on, dict) or not on:
-            errs.add(line_of(d, "on", line), name, "'on:' must map each outcome to a state")
+            self.error(line_of(d, "on", self.line), "'on:' must map each outcome to a state")
             return
         for k, v in on.items():
             if not isinstance(v, str):
-                errs.add(line_of(on, k), name, f"outcome '{k}' must name a state")
+                self.error(line_of(on, k), f"outcome '{k}' must name a state")
                 continue
             st.on[k] = v
             st.on_lines[k] = line_of(on, k)
 
-    def params() -> None:
-        w = d.get("with", {})
+    def params(self) -> None:
+        """``with:`` (parameter -> value) into ``st.params``."""
+        w = self.d.get("with", {})
         if not isinstance(w, dict):
-            errs.add(line_of(d, "with"), name, "'with:' must be a mapping of parameters")
+            self.error(line_of(self.d, "with"), "'with:' must be a mapping of parameters")
         else:
-            st.params = dict(w)
-
-    if kind == "menu":
-        st.text = text("menu")
-        st.error = text("error", required=False)
-        opts, choose = d.get("options"), d.get("choose")
-        if (opts is None) == (choose is None):
-            errs.add(line, name, "a menu needs either 'options:' (a list) or 'choose:' (a list from data)")
-        if opts is not None:
-            if not isinstance(opts, list) or not opts:
-                errs.add(line_of(d, "options"), name, "'options:' must be a non-empty list")
-            else:
-                for i, o in enumerate(opts):
-                    oline = opts.item_lines[i] if hasattr(opts, "item_lines") else line
-                    if not isinstance(o, dict) or set(o) - {"label", "next", "when"} or "label" not in o or "next" not in o:
-                        errs.add(oline, name, f"option {i + 1} needs 'label:' and 'next:' (and optionally 'when:')")
-                        continue
-                    if not _is_text(o["label"]) or not isinstance(o["next"], str):
-                        errs.add(oline, name, f"option {i + 1}: 'label' must be text and 'next' a state name")
-                        continue
-                    when = o.get("when")
-                    if when is not None and not isinstance(when, str):
-                        errs.add(oline, name, f"option {i + 1}: 'when' must be a condition")
-                        continue
-                    st.options.append(Option(o["label"], o["next"], when, line_of(o, "next", oline)))
-        if choose is not None:
-            cline = line_of(d, "choose")
-            req = {"from", "label", "save", "next"}
-            if not isinstance(choose, dict) or set(choose) != req:
-                errs.add(cline, name, "'choose:' needs exactly 'from:', 'label:', 'save:' and 'next:'")
-            elif not all(isinstance(choose[k], str) for k in ("from", "save", "next")) or not _is_text(choose["label"]):
-                errs.add(cline, name, "'choose:' values: from/save are variable names, next a state, label a text")
-            else:
-                st.choose = Choose(choose["from"], choose["label"], choose["save"], choose["next"], cline)
-    elif kind == "ask":
-        st.text = text("ask")
-        st.error = text("error", required=False)
-        st.next = target("next")
-        save = d.get("save")
-        if not isinstance(save, str) or not NAME_RE.match(save):
-            errs.add(line_of(d, "save"), name, "'save:' must name the variable that keeps the answer")
-        st.save = save
-        v = d.get("validate", "text")
-        if v not in VALIDATORS:
-            errs.add(line_of(d, "validate"), name, f"unknown validator {v!r} (use one of: {', '.join(VALIDATORS)})")
-        st.validate = {"type": v}
-        for k in ("min", "max", "min_length", "max_length", "pattern", "choices"):
-            if k in d:
-                st.validate[k] = d[k]
-        if v == "regex":
-            pat = d.get("pattern")
-            try:
-                re.compile(pat)
-            except (re.error, TypeError):
-                errs.add(line_of(d, "pattern"), name, f"'pattern:' {pat!r} is not a valid regular expression")
-        if v == "choice" and (not isinstance(d.get("choices"), list) or not d.get("choices")):
-            errs.add(line_of(d, "choices", line), name, "the choice validator needs 'choices:' (a list)")
-        st.secret = bool(d.get("secret", v == "pin"))
-    elif kind == "do":
-        st.action = d["do"] if isinstance(d["do"], str) else None
-        if st.action is None:
-            errs.add(line_of(d, "do"), name, "'do:' must name an action")
-        params()
-        on_map()
-    elif kind == "flow":
-        st.subflow = d["flow"] if isinstance(d["flow"], str) else None
-        if st.subflow is None:
-            errs.add(line_of(d, "flow"), name, "'flow:' must name a flow")
-        params()
-        on_map(optional=True)       # a sub-flow that only ends (never returns) needs no 'on:'
-
-    elif kind == "route":
-        clauses = d["route"]
-        if not isinstance(clauses, list) or not clauses:
-            errs.add(line_of(d, "route"), name, "'route:' must be a list of 'if:'/'next:' clauses ending with 'else:'")
-        else:
-            for i, c in enumerate(clauses):
-                cline = clauses.item_lines[i]
-                if isinstance(c, dict) and set(c) == {"if", "next"} and isinstance(c["if"], str) and isinstance(c["next"], str):
-                    st.routes.append(Clause(c["if"], c["next"], cline))
-                elif isinstance(c, dict) and set(c) == {"else"} and isinstance(c["else"], str):
-                    st.routes.append(Clause(None, c["else"], cline))
-                else:
-                    errs.add(cline, name, f"route clause {i + 1} must be 'if: <condition>' with 'next: <state>', or 'else: <state>'")
-            if st.routes and st.routes[-1].when is not None:
-                errs.add(line_of(d, "route"), name, "a route must end with an 'else:' clause")
-            if any(c.when is None for c in st.routes[:-1]):
-                errs.add(line_of(d, "route"), name, "'else:' must be the last clause of a route")
-    elif kind == "end":
-        st.text = text("end")
-    elif kind == "return":
-        out = d["return"]
-        if not isinstance(out, str) or not NAME_RE.match(out):
-            errs.add(line_of(d, "return"), name, "'return:' must name the outcome handed back to the calling flow")
-        st.outcome = out
-    return st
+            self.st.params = dict(w)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import jinja2
 from jinja2 import nodes
 
-from convo.actions.shapes import ANY, Leaf, Obj, Seq, Shape, describe, example_of, shape_of_value
+from convo.actions.shapes import ANY, Leaf, Obj, Seq, Shape, example_of
 
 # --------------------------------------------------------------------------- variables per state
 
@@ -118,23 +118,15 @@ def _same_returns(a, b) -> bool:
 
 
 def _origins(specs: dict, actions: dict) -> dict[str, list[Origin]]:
-    """Every place that sets each variable (for "used before it is set" messages)."""
+    """Every place that sets each variable (for "used before it is set" messages); what a state sets is
+    its kind's ``sets`` (convo.flowlang.kinds)."""
+    from convo.flowlang.kinds import kind_of
+
     origins: dict[str, list[Origin]] = {}
     for spec in specs.values():
-        def note(var: str, what: str, st, line: int | None = None) -> None:
-            origins.setdefault(var, []).append(Origin(what, spec.file, line or st.line, st.name))
-
         for st in spec.states.values():
-            if st.kind == "ask" and st.save:
-                note(st.save, f"the answer to state '{st.name}'", st)
-            elif st.kind == "menu" and st.choose:
-                note(st.choose.save, f"the choice in state '{st.name}'", st, st.choose.line)
-            elif st.kind == "do" and st.action in actions:
-                for var in actions[st.action].provides:
-                    note(var, f"action '{st.action}' in state '{st.name}'", st)
-            elif st.kind == "flow":
-                for var in st.params:
-                    note(var, f"'with:' of state '{st.name}'", st)
+            for var, what, line in kind_of(st).sets(st, actions):
+                origins.setdefault(var, []).append(Origin(what, spec.file, line or st.line, st.name))
     return origins
 
 
@@ -161,42 +153,34 @@ def _flow_pass(spec, start_env: Env | None, returns, entry, actions, calls) -> d
     return ins
 
 
+@dataclass
+class FlowPass:
+    """What a kind's ``var_edges`` (convo.flowlang.kinds) sees during :func:`analyse`: the actions, and
+    the sub-flows' entries and returns as known in this round."""
+
+    actions: dict
+    returns: dict                 # flow -> outcome -> Env handed back
+    entry: dict                   # flow -> Env on entry (None: not known yet)
+    calls: dict                   # flow -> meet of the Envs it is called with, this round
+
+    def call(self, flow: str, env: Env) -> None:
+        """A ``flow:`` state calls ``flow`` with ``env``."""
+        self.calls[flow] = env if self.calls.get(flow) is None else _meet(self.calls[flow], env)
+
+    def returned(self, flow: str, outcome: str) -> Env | None:
+        """What ``flow`` sets that its caller did not give it, on every path to ``return: outcome``
+        (None: not known yet, next round)."""
+        ret = self.returns.get(flow, {}).get(outcome)
+        if ret is None:
+            return None
+        sub_entry = self.entry.get(flow)
+        return {k: v for k, v in ret.items() if sub_entry is None or k not in sub_entry}
+
+
 def _edges(st, env: Env, spec, returns, entry, actions, calls):
-    if st.kind == "menu":
-        for o in st.options:
-            yield o.next, env
-        if st.choose:
-            src = env.get(st.choose.source)
-            item = src.item if isinstance(src, Seq) else ANY
-            yield st.choose.next, {**env, st.choose.save: item}
-    elif st.kind == "ask":
-        t = {"amount": "amount", "digits": "number", "pin": "secret"}.get(st.validate.get("type"), "text")
-        yield st.next, {**env, st.save: Leaf(t)} if st.save else env
-    elif st.kind == "do":
-        a = actions.get(st.action)
-        for outcome, target in st.on.items():
-            out = dict(env)
-            if a is not None and not a.declared:
-                out[OPEN] = ANY                # an undeclared action may set anything: names are not checked
-            if a is not None:
-                for var, (shape, outs) in a.provides.items():
-                    if outs is None or outcome in outs:
-                        out[var] = shape
-            yield target, out
-    elif st.kind == "flow":
-        with_vars = {k: shape_of_value(v) for k, v in st.params.items()}
-        call_env = {**env, **with_vars}
-        calls[st.subflow] = call_env if calls.get(st.subflow) is None else _meet(calls[st.subflow], call_env)
-        sub_entry = entry.get(st.subflow)
-        for outcome, target in st.on.items():
-            ret = returns.get(st.subflow, {}).get(outcome)
-            if ret is None:
-                continue                      # the sub-flow's result is not known yet (next round)
-            added = {k: v for k, v in ret.items() if sub_entry is None or k not in sub_entry}
-            yield target, {**call_env, **added}
-    elif st.kind == "route":
-        for c in st.routes:
-            yield c.next, env
+    from convo.flowlang.kinds import kind_of
+
+    return kind_of(st).var_edges(st, env, FlowPass(actions, returns, entry, calls))
 
 
 # --------------------------------------------------------------------------- templates
@@ -619,6 +603,8 @@ class TextLint:
                                   f"{type(e).__name__}: {e}", key, lang)
 
     def state(self, spec, cf, st, env: Env) -> None:
+        from convo.flowlang.kinds import kind_of
+
         texts = cf.texts if cf is not None else {}
         if st.kind == "do":
             a = self.actions.get(st.action)
@@ -654,9 +640,9 @@ class TextLint:
         long_main = self.text(spec, st, "text", main, env, st.line) if main else {}
         err_text = texts.get((st.name, "error"))
         long_err = self.text(spec, st, "error", err_text, env, st.line) if err_text else {}
-        if not err_text and st.kind in ("menu", "ask"):
-            key = "common.invalid_choice" if st.kind == "menu" else "common.invalid_input"
-            long_err = {l: self._common(key, l) for l in self.langs}
+        kind = kind_of(st)
+        if not err_text and kind.waits_for_input:          # an answer it refuses shows its kind's common text
+            long_err = {l: self._common(kind.invalid_text, l) for l in self.langs}
         options: dict[str, list[tuple[int, str, Any, str]]] = {l: [] for l in self.langs}
         for i, o in enumerate(st.options, 1):
             t = texts.get((st.name, f"opt{i}"))

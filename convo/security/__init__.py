@@ -8,9 +8,6 @@ from convo.security.pins import COMMON_PINS, DEV_PEPPER, PinHasher, weak_pin_rea
 from convo.security.production import ConfigurationError, check_production_settings
 from convo.security.redaction import RedactSecretsFilter, redact_query_secrets, redact_ussd_text
 
-#: the old name of :func:`allowed` (the engine's callers move to ``allowed``)
-hit = allowed
-
 __all__ = ["COMMON_PINS", "DEV_PEPPER", "ConfigurationError", "PinHasher", "RedactSecretsFilter", "allowed",
-           "check_production_settings", "client_ip", "hit", "ip_allowed", "parse_networks", "redact_query_secrets",
+           "check_production_settings", "client_ip", "ip_allowed", "parse_networks", "redact_query_secrets",
            "redact_ussd_text", "weak_pin_reason"]
