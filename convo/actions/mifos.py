@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from convo.actions import Context, action, on
 from convo.mifos import keys
+from convo.mifos.notify_reads import loan_with_schedule
 from convo.notify.recipients import office_regions
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,7 @@ def loan_due(ctx: Context) -> str:
     today = local_today(ctx)
 
     def load() -> dict:
-        body = s.mifos.get(f"/loans/{int(acc['id'])}", {"associations": "repaymentSchedule"})
+        body = loan_with_schedule(s.mifos, int(acc["id"]))
         d = loan_due_from_loan(body, today)
         since = _overdue_since(body, today) if d.overdue > 0 else None
         return {"amount": str(d.amount_due), "overdue": str(d.overdue), "outstanding": str(d.outstanding),

@@ -137,9 +137,9 @@ def _birth_year(ctx: Context) -> int | None:
     """The client's birth year from Mifos X (``GET /clients/{id}``), when it is known; never cached."""
     cid = _client_id(ctx)
     try:
-        from convo.mifos.client import parse_date
+        from convo.mifos.notify_reads import client_birth_date
 
-        born = parse_date((ctx.services.mifos.get(f"/clients/{int(cid)}") or {}).get("dateOfBirth"))
+        born = client_birth_date(ctx.services.mifos, int(cid))
     except Exception as e:  # noqa: BLE001 - best effort: no year, no birth-year rule
         log.info("birth date lookup failed: %s", type(e).__name__)
         return None

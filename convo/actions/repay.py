@@ -44,13 +44,14 @@ def repay_sources(ctx: Context) -> str:
     ```
     """
     from convo.mifos.client import MifosError, accounts_from_overview
+    from convo.mifos.notify_reads import client_savings_rows
 
     ctx.vars["loan"] = ctx.vars["account"]
     try:
-        body = ctx.services.mifos.get(f"/clients/{int(ctx.vars['client']['id'])}/accounts") or {}
+        rows = client_savings_rows(ctx.services.mifos, int(ctx.vars["client"]["id"]))
     except MifosError:
         return "unavailable"
-    savings = [a for a in body.get("savingsAccounts") or []
+    savings = [a for a in rows
                if (a.get("depositType") or {}).get("id") == SAVINGS_DEPOSIT and not _debits_blocked(a)]
     loan_cur = ctx.vars["loan"]["currency"]["code"]
     accounts = [_slim_account(a) for a in accounts_from_overview({"savingsAccounts": savings})]

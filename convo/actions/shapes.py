@@ -15,7 +15,7 @@ Shapes, as written in a declaration:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

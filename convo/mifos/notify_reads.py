@@ -1,10 +1,14 @@
-"""Fineract reads the notifications need (reminders, receipts, alerts, staff messages).
+"""Fineract reads beyond the client's own methods: what notifications, the console and actions ask.
+
+Every Mifos X path the service calls is written in :mod:`convo.mifos` (here or in the client).
 
 Plain functions over :class:`convo.mifos.client.MifosClient` (its ``get``),
 so the Fineract client itself stays small. Every endpoint here exists in
 Apache Fineract 1.8+ with the same shapes:
 
-* ``GET /clients/{id}`` → :func:`client_contact` (mobile number, names, office, loan officer)
+* ``GET /clients/{id}`` → :func:`client_contact` (mobile number, names, office, loan officer),
+  :func:`client_birth_date`
+* ``GET /clients/{id}/accounts`` → :func:`client_savings_rows` (the overview's savings rows as Fineract sends them)
 * ``GET /staff/{id}`` → :func:`staff_mobile` (``mobileNo`` of a loan officer or other staff)
 * ``GET /runreports/Expected Payments By Date - Basic`` → :func:`installments_due`: the unpaid
   installments of active loans due between two dates, in an office and every office under it,
@@ -38,6 +42,7 @@ __all__ = [
     "installments_due",
     "iter_active_loans", "loan_by_account_no", "loans_by_account_no", "loan_installments", "offices",
     "loan_transaction", "loan_with_schedule", "savings_transaction", "staff_mobile", "savings_account",
+    "client_birth_date", "client_savings_rows",
 ]
 
 
@@ -98,6 +103,17 @@ def iter_active_loans(mifos: MifosClient, page_size: int = 200, max_pages: int =
 
 def loan_with_schedule(mifos: MifosClient, loan_id: int) -> dict:
     return mifos.get(f"/loans/{int(loan_id)}", {"associations": "repaymentSchedule"}) or {}
+
+
+def client_birth_date(mifos: MifosClient, client_id: int) -> date | None:
+    """``dateOfBirth`` of ``GET /clients/{id}``, when Mifos X knows it."""
+    return parse_date((mifos.get(f"/clients/{int(client_id)}") or {}).get("dateOfBirth"))
+
+
+def client_savings_rows(mifos: MifosClient, client_id: int) -> list[dict]:
+    """The ``savingsAccounts`` rows of ``GET /clients/{id}/accounts``, as Fineract sends them (with
+    ``depositType`` and ``subStatus``, which the typed overview leaves out)."""
+    return list((mifos.get(f"/clients/{int(client_id)}/accounts") or {}).get("savingsAccounts") or [])
 
 
 @dataclass(frozen=True)
