@@ -26,7 +26,8 @@ from convo.mifos.client import period_outstanding, parse_date
 from convo.devkit.fineract_sim import create_sim_app
 from convo.notify.outbox import set_opt_out
 from convo.services import build_services
-from convo.jobs.worker import run_worker
+from convo.jobs.schedule import ReminderSchedule
+from convo.jobs.worker import JobLoop, run_worker
 from tests.e2e import running_sms_stack
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
@@ -469,9 +470,11 @@ def test_worker_schedule_runs_the_reminders(sim_at, sqlite_url):
     url, _ = sim_at(dt.date.today())
     svc = make_services(url, sqlite_url)
     with pytest.raises(ValueError):
-        reminders.start_scheduler(svc, "every morning", threading.Event())
+        ReminderSchedule(svc, "every morning")
     stop = threading.Event()
-    t = reminders.start_scheduler(svc, "* * * * * *", stop, hooks_every=0.2)   # croniter: seconds field
+    loop = JobLoop([ReminderSchedule(svc, "* * * * * *", idle_seconds=0.2)])   # croniter: seconds field
+    t = threading.Thread(target=loop.run, kwargs={"stop_event": stop, "handle_signals": False})
+    t.start()
     try:
         deadline = dt.datetime.now() + dt.timedelta(seconds=20)
         while not outbox_rows(svc, "reminder") and dt.datetime.now() < deadline:
