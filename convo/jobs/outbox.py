@@ -149,6 +149,20 @@ def _takeover_note(last_error: str | None) -> str | None:
     return last_error[i:] if i >= 0 else None
 
 
+def _recorded_values(v) -> dict:
+    """A send result's row values (:meth:`OutboxWorker.record`); the gateway and country stay when not given."""
+    c = outbox.c
+    return {**{k: v.c[k] for k in v.c.keys() if k != "id"},
+            "gateway": sa.func.coalesce(v.c["gateway"], c.gateway, sa.bindparam("sender_gateway", type_=c.gateway.type)),
+            "country": sa.func.coalesce(v.c["country"], c.country),
+            "updated_at": sa.bindparam("recorded_at", type_=c.updated_at.type)}
+
+
+#: a delivery report that arrived before its message's provider id was recorded (applied after recording)
+_EARLY = sa.and_(outbox.c.provider_id.is_not(None), sa.exists().where(
+    reports.c.provider_id == outbox.c.provider_id, reports.c.outbox_id.is_(None)).correlate(outbox)).label("early")
+
+
 def sender_from_settings(settings):
     """The worker's sender: a :class:`convo.notify.routing.Router` over the routes file (or ``CONVO_AT_*``)."""
     from convo.notify.routing import Router, routes_from_settings
@@ -206,6 +220,7 @@ class OutboxWorker:
             self._pass_deadline = False
         self.stats = {"sent": 0, "retry": 0, "failed": 0, "suppressed": 0, "lost_lease": 0, "released": 0}
         self._stop = threading.Event()
+        self._last_sweep = time.monotonic()
 
     # -- 1. claim
 
@@ -321,18 +336,9 @@ class OutboxWorker:
         rows = [self._outcome(x, r, now) for x, r in zip(claimed, results)]
         opted_out = {x.message.id: x.message.to for x, r in zip(claimed, results) if r.opted_out}
         autocommit = conn is not None and conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-        c = outbox.c
-
-        def values(v):
-            return {**{k: v.c[k] for k in rows[0] if k != "id"},
-                    "gateway": sa.func.coalesce(v.c["gateway"], c.gateway, gateway),
-                    "country": sa.func.coalesce(v.c["country"], c.country), "updated_at": now}
-
-        # a delivery report that arrived before its provider id was recorded (applied below)
-        early = sa.and_(c.provider_id.is_not(None), sa.exists().where(
-            reports.c.provider_id == c.provider_id, reports.c.outbox_id.is_(None)).correlate(outbox)).label("early")
         with self._tx(conn) as conn:
-            got = lease.finish_rows(conn, OUTBOX_LEASE, token, rows, values=values, returning=(early,))
+            got = lease.finish_rows(conn, OUTBOX_LEASE, token, rows, values=_recorded_values, returning=(_EARLY,),
+                                    params={"recorded_at": now, "sender_gateway": gateway})
             held = {g.id for g in got}
             early = any(g.early for g in got)
             pending: dict[str, int] = {}
@@ -473,24 +479,25 @@ class OutboxWorker:
         with self.engine.begin() as conn:
             return attach_unmatched_reports(conn)
 
-    def run(self, *, once: bool = False, stop_event: threading.Event | None = None) -> int:
-        """Dispatch until ``stop_event`` is set (or, with ``once``, until nothing is due). Returns rows claimed.
+    def tick(self) -> int:
+        """One dispatch round, and every ``sweep_seconds`` the :meth:`sweep` first. Returns rows claimed."""
+        if time.monotonic() - self._last_sweep >= self.sweep_seconds:
+            self._last_sweep = time.monotonic()
+            try:
+                self.sweep()
+            except sa.exc.SQLAlchemyError:
+                log.exception("delivery report sweep failed")
+        return self.dispatch_once()
 
-        Every ``sweep_seconds`` (and at the end of a ``once`` run) it also runs :meth:`sweep`.
-        """
+    def run(self, *, once: bool = False, stop_event: threading.Event | None = None) -> int:
+        """Dispatch until ``stop_event`` is set (or, with ``once``, until nothing is due, then :meth:`sweep`).
+        Returns rows claimed. (``convo worker`` runs :meth:`tick` in its loop: :class:`OutboxTask`.)"""
         stop = stop_event or threading.Event()
         self._stop = stop
         total = 0
-        last_sweep = time.monotonic()
         while not stop.is_set():
-            if time.monotonic() - last_sweep >= self.sweep_seconds:
-                last_sweep = time.monotonic()
-                try:
-                    self.sweep()
-                except sa.exc.SQLAlchemyError:
-                    log.exception("delivery report sweep failed")
             try:
-                n = self.dispatch_once()
+                n = self.tick()
             except sa.exc.OperationalError:
                 if once:
                     raise
@@ -537,7 +544,6 @@ class OutboxTask:
     def __init__(self, worker: OutboxWorker):
         self.worker = worker
         self.idle_seconds = worker.poll_seconds
-        self._last_sweep = time.monotonic()
 
     def start(self, stop: threading.Event) -> None:
         w = self.worker
@@ -546,14 +552,7 @@ class OutboxTask:
                  w.lease.total_seconds(), w.engine.url.render_as_string(hide_password=True))
 
     def tick(self) -> int:
-        """One dispatch round (and, every ``sweep_seconds``, the delivery report sweep); rows claimed."""
-        if time.monotonic() - self._last_sweep >= self.worker.sweep_seconds:
-            self._last_sweep = time.monotonic()
-            try:
-                self.worker.sweep()
-            except sa.exc.SQLAlchemyError:
-                log.exception("delivery report sweep failed")
-        return self.worker.dispatch_once()
+        return self.worker.tick()
 
     def drain(self, stop: threading.Event) -> int:
         """Send until nothing is due (then sweep once); rows claimed."""

@@ -24,6 +24,7 @@ names them.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import random
 import uuid
@@ -126,39 +127,50 @@ class _Params:
 
 def finish_rows(conn: Connection, lt: LeaseTable, token: str, rows: Sequence[Mapping[str, Any]], *,
                 values: Callable[[Any], Mapping[str, Any]] | None = None,
-                returning: Sequence[sa.ColumnElement] = ()) -> list:
+                returning: tuple[sa.ColumnElement, ...] = (), params: Mapping[str, Any] | None = None) -> list:
     """Finish many held rows, each with its own values; returns ``(id, *returning)`` of the rows finished.
 
     ``rows``: dicts of ``id`` and column name -> value (every dict the same keys). ``values(v)`` may
     replace the default ``{name: v.c[name]}`` with expressions over ``v.c`` (the row's values) and the
-    table's columns, e.g. ``coalesce(v.c["gateway"], table.c.gateway)``. PostgreSQL: one guarded ``UPDATE …
-    FROM json_to_recordset(…) RETURNING`` (one round trip). Elsewhere: the rows still held are selected
-    (``FOR UPDATE``), then updated with one executemany; ``returning`` is read after.
+    table's columns, e.g. ``coalesce(v.c["gateway"], table.c.gateway)``. The statement is built once per
+    shape (``lt``, keys, ``values``, ``returning``) and reused: ``values`` must be a module-level function
+    and take what changes between calls as bind parameters (``sa.bindparam("now")``) given in ``params``.
+    PostgreSQL: one guarded ``UPDATE … FROM json_to_recordset(…) RETURNING`` (one round trip). Elsewhere:
+    the rows still held are selected (``FOR UPDATE``), updated with one executemany, ``returning`` read after.
     """
     if not rows:
         return []
     c = lt.col
-    names = [k for k in rows[0] if k != lt.id]
-    types = {k: c(k).type for k in names}
-    if conn.dialect.name == "postgresql":
-        v = sa.func.json_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text), sa.JSON)).table_valued(
-            sa.column(lt.id, c(lt.id).type), *(sa.column(k, types[k]) for k in names), name="v",
-        ).render_derived(with_types=True)
-        sets = values(v) if values else {k: v.c[k] for k in names}
-        stmt = (sa.update(lt.table).where(c(lt.id) == v.c[lt.id], lt.held_by(token))
-                .values({**sets, lt.owner: None, lt.until: None}).returning(c(lt.id), *returning))
+    names = tuple(k for k in rows[0] if k != lt.id)
+    pg = conn.dialect.name == "postgresql"
+    stmt = _rows_statement(lt, names, pg, values, tuple(returning))
+    if pg:
         payload = json.dumps([{k: _jsonable(r[k]) for k in (lt.id, *names)} for r in rows])
-        return conn.execute(stmt, {"rows": payload}).all()
+        return conn.execute(stmt, {**(params or {}), "lease_rows": payload, "lease_token": token}).all()
     held = set(conn.execute(sa.select(c(lt.id)).where(c(lt.id).in_([r[lt.id] for r in rows]), lt.held_by(token))
                             .with_for_update()).scalars())
     if not held:
         return []
-    v = _Params(types)
-    sets = values(v) if values else {k: v.c[k] for k in names}
-    stmt = (sa.update(lt.table).where(c(lt.id) == sa.bindparam("_id"), lt.held_by(token))
-            .values({**sets, lt.owner: None, lt.until: None}))
-    conn.execute(stmt, [{**{f"v_{k}": r[k] for k in names}, "_id": r[lt.id]} for r in rows if r[lt.id] in held])
+    conn.execute(stmt, [{**(params or {}), **{f"v_{k}": r[k] for k in names}, "_id": r[lt.id], "lease_token": token}
+                        for r in rows if r[lt.id] in held])
     return conn.execute(sa.select(c(lt.id), *returning).where(c(lt.id).in_(held))).all()
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_statement(lt: LeaseTable, names: tuple[str, ...], pg: bool, values, returning: tuple):
+    c = lt.col
+    held = lt.held_by(sa.bindparam("lease_token", type_=c(lt.owner).type))
+    if pg:
+        v = sa.func.json_to_recordset(sa.cast(sa.bindparam("lease_rows", type_=sa.Text), sa.JSON)).table_valued(
+            sa.column(lt.id, c(lt.id).type), *(sa.column(k, c(k).type) for k in names), name="v",
+        ).render_derived(with_types=True)
+        sets = values(v) if values else {k: v.c[k] for k in names}
+        return (sa.update(lt.table).where(c(lt.id) == v.c[lt.id], held)
+                .values({**sets, lt.owner: None, lt.until: None}).returning(c(lt.id), *returning))
+    v = _Params({k: c(k).type for k in names})
+    sets = values(v) if values else {k: v.c[k] for k in names}
+    return (sa.update(lt.table).where(c(lt.id) == sa.bindparam("_id"), held)
+            .values({**sets, lt.owner: None, lt.until: None}))
 
 
 def _jsonable(x: Any) -> Any:
