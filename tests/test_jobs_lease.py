@@ -226,3 +226,26 @@ def test_python_m_convo_jobs_worker_once_runs_every_registered_task(sim, tmp_pat
     assert "reminders: " in r.stderr and " found, " in r.stderr
     assert "'transfers': 1, 'hooks': 1, 'schedule': 1" in r.stderr
     engine.dispose()
+
+
+def test_the_jobs_are_given_what_they_need_and_the_store_needs_no_job():
+    """convo/jobs imports neither the app's services nor the web app, the CLI or the dialog (whoever starts the
+    worker passes what the tasks need), and convo/store imports nothing of convo/jobs: no import cycle here."""
+    import ast
+
+    def imported(package: str) -> set[str]:
+        found = set()
+        for f in (ROOT / "convo" / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.Import):
+                    found.update(a.name for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    found.add(node.module)
+        return found
+
+    def reaches(names: set[str], target: str) -> set[str]:
+        return {n for n in names if n == target or n.startswith(target + ".")}
+
+    jobs = imported("jobs")
+    assert not set().union(*(reaches(jobs, t) for t in ("convo.services", "convo.web", "convo.cli", "convo.dialog")))
+    assert not reaches(imported("store"), "convo.jobs")
