@@ -423,6 +423,44 @@ def test_repayment_receipt_reaches_an_opted_out_client_and_waits_out_a_mifos_out
 
 
 @pytest.mark.postgres
+def test_a_hook_mifos_cannot_answer_is_retried_at_once_then_waits_longer_each_time(stack):
+    gw, fake, services = stack
+    from convo.notify.receipts import retry_pending_hooks
+    from convo.store.notify_models import FineractHook
+
+    t = FineractHook.__table__
+
+    def pending():
+        with services.db.connect() as c:
+            r = c.execute(sa.select(t.c.status, t.c.attempts, t.c.next_attempt_at, t.c.updated_at)).one()
+        return r.status, r.attempts, (r.next_attempt_at - r.updated_at).total_seconds()
+
+    def time_passes():
+        with services.db.begin() as c:
+            c.execute(sa.update(t).values(next_attempt_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
+
+    sim = services.settings.fineract_url.split("/fineract-provider")[0]
+    requests.post(f"{sim}/__sim/faults", json={"down": True}, timeout=5)
+    rep = {"officeId": 1, "clientId": 1, "loanId": 29, "resourceId": 2907}
+    assert hook(gw, "LOAN", "REPAYMENT", rep).json()["status"] == "pending"
+    assert pending() == ("pending", 1, 0)                   # the worker's next pass tries it
+    assert retry_pending_hooks(services) == 1               # Mifos X still down
+    status, attempts, wait = pending()
+    assert (status, attempts) == ("pending", 2) and 30 <= wait <= 60
+    assert retry_pending_hooks(services) == 0               # not before its time
+    time_passes()
+    assert retry_pending_hooks(services) == 1
+    status, attempts, wait = pending()
+    assert (status, attempts) == ("pending", 3) and 60 <= wait <= 120
+    requests.delete(f"{sim}/__sim/faults", timeout=5)
+    services.mifos.breaker.success()
+    time_passes()
+    assert retry_pending_hooks(services) == 1
+    assert pending()[:2] == ("done", 4)
+    assert len(outbox_rows(services, "receipt")) == 1
+
+
+@pytest.mark.postgres
 def test_disbursal_receipt_and_large_disbursal_alert(redis_url, pg_url, tmp_path):
     d = flows_copy(tmp_path, alerts="""alerts:
   - name: large_disbursal
