@@ -249,3 +249,58 @@ def test_the_jobs_are_given_what_they_need_and_the_store_needs_no_job():
     jobs = imported("jobs")
     assert not set().union(*(reaches(jobs, t) for t in ("convo.services", "convo.web", "convo.cli", "convo.dialog")))
     assert not reaches(imported("store"), "convo.jobs")
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class Queue:
+    """A task with ``work`` items waiting, done ``per_tick`` at a time; ``broken`` raises on its first tick."""
+
+    def __init__(self, name, work, per_tick=2, broken=False, log=None):
+        self.name, self.work, self.per_tick, self.broken = name, work, per_tick, broken
+        self.idle_seconds, self.log, self.closed = 0.01, log if log is not None else [], False
+
+    def tick(self) -> int:
+        self.log.append(self.name)
+        if self.broken:
+            self.broken = False
+            raise RuntimeError(f"{self.name} broke")
+        n = min(self.per_tick, self.work)
+        self.work -= n
+        return n
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_once_drains_each_task_in_turn_and_a_broken_one_does_not_stop_the_others():
+    from convo.jobs.worker import JobLoop
+
+    order: list[str] = []
+    transfers = Queue("transfers", 3, broken=True, log=order)
+    outbox = Queue("outbox", 5, log=order)
+    loop = JobLoop([transfers, outbox])
+    with pytest.raises(RuntimeError, match="transfers broke"):
+        loop.run(once=True, handle_signals=False)
+    assert order == ["transfers", "outbox", "outbox", "outbox", "outbox"]    # outbox: 2 + 2 + 1, then 0
+    assert (outbox.work, loop.handled["outbox"]) == (0, 5) and transfers.closed and outbox.closed
+    assert loop.run(once=True, handle_signals=False) == {"transfers": 3, "outbox": 5}
+
+
+def test_running_tasks_keep_going_after_an_error_until_stopped():
+    from convo.jobs.worker import JobLoop
+
+    stop = threading.Event()
+    hooks = Queue("hooks", 4, broken=True)
+    loop = JobLoop([hooks])
+    t = threading.Thread(target=loop.run, kwargs={"stop_event": stop, "handle_signals": False})
+    t.start()
+    try:
+        deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+        while hooks.work and dt.datetime.now() < deadline:
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive() and hooks.work == 0 and loop.handled["hooks"] == 4 and hooks.closed

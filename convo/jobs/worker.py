@@ -91,7 +91,8 @@ class JobLoop:
             handle_signals: bool = True) -> dict[str, int]:
         """Run until ``stop_event`` is set (SIGTERM/SIGINT set it when called from the main thread and
         ``handle_signals``: the sends in flight finish, the rest of a batch goes back). With ``once``, each
-        task's :meth:`drain` in order, then return. Returns the rows each task handled."""
+        task's ``drain`` in order, then return (a task that raised is raised again once the others ran).
+        Returns the rows each task handled."""
         stop = stop_event or threading.Event()
         old = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
@@ -108,10 +109,17 @@ class JobLoop:
                 if start:
                     start(stop)
             if once:
-                for t in self.tasks:
+                failed: Exception | None = None
+                for t in self.tasks:        # one task failing does not keep the others from their turn
                     if stop.is_set():
                         break
-                    self.handled[t.name] += self._drain(t, stop)
+                    try:
+                        self.handled[t.name] += self._drain(t, stop)
+                    except Exception as exc:  # noqa: BLE001 - raised again after the others ran
+                        log.exception("task %s failed", t.name)
+                        failed = failed or exc
+                if failed is not None:
+                    raise failed
             else:
                 threads = [threading.Thread(target=self._loop, args=(t, stop), name=f"job-{t.name}", daemon=True)
                            for t in self.tasks]
