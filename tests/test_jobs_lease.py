@@ -22,7 +22,7 @@ from convo.store import lease
 from convo.store.db import UTCDateTime, make_engine, upgrade, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = dt.datetime(2026, 5, 4, 9, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 5, 4, 9, 0, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
 
 meta = sa.MetaData()
@@ -199,7 +199,7 @@ def test_python_m_convo_jobs_worker_once_runs_every_registered_task(sim, tmp_pat
     upgrade(url)
     engine = make_engine(url)
     request_transfer(engine, idempotency_key="repay:test:1", phone="+254700000101", lang="en", client_id=1,
-                     office_id=1, savings_id=42, loan_id=29, amount=Decimal("500"),
+                     office_id=1, savings_id=42, loan_id=29, amount=Decimal(500),
                      currency={"code": "KES", "decimal_places": 2}, loan_label="Biashara Flat 6M *0029")
     now = utcnow()
     with engine.begin() as c:  # Mifos X was down when this hook came

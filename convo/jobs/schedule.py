@@ -68,7 +68,7 @@ class ReminderSchedule:
     def _remind(self) -> int:
         try:
             rep = reminders.run(self.ctx)
-        except Exception:  # noqa: BLE001 - next time, then
+        except Exception:  # next time, then
             log.exception("reminder run failed")
             return 0
         log.info("reminders: %d found, %d written, %d already sent, %d suppressed, %d alerts",

@@ -24,13 +24,22 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 
 from convo.jobs.outbox import (  # noqa: F401 - the outbox worker's names, as tests and tools import them
-    Claimed, LeaseTooShort, OutboxTask, OutboxWorker, backoff_seconds, check_lease, gateway_timeout,
-    min_lease_seconds, outbox_worker, sender_from_settings,
+    Claimed,
+    LeaseTooShort,
+    OutboxTask,
+    OutboxWorker,
+    backoff_seconds,
+    check_lease,
+    gateway_timeout,
+    min_lease_seconds,
+    outbox_worker,
+    sender_from_settings,
 )
 from convo.store.db import make_engine
 from gateways.base import SmsSender
@@ -115,7 +124,7 @@ class JobLoop:
                         break
                     try:
                         self.handled[t.name] += self._drain(t, stop)
-                    except Exception as exc:  # noqa: BLE001 - raised again after the others ran
+                    except Exception as exc:  # raised again once the others ran
                         log.exception("task %s failed", t.name)
                         failed = failed or exc
                 if failed is not None:
@@ -156,7 +165,7 @@ class JobLoop:
         while not stop.is_set():
             try:
                 n = task.tick()
-            except Exception:  # noqa: BLE001 - keep the task alive; its leases expire and are taken over
+            except Exception:  # keep the task alive; a row it held is taken over when its lease runs out
                 wait = max(task.idle_seconds, 1.0)
                 log.exception("task %s failed; again in %.1fs", task.name, wait)
                 stop.wait(wait)

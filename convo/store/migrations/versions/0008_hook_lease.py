@@ -8,8 +8,8 @@
 Revision ID: 0008_hook_lease
 Revises: 0007_gateway_costs
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from convo.store.db import UTCDateTime
 
