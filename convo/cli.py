@@ -61,6 +61,21 @@ def require_schema(settings: Settings) -> None:
         engine.dispose()
 
 
+def start_worker(settings: Settings, *, once: bool = False, stop_event=None, handle_signals: bool = True,
+                 **outbox_overrides) -> dict[str, int]:
+    """Run the worker: every registered task (:func:`convo.jobs.worker.build_tasks`) with what they need
+    built here from ``settings``. ``convo worker [--once]``, ``convo demo`` and ``python -m convo.jobs.worker``
+    all start it through this one function. Returns the rows each task handled."""
+    from convo.devkit.convtest import reload_tests
+    from convo.jobs.worker import JobLoop, build_tasks
+    from convo.services import build_services
+    from convo.web import create_app
+
+    # the same check of an edited flows folder as the app's, so worker and app switch to the same version
+    tasks = build_tasks(build_services(settings, flow_tests=reload_tests(create_app)), **outbox_overrides)
+    return JobLoop(tasks).run(once=once, stop_event=stop_event, handle_signals=handle_signals)
+
+
 @click.group()
 def main() -> None:
     """mifos-convo: SMS and USSD banking for Mifos X."""
@@ -80,7 +95,6 @@ def demo(host: str, port: int, sim_port: int) -> None:
 
     from convo.store.db import upgrade as db_upgrade
     from convo.devkit.fake_at import start_fake_at
-    from convo.jobs.worker import run_worker
 
     base = f"http://{host}:{port}"
     sim = start_simulator(sim_port, host)
@@ -91,11 +105,8 @@ def demo(host: str, port: int, sim_port: int) -> None:
     settings = sim_settings(sim.url, **overrides)
     db_upgrade(settings.database_url)
     app = create_app(settings)
-    threading.Thread(target=run_worker, args=(settings,), kwargs={"handle_signals": False, "poll_seconds": 0.5},
-                     daemon=True, name="outbox-worker").start()
-    from convo.jobs.transfers import start_transfer_thread
-
-    start_transfer_thread(settings)
+    threading.Thread(target=start_worker, args=(settings,), kwargs={"handle_signals": False, "poll_seconds": 0.5},
+                     daemon=True, name="worker").start()
     click.echo(f"Fineract simulator: {sim.url}/fineract-provider/api/v1 (mifos / password)")
     click.echo(f"Gateway:            {base}  (Africa's Talking USSD callback: {base}/gateways/africastalking/ussd)")
     click.echo(f"SMS:                {base}/gateways/africastalking/sms -> outbox ({settings.database_url}) "
@@ -121,24 +132,33 @@ def demo(host: str, port: int, sim_port: int) -> None:
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="dispatch what is due now, then exit")
+@click.option("--once", is_flag=True, help="do what is due now (every task), then exit")
 @click.option("--metrics-port", default=0, show_default=True, envvar="CONVO_WORKER_METRICS_PORT",
               help="serve this worker's Prometheus metrics (sends, repayments, reminder runs) on this port (0: off)")
-def worker(once: bool, metrics_port: int) -> None:
-    """Send queued SMS, make repayments from savings, run reminders on CONVO_REMIND_CRON.
+@click.option("--batch", type=int, default=None, help="outbox rows claimed at once (CONVO_WORKER_BATCH)")
+@click.option("--lease-seconds", type=float, default=None, help="CONVO_WORKER_LEASE_SECONDS")
+@click.option("--database-url", default=None, help="CONVO_DATABASE_URL")
+def worker(once: bool, metrics_port: int, batch: int | None, lease_seconds: float | None,
+           database_url: str | None) -> None:
+    """Send queued SMS, make repayments from savings, retry pending Fineract hooks, run reminders on
+    CONVO_REMIND_CRON (with --once: when it matches the current minute).
 
     Run as many as you like against PostgreSQL (one with SQLite).
 
     Refuses to start unless CONVO_WORKER_LEASE_SECONDS >= 2 x the gateway's
     send timeout + 5 s (Africa's Talking: 2 x (3.05 + CONVO_AT_TIMEOUT) + 5,
     31.1 s with the default CONVO_AT_TIMEOUT=10)."""
-    from convo.jobs.worker import LeaseTooShort, check_lease, run_worker
+    from convo.jobs.worker import LeaseTooShort, check_lease
 
     settings = _checked_settings()
+    given = dict(worker_batch=batch, worker_lease_seconds=lease_seconds, database_url=database_url)
+    settings = settings.replace(**{k: v for k, v in given.items() if v is not None})
     try:
         check_lease(settings)
     except LeaseTooShort as exc:
-        raise click.ClickException(str(exc)) from None
+        refused = click.ClickException(str(exc))
+        refused.exit_code = 2
+        raise refused from None
     require_schema(settings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from convo import logs
@@ -148,22 +168,7 @@ def worker(once: bool, metrics_port: int) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port)          # GET :<port>/metrics (convo/metrics.py, "the worker")
-    if not once:  # reminders on CONVO_REMIND_CRON, pending Fineract hooks retried (convo/notify/reminders.py)
-        import threading
-
-        from convo.notify.reminders import start_scheduler
-        from convo.services import build_services
-
-        start_scheduler(build_services(settings), settings.remind_cron, threading.Event(), timezone=settings.timezone)
-        from convo.jobs.transfers import start_transfer_thread
-
-        start_transfer_thread(settings)          # repayments from savings asked for over USSD/SMS
-    else:
-        from convo.services import build_services
-        from convo.jobs.transfers import TransferRunner
-
-        TransferRunner(build_services(settings)).run_once()
-    run_worker(settings, once=once)
+    start_worker(settings, once=once)
 
 
 @main.command()

@@ -147,7 +147,7 @@ def request_repayment(ctx: Context) -> str:
       on: {queued: queued, not_shown: confirm, unavailable: mifos_down}
     ```
     """
-    from convo.jobs.transfers import request_transfer
+    from convo.store.transfers import request_transfer
 
     v = ctx.vars
     if getattr(ctx, _SHOWN_NOW, None) == v["repay_ref"]:

@@ -1,12 +1,12 @@
-"""Repay a loan from savings, after the USSD session: requests, the runner, the SMS receipt.
+"""Repay a loan from savings, after the USSD session: the worker's transfer task and its SMS receipt.
 
 A repayment asked for over USSD or SMS becomes one ``transfer_requests`` row
-(unique idempotency key) and the dialog ends with "you will receive an SMS":
-a slow Mifos X can never time the session out. The runner (a thread of
-``convo worker``, and of ``convo demo``) leases due rows like the outbox
-worker does (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), calls
-``POST /accounttransfers`` and writes the outcome to the outbox as an SMS in
-the client's language.
+(:func:`convo.store.transfers.request_transfer`, unique idempotency key) and the
+dialog ends with "you will receive an SMS": a slow Mifos X can never time the
+session out. The runner (a task of ``convo worker``, :class:`TransferTask`)
+leases due rows with :mod:`convo.store.lease` (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL), calls ``POST /accounttransfers`` and writes the outcome to the
+outbox as an SMS in the client's language.
 
 The transfer date is Fineract's business date (:meth:`MifosClient.business_date`:
 ``GET /businessdate/BUSINESS_DATE`` when that feature is on, else today in
@@ -31,99 +31,46 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
-import threading
-import uuid
+import os
+import socket
 from decimal import Decimal
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
 
-from convo.store.db import Base, UTCDateTime, utcnow
+from convo.store import lease
+from convo.store.db import utcnow
+from convo.store.transfers import FINAL, TRANSFER_LEASE, TransferRequest, request_transfer, table
+
+__all__ = ["FINAL", "TransferRequest", "TransferRunner", "TransferTask", "request_transfer"]
 
 log = logging.getLogger(__name__)
 
-FINAL = ("done", "failed", "unknown")
-
-
-class TransferRequest(Base):
-    __tablename__ = "transfer_requests"
-
-    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-                                    autoincrement=True)
-    idempotency_key: Mapped[str] = mapped_column(sa.String(200), unique=True)
-    phone: Mapped[str] = mapped_column(sa.String(32))
-    lang: Mapped[str] = mapped_column(sa.String(8))
-    client_id: Mapped[int] = mapped_column(sa.BigInteger)
-    office_id: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
-    savings_id: Mapped[int] = mapped_column(sa.BigInteger)
-    loan_id: Mapped[int] = mapped_column(sa.BigInteger)
-    amount: Mapped[Decimal] = mapped_column(sa.Numeric(19, 6))
-    currency: Mapped[dict] = mapped_column(sa.JSON)
-    loan_label: Mapped[str] = mapped_column(sa.String(120))
-    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
-    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
-    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    leased_by: Mapped[str | None] = mapped_column(sa.String(80), nullable=True)
-    resource_id: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
-    error: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
-    #: the date sent to Fineract (chosen at the first attempt; changed only after a 400 "in the future")
-    transfer_date: Mapped[dt.date | None] = mapped_column(sa.Date, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-
-    __table_args__ = (sa.Index("ix_transfer_requests_due", "status", "next_attempt_at"),)
-
-
-table = TransferRequest.__table__
-
-
-def request_transfer(db, *, idempotency_key: str, phone: str, lang: str, client_id: int, office_id: int | None,
-                     savings_id: int, loan_id: int, amount: Decimal, currency: dict, loan_label: str) -> int:
-    """Record one repayment to make; the same key again is the same request. Returns its id."""
-    now = utcnow()
-    values = dict(idempotency_key=idempotency_key, phone=phone, lang=lang, client_id=client_id,
-                  office_id=office_id, savings_id=savings_id, loan_id=loan_id, amount=Decimal(amount),
-                  currency=currency, loan_label=loan_label[:120], status="pending", attempts=0,
-                  next_attempt_at=now, created_at=now, updated_at=now)
-    with db.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]))
-        return conn.execute(sa.select(table.c.id).where(table.c.idempotency_key == idempotency_key)).scalar_one()
-
 
 class TransferRunner:
-    """Leases due requests, moves the money in Mifos X, writes the SMS to the outbox."""
+    """Leases due requests, moves the money in Mifos X, writes the SMS to the outbox.
 
-    def __init__(self, services, *, batch: int = 20, lease_seconds: float = 120.0, max_attempts: int = 6,
+    ``ctx``: what it needs, passed by whoever starts the worker (:class:`convo.jobs.worker.JobContext`, or
+    the app's services): ``db`` (engine), ``mifos`` (client), ``settings``, ``flows`` (texts), ``cache``.
+    """
+
+    def __init__(self, ctx, *, batch: int = 20, lease_seconds: float = 120.0, max_attempts: int = 6,
                  retry_base_seconds: float = 30.0, retry_max_seconds: float = 1800.0):
-        self.services = services
-        self.db = services.db
+        self.services = ctx
+        self.db = ctx.db
         self.batch, self.max_attempts = batch, max_attempts
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.retry_base, self.retry_max = retry_base_seconds, retry_max_seconds
-        self.name = f"transfers:{uuid.uuid4().hex[:8]}"
+        self.name = f"transfers:{socket.gethostname()}:{os.getpid()}"
 
     def claim(self) -> list:
+        """Lease up to ``batch`` due requests (committed); each row's ``leased_by`` is this claim's token."""
         now = utcnow()
-        c = table.c
-        due = sa.or_(sa.and_(c.status == "pending", c.next_attempt_at <= now),
-                     sa.and_(c.status == "running", c.lease_until < now))
-        pick = sa.select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(self.batch)
-        if self.db.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (sa.update(table).where(c.id.in_(pick.scalar_subquery()))
-                .values(status="running", leased_by=self.name, lease_until=now + self.lease,
-                        attempts=c.attempts + 1, updated_at=now)
-                .returning(*table.c))
         with self.db.begin() as conn:
-            return conn.execute(stmt).all()
+            return lease.claim(conn, TRANSFER_LEASE, token=lease.new_token(self.name), now=now, lease=self.lease,
+                               limit=self.batch, values={"updated_at": now})
 
     def run_once(self) -> int:
+        """Claim a batch and process it; how many requests were claimed."""
         rows = self.claim()
         for row in rows:
             self._process(row)
@@ -132,16 +79,16 @@ class TransferRunner:
     def _finish(self, row, status: str, *, error: str | None = None, resource_id: int | None = None,
                 retry: bool = False) -> bool:
         now = utcnow()
-        values = dict(status=status, error=error, updated_at=now, leased_by=None, lease_until=None)
+        values = dict(status=status, error=error, updated_at=now)
         if resource_id is not None:
             values["resource_id"] = resource_id
         if retry:
-            delay = min(self.retry_max, self.retry_base * 2 ** max(0, row.attempts - 1)) * (0.5 + random.random() / 2)
-            values["next_attempt_at"] = now + dt.timedelta(seconds=delay)
+            values["next_attempt_at"] = lease.retry_at(now, row.attempts, self.retry_base, self.retry_max)
         with self.db.begin() as conn:
-            done = conn.execute(sa.update(table).where(table.c.id == row.id, table.c.leased_by == self.name)
-                                .values(**values)).rowcount
-        if done:
+            done = lease.finish(conn, TRANSFER_LEASE, [row.id], row.leased_by, values)
+        if not done:
+            log.warning("transfer %s: lease lost before recording %s (another worker took it over)", row.id, status)
+        else:
             from convo import metrics
 
             metrics.TRANSFERS.labels("retry" if retry else status).inc()
@@ -149,7 +96,7 @@ class TransferRunner:
 
     def _store_date(self, row, day: dt.date) -> None:
         with self.db.begin() as conn:
-            conn.execute(sa.update(table).where(table.c.id == row.id, table.c.leased_by == self.name)
+            conn.execute(sa.update(table).where(table.c.id == row.id, TRANSFER_LEASE.held_by(row.leased_by))
                          .values(transfer_date=day, updated_at=utcnow()))
 
     def _process(self, row) -> None:
@@ -224,23 +171,15 @@ class TransferRunner:
                 kind="receipt", requested_by_client=True, region=self.services.settings.default_region)
 
 
-def run_transfers(services, stop: threading.Event, poll_seconds: float = 1.0) -> None:
-    """Loop until ``stop`` is set (a thread of ``convo worker`` and ``convo demo``)."""
-    runner = TransferRunner(services)
-    while not stop.is_set():
-        try:
-            busy = runner.run_once()
-        except Exception:  # noqa: BLE001 - keep the runner alive; the row's lease will expire
-            log.exception("transfer runner error")
-            busy = 0
-        if not busy:
-            stop.wait(poll_seconds)
+class TransferTask:
+    """Repayments from savings as a task of the worker loop (:mod:`convo.jobs.worker`)."""
 
+    name = "transfers"
 
-def start_transfer_thread(settings, stop: threading.Event | None = None) -> threading.Event:
-    from convo.services import build_services
+    def __init__(self, ctx, *, idle_seconds: float = 1.0, **runner_options):
+        self.runner = TransferRunner(ctx, **runner_options)
+        self.idle_seconds = idle_seconds
 
-    stop = stop or threading.Event()
-    services = build_services(settings)
-    threading.Thread(target=run_transfers, args=(services, stop), daemon=True, name="transfers").start()
-    return stop
+    def tick(self) -> int:
+        """Process one batch of due requests; how many were claimed."""
+        return self.runner.run_once()

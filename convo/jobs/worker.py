@@ -1,671 +1,218 @@
-"""``convo worker``: sends what is due in the outbox, with leases, retries and backoff.
+"""``convo worker``: one loop running the registered tasks, each on its own thread.
 
-One dispatch round (:meth:`Worker.dispatch_once`):
+Tasks (one file each; :func:`build_tasks` registers them, in this order):
 
-1. **Claim** (one short transaction): up to ``batch`` rows that are ``queued``
-   and due, or ``sending`` with an expired lease (their worker died), are set
-   to ``sending`` with ``leased_by`` = a fresh token, ``lease_until`` = now +
-   lease, ``attempts + 1``. On PostgreSQL the rows are picked with
-   ``FOR UPDATE SKIP LOCKED``, so concurrent workers on any number of
-   machines never claim the same row. Commit. This commit is the durable
-   "about to send" record.
-2. **Send** outside any transaction, one *unit* at a time on
-   ``concurrency`` threads. A unit is one message, or (for a gateway with
-   bulk sends, ``sender.max_recipients``) the messages of the batch with the
-   same text and sender id - one HTTP request either way. Each unit gets the
-   lease deadline; a unit that could not finish before it is not started.
-3. **Record** each unit's results as they come back: a sending thread hands
-   its results to the dispatching thread and waits until they are committed
-   before it takes another unit. The dispatching thread commits whatever has
-   come back at once (group commit); each result is written only if the row
-   is still ``sending`` under *our* token (PostgreSQL: one guarded ``UPDATE …
-   FROM json_to_recordset(…) RETURNING`` in autocommit, one round trip;
-   SQLite: ``SELECT … FOR UPDATE`` then guarded UPDATEs). ``sent`` stores provider id/cost/parts; ``retry``
-   re-queues with exponential backoff and jitter, or ends ``failed`` after
-   ``max_attempts``; ``failed`` is final with the reason. Units not started
-   (stop requested, deadline near) go back to ``queued`` as they were.
+* ``transfers`` - repayments from savings (:mod:`convo.jobs.transfers`);
+* ``hooks``     - Fineract hooks left pending, retried (:mod:`convo.jobs.hooks`);
+* ``schedule``  - reminders on ``CONVO_REMIND_CRON``, the officer's day (:mod:`convo.jobs.schedule`);
+* ``outbox``    - sends what is due in the outbox (:mod:`convo.jobs.outbox`), last so that a ``--once``
+  run also sends what the others wrote.
 
-Guarantees and the honest remaining window: while a lease holds nobody else
-sends the row. At any moment at most ``concurrency`` units are sent and not
-yet recorded, so a worker killed with SIGKILL re-sends at most those (at
-least once; Africa's Talking has no idempotency key to dedupe on): with
-distinct texts that is ``concurrency`` messages, not the batch. Rows taken
-over after a lease expiry say so in ``last_error`` ("lease expired: worker …
-did not finish; retrying (may have been sent)"), and keep saying so once
-sent. The lease must cover a whole send (see :func:`min_lease_seconds`: the
-worker refuses to start otherwise). Clocks of worker machines must be
-NTP-synced (lease times are written by the workers).
+Each task claims its rows with :mod:`convo.store.lease`. A task is an object with ``name``,
+``idle_seconds`` and ``tick() -> int`` (rows handled; 0: nothing due, wait ``idle_seconds``), and
+optionally ``start(stop)``, ``drain(stop) -> int`` (the ``--once`` run; default: tick until 0) and
+``close()``. A new job: one file with its task, one line in :func:`build_tasks`, its test.
 
-SQLite works for one worker (the claim is one atomic ``UPDATE … RETURNING``).
+Everything the tasks need comes in ``ctx`` (:class:`JobContext`), built by whoever starts the worker
+(``convo worker``, ``convo worker --once``, ``convo demo`` and ``python -m convo.jobs.worker`` all go
+through :func:`convo.cli.start_worker`): this package imports neither the app's services nor the web app.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import datetime as dt
-import inspect
-import json
 import logging
 import os
-import queue
-import random
 import signal
-import socket
 import sys
 import threading
-import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from convo import metrics
-from convo.store.db import DeliveryReport, OutboxMessage, make_engine, utcnow
-from convo.notify.outbox import apply_pending_reports, attach_unmatched_reports, opted_out_among
-from gateways.base import OutgoingSms, SendResult, SmsSender
+from convo.jobs.outbox import (  # noqa: F401 - the outbox worker's names, as tests and tools import them
+    Claimed,
+    LeaseTooShort,
+    OutboxTask,
+    OutboxWorker,
+    backoff_seconds,
+    check_lease,
+    gateway_timeout,
+    min_lease_seconds,
+    outbox_worker,
+    sender_from_settings,
+)
+from convo.store.db import make_engine
+from gateways.base import SmsSender
 
-__all__ = ["Claimed", "LeaseTooShort", "Worker", "backoff_seconds", "check_lease", "gateway_timeout", "main", "min_lease_seconds",
-           "run_worker"]
+__all__ = ["JobContext", "JobLoop", "LeaseTooShort", "Task", "Worker", "build_tasks", "check_lease", "gateway_timeout",
+           "main", "min_lease_seconds", "run_worker"]
 
 log = logging.getLogger("convo.jobs.worker")
-outbox = OutboxMessage.__table__
+
+#: the outbox dispatcher under its former name
+Worker = OutboxWorker
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A row this worker holds a lease on."""
+class JobContext(Protocol):
+    """What the tasks need (the app's ``Services`` is one): settings, the database, Mifos X, texts, cache."""
 
-    message: OutgoingSms
-    attempts: int
-    requested_by_client: bool
-    token: str
-    #: the "lease expired: worker … did not finish" note when this row was taken over from a dead worker
-    taken_over: str | None = None
+    settings: Any
+    db: Engine
+    mifos: Any
+    flows: Any
+    cache: Any
 
 
-TAKEOVER = "lease expired: worker "
-LEASE_MARGIN_SECONDS = 5.0
+class Task(Protocol):
+    name: str
+    idle_seconds: float
+
+    def tick(self) -> int: ...
 
 
-class LeaseTooShort(ValueError):
-    """``CONVO_WORKER_LEASE_SECONDS`` does not cover a send; the message says what to set."""
+def build_tasks(ctx: JobContext, *, sender: SmsSender | None = None, **outbox_overrides) -> list:
+    """Every registered task for ``ctx`` (see the module doc). ``sender`` defaults to the routes file's
+    router; ``outbox_overrides`` (``batch``, ``lease_seconds``...) replace the outbox's settings.
+    Raises :class:`LeaseTooShort` when the lease does not cover a send."""
+    from convo.jobs.hooks import HookRetryTask
+    from convo.jobs.schedule import ReminderSchedule
+    from convo.jobs.transfers import TransferTask
 
-
-def gateway_timeout(sender) -> float:
-    """Seconds one send request of ``sender`` may take at most (connect + read), 0 when it does not say.
-
-    Read from ``sender.send_timeout`` or ``sender.timeout`` (a number, or a
-    ``(connect, read)`` pair as requests takes it - the Africa's Talking sender's).
-    """
-    t = getattr(sender, "send_timeout", None)
-    if t is None:
-        t = getattr(sender, "timeout", None)
-    if isinstance(t, (tuple, list)):
-        return float(sum(float(x) for x in t if x is not None))
-    if isinstance(t, (int, float)) and not isinstance(t, bool):
-        return float(t)
-    return 0.0
-
-
-def min_lease_seconds(timeout: float) -> float:
-    """The rule: a lease must be at least ``2 x gateway timeout + 5 s`` (0 for a gateway without a timeout).
-
-    One timeout in which sends may still start, one for the last send to
-    finish, and 5 s to record the results; a shorter lease would expire under
-    a slow-but-alive worker, or leave no time to start any send at all.
-    """
-    return 2 * timeout + LEASE_MARGIN_SECONDS if timeout > 0 else 0.0
-
-
-def check_lease(settings, sender: SmsSender | None = None) -> None:
-    """Raise :class:`LeaseTooShort` unless ``settings.worker_lease_seconds`` covers a send (``convo worker`` at start)."""
-    own = sender is None
+    settings = ctx.settings
+    schedule = ReminderSchedule(ctx, settings.remind_cron, timezone=settings.timezone)
     sender = sender or sender_from_settings(settings)
     try:
-        lease = float(getattr(settings, "worker_lease_seconds", 60.0))
-        need = min_lease_seconds(gateway_timeout(sender))
-        if lease < need:
-            raise LeaseTooShort(_lease_message(lease, sender, need))
-    finally:
-        close = getattr(sender, "close", None)
-        if own and callable(close):
-            close()
+        outbox = OutboxTask(outbox_worker(settings, ctx.db, sender, **outbox_overrides))
+    except LeaseTooShort:
+        _close(sender)
+        raise
+    return [TransferTask(ctx), HookRetryTask(ctx), schedule, outbox]
 
 
-def _lease_message(lease: float, sender, need: float) -> str:
-    return (f"CONVO_WORKER_LEASE_SECONDS={lease:g} is too short for gateway {getattr(sender, 'timeout_gateway', getattr(sender, 'name', '?'))!r}: one "
-            f"send may take {gateway_timeout(sender):g} s (connect + read timeout, CONVO_AT_TIMEOUT), and the lease "
-            f"must be at least 2 x that + {LEASE_MARGIN_SECONDS:g} s = {need:g} s. Raise CONVO_WORKER_LEASE_SECONDS "
-            f"or lower the gateway timeout; with this lease messages would be retried forever, or sent twice.")
+class JobLoop:
+    """Runs tasks: :meth:`run` until stopped (a thread per task), or once each (``once=True``, in order)."""
 
+    def __init__(self, tasks: Sequence[Task]):
+        self.tasks = list(tasks)
+        self.handled: dict[str, int] = {t.name: 0 for t in self.tasks}
 
-def _takeover_note(last_error: str | None) -> str | None:
-    if not last_error:
-        return None
-    i = last_error.find(TAKEOVER)
-    return last_error[i:] if i >= 0 else None
-
-
-def backoff_seconds(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
-    """Delay before retry number ``attempt`` (1-based): ``min(cap, base*2**(attempt-1))``, jittered to 50-100%."""
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return delay * (0.5 + 0.5 * rng())
-
-
-_PG_RECORD = sa.text(f"""
-WITH v AS (
-    SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS x(
-        id bigint, status text, pid text, cost text, parts int, code int, pstatus text, err text,
-        nxt timestamptz, sent timestamptz, final timestamptz, gw text, country text, camt numeric, ccur text)
-), u AS (
-    UPDATE {outbox.name} AS o SET
-        status = v.status, provider_id = v.pid, cost = v.cost, parts = v.parts, status_code = v.code,
-        provider_status = v.pstatus, last_error = v.err, next_attempt_at = v.nxt, sent_at = v.sent,
-        final_at = v.final, gateway = coalesce(v.gw, o.gateway, CAST(:gw AS text)), country = coalesce(v.country, o.country),
-        cost_amount = v.camt, cost_currency = v.ccur, updated_at = CAST(:now AS timestamptz),
-        leased_by = NULL, lease_until = NULL
-    FROM v WHERE o.id = v.id AND o.leased_by = CAST(:tok AS text) AND o.status = 'sending'
-    RETURNING o.id, o.provider_id
-)
-SELECT u.id, u.provider_id IS NOT NULL AND EXISTS (
-    SELECT 1 FROM {DeliveryReport.__tablename__} r WHERE r.provider_id = u.provider_id AND r.outbox_id IS NULL
-) AS early FROM u""")
-
-
-def sender_from_settings(settings):
-    """The worker's sender: a :class:`convo.notify.routing.Router` over the routes file (or ``CONVO_AT_*``)."""
-    from convo.notify.routing import Router, routes_from_settings
-
-    return Router(routes_from_settings(settings))
-
-
-def _mark_opted_out(conn: Connection, phones: Sequence[str], source: str) -> None:
-    from convo.notify.outbox import set_opt_out
-
-    for phone in sorted(set(phones)):
-        set_opt_out(conn, phone, True, source=source[:32])
-
-
-class Worker:
-    """Dispatches the outbox of ``engine`` through ``sender``. See the module doc for the protocol."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        sender: SmsSender,
-        *,
-        name: str | None = None,
-        batch: int = 100,
-        lease_seconds: float = 60.0,
-        concurrency: int = 8,
-        max_attempts: int = 8,
-        retry_base_seconds: float = 30.0,
-        retry_max_seconds: float = 3600.0,
-        poll_seconds: float = 1.0,
-        sweep_seconds: float = 10.0,
-        clock: Callable[[], dt.datetime] = utcnow,
-    ):
-        self.engine = engine
-        self.sender = sender
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.batch = max(1, int(batch))
-        self.lease = dt.timedelta(seconds=float(lease_seconds))
-        self.concurrency = max(1, int(concurrency))
-        self.send_timeout = gateway_timeout(sender)
-        need = min_lease_seconds(self.send_timeout)
-        if float(lease_seconds) < need:
-            raise LeaseTooShort(_lease_message(float(lease_seconds), sender, need))
-        self.max_attempts = max(1, int(max_attempts))
-        self.retry_base = float(retry_base_seconds)
-        self.retry_max = float(retry_max_seconds)
-        self.poll_seconds = float(poll_seconds)
-        self.sweep_seconds = float(sweep_seconds)
-        self.clock = clock
-        self.is_pg = engine.dialect.name == "postgresql"
-        try:
-            params = inspect.signature(sender.send).parameters
-            self._pass_deadline = "deadline" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-        except (TypeError, ValueError):
-            self._pass_deadline = False
-        self.stats = {"sent": 0, "retry": 0, "failed": 0, "suppressed": 0, "lost_lease": 0, "released": 0}
-        self._stop = threading.Event()
-
-    # -- 1. claim
-
-    def claim(self, limit: int | None = None) -> list[Claimed]:
-        """Lease up to ``limit`` due rows (committed before returning). Opted-out ones are suppressed here."""
-        now = self.clock()
-        token = f"{self.name}:{uuid.uuid4().hex[:10]}"
-        c = outbox.c
-        due = sa.or_(
-            sa.and_(c.status == "queued", c.next_attempt_at <= now),
-            sa.and_(c.status == "sending", c.lease_until < now),
-        )
-        pick = sa.select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit or self.batch)
-        if self.is_pg:
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (
-            sa.update(outbox)
-            .where(c.id.in_(pick.scalar_subquery()))
-            .values(
-                status="sending",
-                leased_by=token,
-                lease_until=now + self.lease,
-                attempts=c.attempts + 1,
-                last_attempt_at=now,
-                updated_at=now,
-                last_error=sa.case(
-                    (c.status == "sending",
-                     sa.literal(TAKEOVER) + sa.func.coalesce(c.leased_by, "?")
-                     + sa.literal(" did not finish; retrying (may have been sent)")),
-                    else_=c.last_error,
-                ),
-            )
-            .returning(c.id, c.recipient, c.body, c.sender_id, c.link_id, c.encoding, c.segments, c.kind,
-                       c.idempotency_key, c.attempts, c.requested_by_client, c.last_error, c.via)
-        )
-        with self.engine.begin() as conn:
-            rows = conn.execute(stmt).all()
-            if not rows:
-                return []
-            claimed = [
-                Claimed(
-                    OutgoingSms(r.id, r.recipient, r.body, r.sender_id, r.link_id, r.encoding, r.segments, r.kind,
-                                r.idempotency_key, via=r.via),
-                    r.attempts, r.requested_by_client, token, _takeover_note(r.last_error),
-                )
-                for r in rows
-            ]
-            stopped = opted_out_among(conn, [x.message.to for x in claimed if not x.requested_by_client])
-            over = [x for x in claimed if x.attempts > self.max_attempts]  # only via repeatedly expired leases
-            drop = {x.message.id for x in over}
-            if stopped:
-                sup = [x.message.id for x in claimed if x.message.to in stopped and not x.requested_by_client]
-                conn.execute(
-                    sa.update(outbox).where(c.id.in_(sup), c.leased_by == token)
-                    .values(status="suppressed", last_error="recipient opted out", final_at=now, updated_at=now,
-                            leased_by=None, lease_until=None)
-                )
-                self.stats["suppressed"] += len(sup)
-                drop.update(sup)
-            if over:
-                conn.execute(
-                    sa.update(outbox).where(c.id.in_([x.message.id for x in over]), c.leased_by == token,
-                                            c.status == "sending")
-                    .values(status="failed", final_at=now, updated_at=now, leased_by=None, lease_until=None,
-                            last_error=sa.literal(f"gave up after {self.max_attempts} attempts; last: ")
-                            + sa.func.coalesce(c.last_error, ""))
-                )
-                self.stats["failed"] += len(over)
-        return [x for x in claimed if x.message.id not in drop]
-
-    # -- 2. send
-
-    def _send(self, claimed: Sequence[Claimed], deadline: float) -> list[SendResult]:
-        msgs = [x.message for x in claimed]
-        try:
-            if self._pass_deadline:
-                results = list(self.sender.send(msgs, deadline=deadline))
-            else:
-                results = list(self.sender.send(msgs))
-        except Exception as exc:  # a broken sender must not kill the worker
-            log.exception("sender %s raised; batch of %d will be retried", getattr(self.sender, "name", "?"), len(msgs))
-            return [SendResult.retry(f"sender error: {type(exc).__name__}: {exc}")] * len(msgs)
-        if len(results) != len(msgs):
-            log.error("sender returned %d results for %d messages", len(results), len(msgs))
-            results = (results + [SendResult.retry("no result from sender")] * len(msgs))[: len(msgs)]
-        return results
-
-    # -- 3. record
-
-    @contextlib.contextmanager
-    def _tx(self, conn: Connection | None):
-        """A transaction on ``conn`` (the dispatch's own connection), or on a fresh one from the pool."""
-        if conn is None:
-            with self.engine.begin() as own:
-                yield own
-        else:
-            with conn.begin():
-                yield conn
-
-    def _outcome(self, x: Claimed, r: SendResult, now: dt.datetime) -> dict:
-        """The row values one result leads to."""
-        status, error, nxt, final_at, sent_at = r.status, r.error, now, None, None
-        if status == "sent":
-            # None, or how it got there (failover) and/or the takeover note: it may have gone twice
-            sent_at, error = now, "; ".join(e for e in (r.error, x.taken_over) if e) or None
-        elif status == "retry":
-            if x.attempts >= self.max_attempts:
-                status, final_at = "failed", now
-                error = f"gave up after {x.attempts} attempts; last: {r.error}"
-            else:
-                status = "queued"
-                nxt = now + dt.timedelta(seconds=backoff_seconds(x.attempts, self.retry_base, self.retry_max))
-        else:
-            status, final_at = "failed", now
-        if status != "sent" and x.taken_over:
-            error = f"{error}; {x.taken_over}"
-        return dict(id=x.message.id, status=status, pid=r.provider_id, cost=r.cost, parts=r.parts, code=r.status_code,
-                    pstatus=r.provider_status, err=(error or None) and str(error)[:2000], nxt=nxt, sent=sent_at,
-                    final=final_at, gw=r.gateway, country=r.country,
-                    camt=r.cost_amount, ccur=r.cost_currency,
-                    optout=bool(r.opted_out), to=x.message.to)
-
-    def record(self, claimed: Sequence[Claimed], results: Sequence[SendResult], conn: Connection | None = None) -> int:
-        """Write results for rows still leased under their token; returns how many were written.
-
-        PostgreSQL: one statement (guarded UPDATE ... RETURNING). Elsewhere: ``SELECT ... FOR UPDATE`` of
-        the rows still ours, then guarded UPDATEs. Delivery reports that arrived before their message's
-        provider id was recorded are applied after (in their own transaction on an autocommit ``conn``).
-        """
-        if not claimed:
-            return 0
-        now = self.clock()
-        token = claimed[0].token
-        gateway = getattr(self.sender, "name", None)
-        rows = [self._outcome(x, r, now) for x, r in zip(claimed, results)]
-        autocommit = conn is not None and conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-        with self._tx(conn) as conn:
-            if self.is_pg:
-                got = conn.execute(_PG_RECORD, {
-                    "rows": json.dumps([{**v, **{k: v[k] and v[k].isoformat() for k in ("nxt", "sent", "final")}}
-                                        for v in rows], default=str),
-                    "tok": token, "gw": gateway, "now": now,
-                }).all()
-                held = {g.id for g in got}
-                early = any(g.early for g in got)  # a delivery report arrived before its id was recorded
-            else:
-                c = outbox.c
-                held = set(conn.execute(
-                    sa.select(c.id).where(c.id.in_([v["id"] for v in rows]), c.leased_by == token,
-                                          c.status == "sending").with_for_update()
-                ).scalars())
-                early = True
-                if held:
-                    bp = sa.bindparam
-                    conn.execute(
-                        sa.update(outbox)
-                        .where(c.id == bp("_id"), c.leased_by == token, c.status == "sending")
-                        .values(
-                            status=bp("status"), provider_id=bp("pid"), cost=bp("cost"), parts=bp("parts"),
-                            status_code=bp("code"), provider_status=bp("pstatus"), last_error=bp("err"),
-                            next_attempt_at=bp("nxt", type_=c.next_attempt_at.type),
-                            sent_at=bp("sent", type_=c.sent_at.type), final_at=bp("final", type_=c.final_at.type),
-                            gateway=sa.func.coalesce(bp("gw", type_=c.gateway.type), c.gateway, gateway),
-                            country=sa.func.coalesce(bp("country", type_=c.country.type), c.country),
-                            cost_amount=bp("camt", type_=c.cost_amount.type), cost_currency=bp("ccur"),
-                            updated_at=now, leased_by=None, lease_until=None,
-                        ),
-                        [{**v, "_id": v["id"]} for v in rows if v["id"] in held],
-                    )
-            pending: dict[str, int] = {}
-            opted: list[str] = []
-            for v in rows:
-                if v["id"] not in held:
-                    self.stats["lost_lease"] += 1
-                    log.warning("lease on outbox %s lost before recording %s (another worker took it over)",
-                                v["id"], v["status"])
-                    continue
-                self.stats["sent" if v["status"] == "sent" else "retry" if v["status"] == "queued" else "failed"] += 1
-                metrics.OUTBOX_RESULTS.labels(v.get("gw") or gateway or "unknown", v["status"]).inc()
-                if v["status"] == "sent" and v["pid"]:
-                    pending[v["pid"]] = v["id"]
-                if v["optout"]:  # the provider says the recipient opted out (e.g. Twilio 21610)
-                    opted.append(v["to"])
-            if opted:
-                _mark_opted_out(conn, opted, rows[0]["gw"] or gateway or "gateway")
-            if pending and early and not autocommit:
-                apply_pending_reports(conn, pending)
-        if pending and early and autocommit:
-            with self.engine.begin() as tx:
-                apply_pending_reports(tx, pending)
-        return len(held)
-
-    # -- loop
-
-    def release(self, claimed: Sequence[Claimed], conn: Connection | None = None) -> int:
-        """Put rows we hold but did not send back to ``queued``, due now, this attempt not counted."""
-        if not claimed:
-            return 0
-        now = self.clock()
-        c = outbox.c
-        with self._tx(conn) as conn:
-            n = conn.execute(
-                sa.update(outbox)
-                .where(c.id.in_([x.message.id for x in claimed]), c.leased_by == claimed[0].token,
-                       c.status == "sending")
-                .values(status="queued", attempts=c.attempts - 1, leased_by=None, lease_until=None,
-                        next_attempt_at=now, updated_at=now)
-            ).rowcount
-        self.stats["released"] += n
-        return n
-
-    def units(self, claimed: Sequence[Claimed]) -> list[list[Claimed]]:
-        """Split a claimed batch into send units (one request each; see the module doc)."""
-        cap = getattr(self.sender, "max_recipients", 1)
-        cap = cap if isinstance(cap, int) and cap > 1 else 1
-        out: list[list[Claimed]] = []
-        open_: dict[tuple, list[Claimed]] = {}
-        for x in claimed:
-            m = x.message
-            if cap == 1 or m.link_id:
-                out.append([x])
-                continue
-            key = (m.body, m.sender_id)
-            g = open_.get(key)
-            if g is None or len(g) >= cap:
-                g = open_[key] = []
-                out.append(g)
-            g.append(x)
-        return out
-
-    def _record_retrying(self, claimed: Sequence[Claimed], results: Sequence[SendResult], deadline: float,
-                         conn: Connection) -> None:
-        # The gateway has these now: try hard to record that (a lost result means a resend after the lease).
-        for attempt in range(5):
-            try:
-                self.record(claimed, results, conn)
-                return
-            except sa.exc.OperationalError:
-                if attempt == 4 or time.monotonic() > deadline:
-                    raise
-                log.warning("recording results failed (database); retrying", exc_info=True)
-                time.sleep(0.2 * 2 ** attempt)
-
-    def dispatch_once(self) -> int:
-        """Claim one batch, send it unit by unit, record each unit's results as they come back.
-
-        Returns the number of rows claimed. At most ``concurrency`` units are
-        ever sent and not yet recorded (see the module doc).
-        """
-        claimed = self.claim()
-        if not claimed:
-            return 0
-        margin = min(LEASE_MARGIN_SECONDS, self.lease.total_seconds() * 0.2)
-        deadline = time.monotonic() + self.lease.total_seconds() - margin
-        units = self.units(claimed)
-        done: queue.Queue = queue.Queue()
-        broken = threading.Event()  # results cannot be recorded: start no more sends
-
-        def send_unit(unit: list[Claimed]) -> None:
-            if self._stop.is_set() or broken.is_set() or time.monotonic() + self.send_timeout > deadline:
-                done.put((unit, None, None))  # not started: goes back to the queue
-                return
-            recorded = threading.Event()
-            results = None
-            try:
-                results = self._send(unit, deadline)  # never raises for a sender's error
-            finally:  # whatever happens, never leave the dispatching thread waiting
-                done.put((unit, results, recorded))
-            recorded.wait()
-
-        error: Exception | None = None
-        # One connection records the whole batch (no pool checkout and ping per round). On PostgreSQL in
-        # autocommit: a round of results is one atomic statement, so one round trip.
-        with self.engine.connect() as conn, ThreadPoolExecutor(
-            min(self.concurrency, len(units)), thread_name_prefix="outbox-send"
-        ) as pool:
-            if self.is_pg:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            for unit in units:
-                pool.submit(send_unit, unit)
-            left = len(units)
-            while left:
-                items = [done.get()]
-                while True:
-                    try:
-                        items.append(done.get_nowait())
-                    except queue.Empty:
-                        break
-                left -= len(items)
-                sent = [(x, r) for unit, res, _ in items if res is not None for x, r in zip(unit, res)]
-                unsent = [x for unit, res, _ in items if res is None for x in unit]
-                try:
-                    if error is None:
-                        if sent:
-                            self._record_retrying([x for x, _ in sent], [r for _, r in sent], deadline, conn)
-                        if unsent:
-                            self.release(unsent, conn)
-                except Exception as exc:  # keep draining so no sending thread waits forever; rows stay leased
-                    error = exc
-                    broken.set()
-                finally:
-                    for _, _, recorded in items:
-                        if recorded is not None:
-                            recorded.set()
-        if error is not None:
-            raise error
-        return len(claimed)
-
-    def sweep(self) -> int:
-        """Attach delivery reports that arrived before their provider id was committed (see outbox)."""
-        with self.engine.begin() as conn:
-            return attach_unmatched_reports(conn)
-
-    def run(self, *, once: bool = False, stop_event: threading.Event | None = None) -> int:
-        """Dispatch until ``stop_event`` is set (or, with ``once``, until nothing is due). Returns rows claimed.
-
-        Every ``sweep_seconds`` (and at the end of a ``once`` run) it also runs :meth:`sweep`.
-        """
+    def run(self, *, once: bool = False, stop_event: threading.Event | None = None,
+            handle_signals: bool = True) -> dict[str, int]:
+        """Run until ``stop_event`` is set (SIGTERM/SIGINT set it when called from the main thread and
+        ``handle_signals``: the sends in flight finish, the rest of a batch goes back). With ``once``, each
+        task's ``drain`` in order, then return (a task that raised is raised again once the others ran).
+        Returns the rows each task handled."""
         stop = stop_event or threading.Event()
-        self._stop = stop
+        old = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            def _stop(signum, _frame):
+                log.info("signal %s: finishing the sends in flight, putting the rest back, then stopping", signum)
+                stop.set()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old[sig] = signal.signal(sig, _stop)
+        log.info("worker: tasks %s%s", ", ".join(t.name for t in self.tasks), " (once)" if once else "")
+        try:
+            for t in self.tasks:
+                start = getattr(t, "start", None)
+                if start:
+                    start(stop)
+            if once:
+                failed: Exception | None = None
+                for t in self.tasks:        # one task failing does not keep the others from their turn
+                    if stop.is_set():
+                        break
+                    try:
+                        self.handled[t.name] += self._drain(t, stop)
+                    except Exception as exc:  # raised again once the others ran
+                        log.exception("task %s failed", t.name)
+                        failed = failed or exc
+                if failed is not None:
+                    raise failed
+            else:
+                threads = [threading.Thread(target=self._loop, args=(t, stop), name=f"job-{t.name}", daemon=True)
+                           for t in self.tasks]
+                for th in threads:
+                    th.start()
+                while not stop.is_set() and any(th.is_alive() for th in threads):
+                    stop.wait(0.5)
+                stop.set()
+                for th in threads:
+                    th.join()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            for t in self.tasks:
+                close = getattr(t, "close", None)
+                if close:
+                    close()
+        log.info("worker: handled %s", self.handled)
+        return self.handled
+
+    def _drain(self, task: Task, stop: threading.Event) -> int:
+        drain = getattr(task, "drain", None)
+        if drain:
+            return drain(stop)
         total = 0
-        last_sweep = time.monotonic()
         while not stop.is_set():
-            if time.monotonic() - last_sweep >= self.sweep_seconds:
-                last_sweep = time.monotonic()
-                try:
-                    self.sweep()
-                except sa.exc.SQLAlchemyError:
-                    log.exception("delivery report sweep failed")
-            try:
-                n = self.dispatch_once()
-            except sa.exc.OperationalError:
-                if once:
-                    raise
-                log.exception("database error; retrying in %.1fs", max(self.poll_seconds, 1.0))
-                stop.wait(max(self.poll_seconds, 1.0))
-                continue
+            n = task.tick()
             total += n
-            if n == 0:
-                if once:
-                    self.sweep()
-                    break
-                stop.wait(self.poll_seconds)
+            if n <= 0:
+                break
         return total
 
+    def _loop(self, task: Task, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                n = task.tick()
+            except Exception:  # keep the task alive; a row it held is taken over when its lease runs out
+                wait = max(task.idle_seconds, 1.0)
+                log.exception("task %s failed; again in %.1fs", task.name, wait)
+                stop.wait(wait)
+                continue
+            self.handled[task.name] += n
+            if n <= 0:
+                stop.wait(task.idle_seconds)
 
-def run_worker(
-    settings,
-    *,
-    once: bool = False,
-    batch: int | None = None,
-    stop_event: threading.Event | None = None,
-    sender: SmsSender | None = None,
-    engine: Engine | None = None,
-    handle_signals: bool = True,
-    **overrides,
-) -> int:
-    """Run a :class:`Worker` for ``settings`` (``convo worker``; the demo runs it in a thread).
 
-    ``sender`` defaults to :func:`sender_from_settings` (the routes file's router);
-    ``engine`` to one on ``settings.database_url``. SIGTERM/SIGINT (when
-    called from the main thread and ``handle_signals``) finish the sends in
-    flight, put the rest of the batch back and return. ``overrides`` go to :class:`Worker` (``lease_seconds``,
-    ``max_attempts``...). Returns the number of rows claimed. Raises
-    :class:`LeaseTooShort` when the lease does not cover a send.
+def run_worker(settings, *, once: bool = False, batch: int | None = None, stop_event: threading.Event | None = None,
+               sender: SmsSender | None = None, engine: Engine | None = None, handle_signals: bool = True,
+               **overrides) -> int:
+    """The outbox task alone, for tests and tools (``convo worker`` runs every task: :func:`build_tasks`).
+
+    ``engine`` defaults to one on ``settings.database_url``; ``overrides`` go to :class:`OutboxWorker`.
+    Returns the number of rows claimed. Raises :class:`LeaseTooShort` when the lease does not cover a send.
     """
     own_engine = engine is None
     engine = engine or make_engine(settings.database_url)
     sender = sender or sender_from_settings(settings)
-    kw = dict(
-        batch=batch or getattr(settings, "worker_batch", 100),
-        lease_seconds=getattr(settings, "worker_lease_seconds", 60.0),
-        max_attempts=getattr(settings, "outbox_max_attempts", 8),
-        retry_base_seconds=getattr(settings, "outbox_retry_base_seconds", 30.0),
-        retry_max_seconds=getattr(settings, "outbox_retry_max_seconds", 3600.0),
-        poll_seconds=getattr(settings, "worker_poll_seconds", 1.0),
-        concurrency=getattr(settings, "worker_concurrency", 8),
-    )
-    kw.update(overrides)
     try:
-        worker = Worker(engine, sender, **kw)
-    except LeaseTooShort:
-        close = getattr(sender, "close", None)
-        if callable(close):
-            close()
-        if own_engine:
-            engine.dispose()
-        raise
-    stop = stop_event or threading.Event()
-    old = {}
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        def _stop(signum, _frame):
-            log.info("signal %s: finishing the sends in flight, putting the rest back, then stopping", signum)
-            stop.set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, _stop)
-    log.info("worker %s: gateway=%s batch=%d lease=%ss db=%s", worker.name, getattr(sender, "name", "?"),
-             worker.batch, worker.lease.total_seconds(), engine.url.render_as_string(hide_password=True))
-    try:
-        return worker.run(once=once, stop_event=stop)
+        try:
+            task = OutboxTask(outbox_worker(settings, engine, sender, batch=batch, **overrides))
+        except LeaseTooShort:
+            _close(sender)
+            raise
+        return JobLoop([task]).run(once=once, stop_event=stop_event, handle_signals=handle_signals)["outbox"]
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        log.info("worker %s stopped: %s", worker.name, worker.stats)
-        close = getattr(sender, "close", None)
-        if callable(close):
-            close()
         if own_engine:
             engine.dispose()
+
+
+def _close(sender) -> None:
+    close = getattr(sender, "close", None)
+    if callable(close):
+        close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m convo.jobs.worker [--once] [--batch N] [--lease-seconds S] [--database-url URL]``."""
-    from convo.config import Settings, load_dotenv_if_present
-
-    p = argparse.ArgumentParser(prog="convo.jobs.worker", description=__doc__.split("\n")[0])
-    p.add_argument("--once", action="store_true", help="send what is due now, then exit")
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--lease-seconds", type=float, default=None)
-    p.add_argument("--database-url", default=None)
-    a = p.parse_args(argv)
-    load_dotenv_if_present()
-    settings = Settings.from_env()
-    if a.database_url:
-        settings = settings.replace(database_url=a.database_url)
-    logging.basicConfig(level=getattr(settings, "log_level", "INFO"), format="%(asctime)s %(name)s %(message)s")
-    extra = {"lease_seconds": a.lease_seconds} if a.lease_seconds else {}
-    try:
-        run_worker(settings, once=a.once, batch=a.batch, **extra)
-    except LeaseTooShort as exc:
-        print(f"convo worker: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    """``python -m convo.jobs.worker [--once] [--batch N] [--lease-seconds S] [--database-url URL]``: the same
+    as ``convo worker`` with those options (this process becomes ``python -m convo.cli worker``, which builds
+    what the tasks need: this package does not import the app)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "convo.cli", "worker", *args])
+    return 0  # not reached
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ What is read from Mifos X, once per run for all officers:
 ``notify.officer.day`` in the officer's language (the language their phone chose, else the office's).
 It goes through the outbox with the key ``officer-day:<staff id>:<local date>``, so any number of runs,
 on any number of workers, send it once a day. ``convo worker`` runs it every minute beside the
-reminders (:func:`convo.notify.reminders.start_scheduler`); a run that finds the office's time not yet come
+reminders (:class:`convo.jobs.schedule.ReminderSchedule`); a run that finds the office's time not yet come
 does nothing for that officer.
 """
 from __future__ import annotations
@@ -180,7 +180,7 @@ _done: dict[int, frozenset] = {}
 
 
 def tick(services, now: dt.datetime | None = None) -> Report | None:
-    """Called every minute by :func:`convo.notify.reminders.start_scheduler`: a full :func:`run` only when another
+    """Called every minute by :class:`convo.jobs.schedule.ReminderSchedule`: a full :func:`run` only when another
     office time zone's morning (``CONVO_OFFICER_DAY_AT``) has come since the last good run of this process,
     so Mifos X is read a few times a day, not every minute. Never raises: a failed run (Mifos X down) is
     logged and tried again at the next tick."""

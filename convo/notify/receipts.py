@@ -36,24 +36,36 @@ Idempotency: the hook row's key is ``<tenant>:<entity>:<action>:<account>:<resou
 (unique), the receipt's outbox key ``receipt:<tenant>:<entity>:<transaction>``:
 a replayed hook (or two hooks configured for one event, or a replay naming
 another account) sends one receipt per transaction.
-When Mifos X cannot be asked the row stays ``pending`` and the worker's
-scheduler retries it (Fineract itself never re-sends a hook).
+When Mifos X cannot be asked the row stays ``pending`` and the worker retries
+it (Fineract itself never re-sends a hook): at its next pass, then with backoff
+(1 min doubling to 1 h; :func:`retry_pending_hooks`). The row is leased while a
+receipt is built (:mod:`convo.store.lease`): the web request and workers never
+build one hook's receipt at once, and a taken-over row is not finished by its
+old owner.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from convo.notify import messages as notify
+from convo.store import lease
 from convo.store.db import utcnow
 from convo.mifos.client import MifosNotFound, MifosUnavailable, parse_date, to_decimal
 
 log = logging.getLogger("convo.notify.receipts")
 
 __all__ = ["HANDLED", "HookResult", "hook_key", "process", "receive", "retry_pending_hooks"]
+
+#: a receipt being built holds its hook this long (then another process may take it over)
+HOOK_LEASE = dt.timedelta(minutes=5)
+#: retries of a pending hook: the first at the worker's next pass, then backoff from 1 min doubling to 1 h
+RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, MAX_ATTEMPTS = 60.0, 3600.0, 50
 
 #: (entity, action) → (receipt text, alert event)
 HANDLED = {
@@ -112,7 +124,7 @@ def receive(services, *, entity: str, action: str, tenant: str, body: dict) -> H
     with Session(services.db) as s:
         ins = notify._insert(s)
         s.execute(ins(t).values(key=key, entity=entity, action=action, tenant=tenant, body=body, status="received",
-                                attempts=0, received_at=now, updated_at=now)
+                                attempts=0, received_at=now, updated_at=now, next_attempt_at=now)
                   .on_conflict_do_nothing(index_elements=["key"]))
         row = s.execute(sa.select(t).where(t.c.key == key)).one()
         s.commit()
@@ -121,48 +133,62 @@ def receive(services, *, entity: str, action: str, tenant: str, body: dict) -> H
     return process(services, row.id)
 
 
-def _claim(services, hook_id: int):
+def _hook_lease(due: str | None = "next_attempt_at"):
     from convo.store.notify_models import FineractHook
 
-    t = FineractHook.__table__
+    return lease.LeaseTable(FineractHook.__table__, ready=("received", "pending"), leased="processing", due=due)
+
+
+def _token() -> str:
+    return lease.new_token(f"hook:{socket.gethostname()}:{os.getpid()}")
+
+
+def _claim(services, *, hook_id: int | None = None, limit: int = 1) -> list:
+    """Lease hooks to build their receipt: the one ``hook_id`` (the web request), or up to ``limit`` due
+    ``pending`` ones (the worker's retries)."""
+    lt = _hook_lease(None if hook_id is not None else "next_attempt_at")  # a replayed hook: try it now
+    t = lt.table
     now = utcnow()
-    claimable = sa.or_(t.c.status.in_(("received", "pending")),
-                       sa.and_(t.c.status == "processing", t.c.updated_at < now - dt.timedelta(minutes=5)))
+    where = t.c.id == hook_id if hook_id is not None else sa.and_(t.c.status != "received",
+                                                                  t.c.attempts < MAX_ATTEMPTS)
     with services.db.begin() as c:
-        res = c.execute(sa.update(t).where(t.c.id == hook_id, claimable)
-                        .values(status="processing", attempts=t.c.attempts + 1, updated_at=now))
-        if res.rowcount != 1:
-            return None
-        return c.execute(sa.select(t).where(t.c.id == hook_id)).one()
+        return lease.claim(c, lt, token=_token(), now=now, lease=HOOK_LEASE, limit=limit, where=where,
+                           values={"updated_at": now})
 
 
-def _finish(services, hook_id: int, status: str, detail: str | None = None, outbox_id: int | None = None) -> None:
-    from convo.store.notify_models import FineractHook
-
-    t = FineractHook.__table__
+def _finish(services, row, status: str, detail: str | None = None, outbox_id: int | None = None) -> None:
+    now = utcnow()
+    values = dict(status=status, detail=detail, outbox_id=outbox_id, updated_at=now)
+    if status == "pending":  # the first retry at the worker's next pass, then backoff
+        values["next_attempt_at"] = now if row.attempts <= 1 else lease.retry_at(
+            now, row.attempts - 1, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
     with services.db.begin() as c:
-        c.execute(sa.update(t).where(t.c.id == hook_id).values(status=status, detail=detail, outbox_id=outbox_id,
-                                                                updated_at=utcnow()))
+        if not lease.finish(c, _hook_lease(), [row.id], row.leased_by, values):
+            log.warning("hook %s: lease lost before recording %s (another process took it over)", row.key, status)
 
 
 def process(services, hook_id: int) -> HookResult:
     """Build and enqueue the receipt of a recorded hook; raise the alert event."""
-    row = _claim(services, hook_id)
-    if row is None:
+    rows = _claim(services, hook_id=hook_id)
+    if not rows:
         return HookResult(status="duplicate", detail="already handled")
+    return _process(services, rows[0])
+
+
+def _process(services, row) -> HookResult:
     try:
         result = _receipt(services, row)
     except (MifosNotFound,) as e:
-        _finish(services, hook_id, "ignored", f"not in Mifos X (rolled back?): {e}")
+        _finish(services, row, "ignored", f"not in Mifos X (rolled back?): {e}")
         return HookResult(status="ignored", detail="transaction not found in Mifos X", key=row.key)
     except MifosUnavailable as e:
-        _finish(services, hook_id, "pending", f"Mifos X unavailable: {e}")
+        _finish(services, row, "pending", f"Mifos X unavailable: {e}")
         return HookResult(status="pending", detail="Mifos X unavailable; will retry", key=row.key)
     except Exception as e:  # noqa: BLE001 - never a 500 to Fineract, never a lost hook
         log.exception("hook %s failed", row.key)
-        _finish(services, hook_id, "pending", f"error: {e}")
+        _finish(services, row, "pending", f"error: {e}")
         return HookResult(status="pending", detail="error; will retry", key=row.key)
-    _finish(services, hook_id, result["status"], result.get("detail"), result.get("outbox_id"))
+    _finish(services, row, result["status"], result.get("detail"), result.get("outbox_id"))
     result["key"] = row.key
     return result
 
@@ -264,14 +290,8 @@ def _is_kind(kind: dict | None, flag: str) -> bool:
 
 
 def retry_pending_hooks(services, limit: int = 50) -> int:
-    """Process hooks left ``pending`` (Mifos X was unavailable). Returns how many were tried."""
-    from convo.store.notify_models import FineractHook
-
-    t = FineractHook.__table__
-    with services.db.connect() as c:
-        ids = list(c.execute(sa.select(t.c.id).where(t.c.status == "pending", t.c.attempts < 50)
-                             .order_by(t.c.updated_at).limit(limit)).scalars())
-    for hid in ids:
-        process(services, hid)
-    return len(ids)
-
+    """Process hooks left ``pending`` (Mifos X was unavailable) that are due. Returns how many were tried."""
+    rows = _claim(services, limit=limit)
+    for row in rows:
+        _process(services, row)
+    return len(rows)

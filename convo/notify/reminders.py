@@ -1,4 +1,4 @@
-"""Payment and meeting reminders (``convo remind``, and on a schedule inside ``convo worker``).
+"""Payment and meeting reminders (``convo remind``, and on a schedule inside ``convo worker``: :mod:`convo.jobs.schedule`).
 
 Selection (see :func:`find_payment_reminders`): Fineract's own report of the
 unpaid installments of active loans due on a given day ("Expected Payments By
@@ -31,10 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from convo.notify import messages as notify
@@ -45,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("convo.notify.reminders")
 
-__all__ = ["Outgoing", "Reminder", "RunReport", "keyword_for", "find_meeting_reminders", "find_payment_reminders", "run", "start_scheduler"]
+__all__ = ["Outgoing", "Reminder", "RunReport", "keyword_for", "find_meeting_reminders", "find_payment_reminders", "run"]
 
 
 @dataclass(frozen=True)
@@ -320,57 +317,3 @@ def run(services, *, on: dt.date | None = None, dry_run: bool = False, now: dt.d
         metrics.REMINDERS.labels("suppressed").inc(rep.suppressed)
         metrics.REMINDER_LAST_RUN.set(time.time())
     return rep
-
-
-# --------------------------------------------------------------------------- schedule inside `convo worker`
-
-
-def start_scheduler(services, cron: str, stop: threading.Event, *, timezone: str = "Africa/Nairobi",
-                    hooks_every: float = 60.0) -> threading.Thread:
-    """A daemon thread: reminders at every ``cron`` time (5-field cron, in ``timezone``) and
-    Fineract hooks left pending (Mifos X was down) retried every ``hooks_every`` seconds.
-
-    Several workers may each run one: the outbox keys make every reminder go once.
-    """
-    from zoneinfo import ZoneInfo
-
-    from croniter import croniter
-
-    if cron and not croniter.is_valid(cron):
-        raise ValueError(f"CONVO_REMIND_CRON: not a cron expression: {cron!r}")
-    tz = ZoneInfo(timezone)
-
-    def loop() -> None:
-        from convo.notify.receipts import retry_pending_hooks
-
-        it = croniter(cron, dt.datetime.now(tz)) if cron else None
-        next_run = it.get_next(dt.datetime) if it else None
-        next_hooks = 0.0
-        import time
-
-        while not stop.is_set():
-            if next_run is not None and dt.datetime.now(tz) >= next_run:
-                try:
-                    rep = run(services)
-                    log.info("reminders: %d found, %d written, %d already sent, %d suppressed, %d alerts",
-                             len(rep.reminders), rep.written, rep.duplicates, rep.suppressed, rep.alerts)
-                except Exception:  # noqa: BLE001 - next time, then
-                    log.exception("reminder run failed")
-                assert it is not None  # next_run comes from it
-                next_run = it.get_next(dt.datetime)
-            if time.monotonic() >= next_hooks:
-                next_hooks = time.monotonic() + hooks_every
-                try:
-                    retry_pending_hooks(services)
-                except Exception:  # noqa: BLE001
-                    log.exception("retrying pending Fineract hooks failed")
-                if services.settings.officer_day:   # the field officer's morning SMS (convo/notify/officer_day.py)
-                    from convo.notify import officer_day
-
-                    officer_day.tick(services)
-            stop.wait(1.0)
-
-    t = threading.Thread(target=loop, name="notify-scheduler", daemon=True)
-    t.start()
-    log.info("scheduler: reminders %s (%s), pending hooks every %ss", cron or "off", timezone, hooks_every)
-    return t

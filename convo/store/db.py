@@ -363,4 +363,4 @@ def check_schema(engine: Engine) -> tuple[str, ...]:
 # Tables defined in their own modules register on Base here, so Base.metadata is the whole
 # schema (migrations are compared against it) whoever imports convo.store.db first.
 import convo.store.notify_models  # noqa: E402,F401  (client_messages, fineract_hooks: migration 0003)
-import convo.jobs.transfers  # noqa: E402,F401  (transfer_requests: migration 0004)
+import convo.store.transfers  # noqa: E402,F401  (transfer_requests: migrations 0004, 0006)

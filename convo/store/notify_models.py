@@ -8,10 +8,12 @@
   (entity, action, resource and transaction ids): a replayed hook finds its
   row and sends nothing again. ``status``: ``received`` → ``done`` |
   ``ignored`` (not a receipt, failed command, reversed transaction) |
-  ``pending`` (Mifos X could not be asked; retried by the worker's scheduler).
+  ``pending`` (Mifos X could not be asked; retried by the worker, with backoff, at
+  ``next_attempt_at``). While one process builds the receipt the row is
+  ``processing``, leased (``leased_by``, ``lease_until``: :mod:`convo.store.lease`).
 * ``notify_alerts`` is not needed: alert idempotency is the outbox key.
 
-Schema: migration ``0003_notify``.
+Schema: migrations ``0003_notify``, ``0008_hook_lease``.
 """
 from __future__ import annotations
 
@@ -62,6 +64,10 @@ class FineractHook(Base):
     detail: Mapped[str | None] = mapped_column(sa.Text)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    #: when a ``received`` / ``pending`` hook may be tried (again)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    leased_by: Mapped[str | None] = mapped_column(sa.String(100))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         sa.UniqueConstraint("key", name="uq_fineract_hooks_key"),

@@ -26,7 +26,8 @@ from convo.mifos.client import period_outstanding, parse_date
 from convo.devkit.fineract_sim import create_sim_app
 from convo.notify.outbox import set_opt_out
 from convo.services import build_services
-from convo.jobs.worker import run_worker
+from convo.jobs.schedule import ReminderSchedule
+from convo.jobs.worker import JobLoop, run_worker
 from tests.support.e2e import running_sms_stack
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
@@ -422,6 +423,44 @@ def test_repayment_receipt_reaches_an_opted_out_client_and_waits_out_a_mifos_out
 
 
 @pytest.mark.postgres
+def test_a_hook_mifos_cannot_answer_is_retried_at_once_then_waits_longer_each_time(stack):
+    gw, fake, services = stack
+    from convo.notify.receipts import retry_pending_hooks
+    from convo.store.notify_models import FineractHook
+
+    t = FineractHook.__table__
+
+    def pending():
+        with services.db.connect() as c:
+            r = c.execute(sa.select(t.c.status, t.c.attempts, t.c.next_attempt_at, t.c.updated_at)).one()
+        return r.status, r.attempts, (r.next_attempt_at - r.updated_at).total_seconds()
+
+    def time_passes():
+        with services.db.begin() as c:
+            c.execute(sa.update(t).values(next_attempt_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
+
+    sim = services.settings.fineract_url.split("/fineract-provider")[0]
+    requests.post(f"{sim}/__sim/faults", json={"down": True}, timeout=5)
+    rep = {"officeId": 1, "clientId": 1, "loanId": 29, "resourceId": 2907}
+    assert hook(gw, "LOAN", "REPAYMENT", rep).json()["status"] == "pending"
+    assert pending() == ("pending", 1, 0)                   # the worker's next pass tries it
+    assert retry_pending_hooks(services) == 1               # Mifos X still down
+    status, attempts, wait = pending()
+    assert (status, attempts) == ("pending", 2) and 30 <= wait <= 60
+    assert retry_pending_hooks(services) == 0               # not before its time
+    time_passes()
+    assert retry_pending_hooks(services) == 1
+    status, attempts, wait = pending()
+    assert (status, attempts) == ("pending", 3) and 60 <= wait <= 120
+    requests.delete(f"{sim}/__sim/faults", timeout=5)
+    services.mifos.breaker.success()
+    time_passes()
+    assert retry_pending_hooks(services) == 1
+    assert pending()[:2] == ("done", 4)
+    assert len(outbox_rows(services, "receipt")) == 1
+
+
+@pytest.mark.postgres
 def test_disbursal_receipt_and_large_disbursal_alert(redis_url, pg_url, tmp_path):
     d = flows_copy(tmp_path, alerts="""alerts:
   - name: large_disbursal
@@ -469,9 +508,11 @@ def test_worker_schedule_runs_the_reminders(sim_at, sqlite_url):
     url, _ = sim_at(dt.date.today())
     svc = make_services(url, sqlite_url)
     with pytest.raises(ValueError):
-        reminders.start_scheduler(svc, "every morning", threading.Event())
+        ReminderSchedule(svc, "every morning")
     stop = threading.Event()
-    t = reminders.start_scheduler(svc, "* * * * * *", stop, hooks_every=0.2)   # croniter: seconds field
+    loop = JobLoop([ReminderSchedule(svc, "* * * * * *", idle_seconds=0.2)])   # croniter: seconds field
+    t = threading.Thread(target=loop.run, kwargs={"stop_event": stop, "handle_signals": False})
+    t.start()
     try:
         deadline = dt.datetime.now() + dt.timedelta(seconds=20)
         while not outbox_rows(svc, "reminder") and dt.datetime.now() < deadline:
