@@ -344,7 +344,7 @@ def mini_statement(ctx: Context, limit: int = 5) -> str:
     """
     s = ctx.services
     acc = ctx.vars["account"]
-    limit = max(1, min(int(limit), 10))
+    limit = max(1, min(int(limit), keys.STATEMENT_LIMITS[-1]))   # a repayment drops each of these lengths
     loan = acc["kind"] != "savings"
 
     def load() -> dict:

@@ -34,6 +34,7 @@ import logging
 import os
 import socket
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -100,15 +101,26 @@ class TransferRunner:
                          .values(transfer_date=day, updated_at=utcnow()))
 
     def _process(self, row) -> None:
-        from convo.mifos.client import (MifosError, MifosRejected, is_future_date, is_insufficient_funds,
-                                        is_loan_locked)
+        from convo.mifos import keys
+        from convo.mifos.client import (
+            MifosError,
+            MifosRejected,
+            MifosUnavailable,
+            is_future_date,
+            is_insufficient_funds,
+            is_loan_locked,
+        )
+        from convo.mifos.notify_reads import client_contact
 
         mifos = self.services.mifos
         tz = self.services.settings.timezone
         try:
             office = row.office_id
             if office is None:
-                office = int(mifos.get(f"/clients/{int(row.client_id)}", {}).get("officeId"))
+                office = client_contact(mifos, int(row.client_id)).office_id
+                if office is None:     # Fineract gives every client an office: an answer without one is broken
+                    raise MifosUnavailable(f"client {row.client_id} came back without an office", status=200,
+                                           code="bad.response")
             day = row.transfer_date
             if day is None:                       # stored before sending: a retry sends the same date and key
                 day = mifos.business_date(tz)
@@ -140,8 +152,10 @@ class TransferRunner:
             return
         if self._finish(row, "done", resource_id=result.resource_id):
             self._sms(row, "repay.done", reference=result.resource_id)
-            for key in (f"convo:savings:{row.savings_id}", f"convo:loan:{row.loan_id}:{dt.date.today().isoformat()}"):
-                self.services.cache.drop(key)             # the next BAL/DUE shows the new figures
+            # the next BAL, DUE and MINI show the new figures: "due today" is cached under the MFI's day
+            local_today = dt.datetime.now(ZoneInfo(tz)).date()
+            for key in keys.stale_after_repayment(row.savings_id, row.loan_id, (local_today, dt.date.today(), day)):
+                self.services.cache.drop(key)
             log.info("transfer %s done (resource %s%s)", row.id, result.resource_id,
                      ", served from Fineract's cache" if result.served_from_cache else "")
 

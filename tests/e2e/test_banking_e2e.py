@@ -113,6 +113,34 @@ def test_repay_from_savings_moves_money_once_and_texts_a_receipt(stack):
     assert receipt in [m["message"] for m in fake.fake.accepted()]
 
 
+def test_after_a_repayment_the_next_balance_due_and_statement_show_the_new_figures(stack):
+    """Balances, amounts due and statements are cached for a minute (CONVO_FIGURES_CACHE_TTL); a repayment drops
+    every key it makes stale (convo.mifos.keys.stale_after_repayment), the amount due under the MFI's own day."""
+    gw, _, services = stack
+
+    def read(label: str, account: str | None = None) -> str:
+        phone = Phone(gw, GRACE)
+        screen = phone.answer(menu_number(phone.dial(), label))
+        if screen == "CON Enter your PIN:":
+            screen = phone.answer(PIN)
+        if account and screen.startswith("CON Choose an account:"):
+            screen = phone.answer(menu_number(screen, account))
+        return screen
+
+    balance, due, statement = read("Balance"), read("Amount due"), read("Mini-statement", "Voluntary Savings")
+    assert "7,637.50" in balance and "1,000.00" not in statement
+    phone = Phone(gw, GRACE)
+    phone.answer(menu_number(phone.dial(), "Repay loan"))
+    phone.answer(PIN)
+    phone.answer("1000")
+    assert phone.answer("1").startswith("END Your payment of KES 1,000.00")
+    assert TransferRunner(services).run_once() == 1
+
+    assert "6,637.50" in read("Balance")                                    # not the cached 7,637.50
+    assert read("Amount due") != due
+    assert "1,000.00" in read("Mini-statement", "Voluntary Savings")        # the transfer is the newest row
+
+
 def test_a_duplicated_repay_request_moves_money_once(stack):
     gw, _, services = stack
     mifos = sim_client(services)
