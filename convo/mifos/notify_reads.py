@@ -9,7 +9,10 @@ Apache Fineract 1.8+ with the same shapes:
 * ``GET /clients/{id}`` → :func:`client_contact` (mobile number, names, office, loan officer),
   :func:`client_birth_date`
 * ``GET /clients/{id}/accounts`` → :func:`client_savings_rows` (the overview's savings rows as Fineract sends them)
-* ``GET /staff/{id}`` → :func:`staff_mobile` (``mobileNo`` of a loan officer or other staff)
+* ``GET /staff/{id}`` → :func:`staff_mobile` (``mobileNo`` of a loan officer or other staff), :func:`staff`
+* ``GET /groups`` and ``GET /groups/{id}?associations=collectionMeetingCalendar`` → :func:`groups`,
+  :func:`group_with_meetings` (the field officer's day)
+* ``GET /loans/{id}`` → :func:`loan` (receipts)
 * ``GET /runreports/Expected Payments By Date - Basic`` → :func:`installments_due`: the unpaid
   installments of active loans due between two dates, in an office and every office under it,
   computed by Fineract's database (a core report of every Fineract since 1.x:
@@ -42,7 +45,8 @@ __all__ = [
     "installments_due",
     "iter_active_loans", "loan_by_account_no", "loans_by_account_no", "loan_installments", "offices",
     "loan_transaction", "loan_with_schedule", "savings_transaction", "staff_mobile", "savings_account",
-    "client_birth_date", "client_savings_rows",
+    "client_birth_date", "client_savings_rows", "staff", "groups", "group_with_meetings", "loan", "all_groups",
+    "group_with_members_and_meetings", "client", "search_clients",
 ]
 
 
@@ -60,6 +64,59 @@ class ClientContact:
 def client_contact(mifos: MifosClient, client_id: int) -> ClientContact:
     """``GET /clients/{id}``; raises ``MifosNotFound`` for an unknown client."""
     return _contact(mifos.get(f"/clients/{int(client_id)}") or {})
+
+
+def staff(mifos: MifosClient, staff_id: int) -> dict:
+    """``GET /staff/{id}`` as Fineract sends it; raises ``MifosNotFound`` for an unknown id."""
+    return mifos.get(f"/staff/{int(staff_id)}") or {}
+
+
+def groups(mifos: MifosClient, staff_id: int | None = None) -> list[dict]:
+    """``GET /groups`` (one page of up to 500; those of loan officer ``staff_id`` when given): the rows."""
+    params: dict = {"paged": "true", "limit": 500}
+    if staff_id is not None:
+        params["staffId"] = staff_id
+    body = mifos.get("/groups", params) or {}
+    return list((body.get("pageItems") if isinstance(body, dict) else body) or [])
+
+
+def all_groups(mifos: MifosClient, page_size: int = 200) -> list[dict]:
+    """Every group, ``GET /groups?paged=true`` page by page (``totalFilteredRecords`` ends it)."""
+    out: list[dict] = []
+    offset = 0
+    while True:
+        body = mifos.get("/groups", {"offset": offset, "limit": page_size, "paged": "true"})
+        items = body if isinstance(body, list) else (body or {}).get("pageItems") or []
+        out.extend(items)
+        offset += len(items)
+        total = None if isinstance(body, list) else (body or {}).get("totalFilteredRecords")
+        if isinstance(body, list) or not items or len(items) < page_size or (total is not None and offset >= int(total)):
+            return out
+
+
+def group_with_members_and_meetings(mifos: MifosClient, group_id: int) -> dict:
+    """``GET /groups/{id}?associations=activeClientMembers,collectionMeetingCalendar`` (meeting reminders)."""
+    return mifos.get(f"/groups/{int(group_id)}", {"associations": "activeClientMembers,collectionMeetingCalendar"}) or {}
+
+
+def client(mifos: MifosClient, client_id: int) -> dict:
+    """``GET /clients/{id}`` as Fineract sends it (the console's client page); ``MifosNotFound`` if unknown."""
+    return mifos.get(f"/clients/{int(client_id)}") or {}
+
+
+def search_clients(mifos: MifosClient, query: str) -> list[dict]:
+    """``GET /search?resource=clients&exactMatch=false``: clients whose name (or number, id) matches ``query``."""
+    return list(mifos.get("/search", {"query": query, "resource": "clients", "exactMatch": "false"}) or [])
+
+
+def group_with_meetings(mifos: MifosClient, group_id: int) -> dict:
+    """``GET /groups/{id}?associations=collectionMeetingCalendar``: the group with its meeting calendar."""
+    return mifos.get(f"/groups/{int(group_id)}", {"associations": "collectionMeetingCalendar"}) or {}
+
+
+def loan(mifos: MifosClient, loan_id: int, *, transactions: bool = False) -> dict:
+    """``GET /loans/{id}`` (with ``associations=transactions`` when asked)."""
+    return mifos.get(f"/loans/{int(loan_id)}", {"associations": "transactions"} if transactions else None) or {}
 
 
 def staff_mobile(mifos: MifosClient, staff_id: int) -> str | None:

@@ -82,19 +82,20 @@ def _at(settings) -> dt.time:
 
 
 def _groups_of(mifos, staff_id: int) -> list[dict]:
-    body = mifos.get("/groups", {"staffId": staff_id, "paged": "true", "limit": 500}) or {}
-    rows = body.get("pageItems") if isinstance(body, dict) else body
-    return [g for g in rows or [] if g.get("staffId") in (None, staff_id)]
+    from convo.mifos.notify_reads import groups
+
+    return [g for g in groups(mifos, staff_id) if g.get("staffId") in (None, staff_id)]
 
 
 def _meetings(mifos, staff_id: int, today: dt.date) -> list[dict]:
     from convo.mifos.client import meeting_from_group
+    from convo.mifos.notify_reads import group_with_meetings
 
     out = []
     for g in _groups_of(mifos, staff_id):
         if g.get("staffId") != staff_id:
             continue
-        group = mifos.get(f"/groups/{int(g['id'])}", {"associations": "collectionMeetingCalendar"}) or {}
+        group = group_with_meetings(mifos, int(g["id"]))
         found = meeting_from_group(group, today)
         if found is None or found.date != today:
             continue
@@ -109,7 +110,8 @@ def run(services, *, now: dt.datetime | None = None, force: bool = False) -> Rep
     from convo.notify import messages as notify
     from convo.notify.recipients import office_regions
     from convo.mifos.client import MifosNotFound
-    from convo.mifos.notify_reads import iter_active_loans, loan_currency, loan_installments, loan_with_schedule
+    from convo.mifos.notify_reads import (groups, iter_active_loans, loan_currency, loan_installments,
+                                          loan_with_schedule, staff)
     from convo.notify.outbox import enqueue
     from convo.text.phone import read_stored
 
@@ -123,23 +125,22 @@ def run(services, *, now: dt.datetime | None = None, force: bool = False) -> Rep
         if loan.get("loanOfficerId"):
             loans_of[int(loan["loanOfficerId"])].append(loan)
     officers = set(loans_of)
-    groups_page = s.mifos.get("/groups", {"paged": "true", "limit": 500}) or {}
-    for g in (groups_page.get("pageItems") if isinstance(groups_page, dict) else groups_page) or []:
+    for g in groups(s.mifos):
         if g.get("staffId"):
             officers.add(int(g["staffId"]))
     regions = office_regions(s)
     locales = notify._flowset(s).locales
     for sid in sorted(officers):
         try:
-            staff = s.mifos.get(f"/staff/{sid}") or {}
+            member = staff(s.mifos, sid)
         except MifosNotFound:
             rep.skipped.append(f"staff {sid}: not in Mifos X")
             continue
-        if staff.get("isActive") is False:
+        if member.get("isActive") is False:
             rep.skipped.append(f"staff {sid}: not active")
             continue
-        office = staff.get("officeId")
-        phone = read_stored(staff.get("mobileNo"), regions(office)) if staff.get("mobileNo") else None
+        office = member.get("officeId")
+        phone = read_stored(member.get("mobileNo"), regions(office)) if member.get("mobileNo") else None
         if not phone:
             rep.skipped.append(f"staff {sid}: no mobile number in Mifos X")
             continue
@@ -161,9 +162,9 @@ def run(services, *, now: dt.datetime | None = None, force: bool = False) -> Rep
                     day.overdue_count += 1
                     day.overdue[cur] += inst.outstanding
         lang = notify.client_language(s, phone, cfg.office(office).language)
-        first = staff.get("firstname") or (staff.get("displayName") or "").split(",")[-1].strip()
+        first = member.get("firstname") or (member.get("displayName") or "").split(",")[-1].strip()
         body = notify.render_text(locales, TEXT, lang, {**day.variables(), "first_name": first,
-                                                        "name": staff.get("displayName") or first})
+                                                        "name": member.get("displayName") or first})
         t0 = dt.datetime.now(dt.timezone.utc)
         msg = enqueue(s.db, idempotency_key=key, to=phone, body=body, kind="officer", region=regions(office))
         created = msg.created_at if msg.created_at.tzinfo else msg.created_at.replace(tzinfo=dt.timezone.utc)

@@ -204,7 +204,7 @@ def _receipt(services, row) -> HookResult:
     mifos = services.mifos
     if entity == "LOAN":
         loan_id = ids.get("loanId") or ids.get("resourceId")
-        loan = mifos.get(f"/loans/{loan_id}", {"associations": "transactions"} if action == "DISBURSE" else None)
+        loan = reads.loan(mifos, int(loan_id), transactions=action == "DISBURSE")
         currency = reads.loan_currency(loan)
         account_no = str(loan.get("accountNo", loan_id))
         client_id = loan.get("clientId")                 # the loan's owner in Mifos X, not the hook's word

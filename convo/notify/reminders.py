@@ -192,6 +192,8 @@ def find_payment_reminders(services, *, on: dt.date | None = None, now: dt.datet
 def find_meeting_reminders(services, *, on: dt.date | None = None, now: dt.datetime | None = None,
                            cfg=None) -> list[Reminder]:
     """Members of active groups whose (group's or center's) meeting is ``meeting_days_before`` days away."""
+    from convo.mifos import notify_reads as reads
+
     from convo.mifos.client import meeting_from_group
 
     cfg = cfg or notify.config_for(services)
@@ -199,22 +201,11 @@ def find_meeting_reminders(services, *, on: dt.date | None = None, now: dt.datet
     default_tz = getattr(services.settings, "timezone", "Africa/Nairobi")
     mifos = services.mifos
     out: list[Reminder] = []
-    offset = 0
-    groups: list[dict] = []
-    while True:
-        body = mifos.get("/groups", {"offset": offset, "limit": 200, "paged": "true"})
-        items = body if isinstance(body, list) else (body or {}).get("pageItems") or []
-        groups.extend(items)
-        offset += len(items)
-        total = None if isinstance(body, list) else (body or {}).get("totalFilteredRecords")
-        if isinstance(body, list) or not items or len(items) < 200 or (total is not None and offset >= int(total)):
-            break
-    for g in groups:
+    for g in reads.all_groups(mifos):
         if g.get("active") is False:
             continue
         today = _today(cfg, g.get("officeId"), on, now, default_tz)
-        full = mifos.get(f"/groups/{int(g['id'])}",
-                         {"associations": "activeClientMembers,collectionMeetingCalendar"}) or {}
+        full = reads.group_with_members_and_meetings(mifos, int(g["id"]))
         for days in cfg.meeting_days_before:
             target = today + dt.timedelta(days=days)
             meeting = meeting_from_group(full, target)

@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
 
+from convo.mifos import notify_reads as reads
 from convo.web import BadRequest, services
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ def _offices() -> dict[int, dict]:
     if raw:
         return {int(k): v for k, v in json.loads(raw).items()}
     rows = {int(o["id"]): {"name": o.get("name") or "", "hierarchy": o.get("hierarchy") or "."}
-            for o in s.mifos.get("/offices") or []}
+            for o in reads.offices(s.mifos)}
     r.set(key, json.dumps(rows), ex=300)
     return rows
 
@@ -279,7 +280,7 @@ def find(who: dict, query: str) -> tuple[list[dict], str | None]:
     elif kind == "id":
         refs = [{"id": int(query.strip())}]
     else:
-        rows = s.mifos.get("/search", {"query": query.strip(), "resource": "clients", "exactMatch": "false"}) or []
+        rows = reads.search_clients(s.mifos, query.strip())
         refs = [{"id": int(r["entityId"]), "office_id": r.get("parentId")} for r in rows
                 if r.get("entityType", "CLIENT") == "CLIENT"][:MAX_RESULTS]
         if not refs:
@@ -288,7 +289,7 @@ def find(who: dict, query: str) -> tuple[list[dict], str | None]:
     hidden = 0
     for ref in refs:
         try:
-            body = s.mifos.get(f"/clients/{ref['id']}") or {}
+            body = reads.client(s.mifos, ref["id"])
         except MifosNotFound:
             note = f"No client {ref['id']} in Mifos X."
             continue
@@ -409,7 +410,7 @@ def _client(client_id: int) -> dict | None:
     from convo.mifos.client import MifosNotFound
 
     try:
-        return services().mifos.get(f"/clients/{int(client_id)}") or None
+        return reads.client(services().mifos, client_id) or None
     except MifosNotFound:
         return None
 

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import logging
-
-from flask import Blueprint, Response, jsonify, request
 import threading
 import time
 import weakref
 
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from sqlalchemy import exc as sa_exc
 
+from convo.mifos import notify_reads as reads
 from convo.web import plain, services
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def _mifos_state(s) -> dict:
         start = time.monotonic()
         state: dict[str, bool | str | float | None]
         try:
-            client.get("/offices")
+            reads.offices(client)
             state = {"reachable": True, "error": None}
         except MifosUnavailable as e:
             state = {"reachable": False, "error": f"{e.reason}: {str(e)[:200]}"}

@@ -37,3 +37,21 @@ def test_the_layers_name_every_package_of_the_code():
     doc = (ROOT / "docs" / "architecture.md").read_text()
     missing = sorted(n for n in named if f"`{n.removeprefix('convo.')}" not in doc and f"`{n}" not in doc)
     assert not missing, f"docs/architecture.md does not describe {missing}"
+
+
+def test_every_mifos_x_path_is_written_in_convo_mifos():
+    """Outside convo/mifos (and the simulator in convo/devkit), code asks Mifos X through named functions
+    (``notify_reads.loan_with_schedule(mifos, id)``), never ``mifos.get("/loans/...")``: one place to read
+    which endpoints the service depends on."""
+    import re
+
+    raw = re.compile(r"""\b(?:mifos|client)\.(?:get|_call)\(\s*f?["']/""")
+    offenders = []
+    for path in sorted((ROOT / "convo").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(("convo/mifos/", "convo/devkit/")):
+            continue
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            if raw.search(line):
+                offenders.append(f"{rel}:{no}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
