@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from convo.config import REPO_ROOT, Settings, load_dotenv_if_present
+from convo.config import Settings, load_dotenv_if_present
 from convo.devkit.fineract_sim import start_simulator
 
 

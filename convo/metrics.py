@@ -19,7 +19,6 @@ import os
 import re
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger(__name__)
 

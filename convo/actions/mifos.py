@@ -63,7 +63,7 @@ def _fetch(ctx: Context, key: str, load: Callable[[], Any], ttl: int | Callable[
     return {**value, "as_of": None} if isinstance(value, dict) else value
 
 
-def _slim_account(a) -> dict:
+def slim_account(a) -> dict:
     c = a.currency
     return {"id": a.id, "kind": a.kind, "account_no": a.account_no, "product": a.product_name,
             "currency": {"code": c.code, "decimal_places": c.decimal_places, "in_multiples_of": c.in_multiples_of}}
@@ -166,7 +166,7 @@ def client_accounts(ctx: Context) -> list[dict]:
     """The identified client's active accounts (cached; raises _Unavailable)."""
     s = ctx.services
     cid = ctx.vars["client"]["id"]
-    return _fetch(ctx, keys.accounts(cid), lambda: [_slim_account(a) for a in s.mifos.client_accounts(cid)],
+    return _fetch(ctx, keys.accounts(cid), lambda: [slim_account(a) for a in s.mifos.client_accounts(cid)],
                   s.settings.client_cache_ttl)
 
 

@@ -12,7 +12,7 @@ import secrets
 from decimal import Decimal
 
 from convo.actions import Context, action, on
-from convo.actions.mifos import _slim_account, offer
+from convo.actions.mifos import slim_account, offer
 
 #: ``DepositAccountType.SAVINGS_DEPOSIT`` (apache/fineract
 #: fineract-core/src/main/java/org/apache/fineract/portfolio/savings/DepositAccountType.java). The client's
@@ -54,7 +54,7 @@ def repay_sources(ctx: Context) -> str:
     savings = [a for a in rows
                if (a.get("depositType") or {}).get("id") == SAVINGS_DEPOSIT and not _debits_blocked(a)]
     loan_cur = ctx.vars["loan"]["currency"]["code"]
-    accounts = [_slim_account(a) for a in accounts_from_overview({"savingsAccounts": savings})]
+    accounts = [slim_account(a) for a in accounts_from_overview({"savingsAccounts": savings})]
     return offer(ctx, [a for a in accounts if a["currency"]["code"] == loan_cur], "sources", "source")
 
 

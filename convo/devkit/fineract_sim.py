@@ -419,11 +419,11 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
         """BusinessDateApiResource.updateBusinessDate: ``{"type", "date", "dateFormat", "locale"}``."""
         body = request.get_json(silent=True) or {}
         if not app.config["SIM_BUSINESS_DATE_ENABLED"]:
-            return _reply(_domain_error("error.msg.business.date.is.disabled",
+            return _reply(domain_error("error.msg.business.date.is.disabled",
                                         "Business date functionality is not enabled", []), 403)
-        day = _parse_fineract_date(body.get("date", ""), body.get("dateFormat", ""))
+        day = parse_fineract_date(body.get("date", ""), body.get("dateFormat", ""))
         if body.get("type") != "BUSINESS_DATE" or day is None:
-            return _reply(_validation_error([("date", "validation.msg.invalid.date.format",
+            return _reply(validation_error([("date", "validation.msg.invalid.date.format",
                                               "The parameter `date` is invalid.", [])]), 400)
         app.config["SIM_BUSINESS_DATE"] = day
         return _reply({"changes": {"BUSINESS_DATE": day}})
@@ -462,7 +462,7 @@ def create_sim_app(dataset: dict | None = None, *, today: date | None = None,
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            return _reply(_validation_error([("body", "error.msg.invalid.request.body",
+            return _reply(validation_error([("body", "error.msg.invalid.request.body",
                                               "The JSON body of the request is invalid.", [])]), 400)
         key = request.headers.get("Idempotency-Key")
         if _version(app.config["SIM_VERSION"]) < (1, 9):
@@ -537,7 +537,7 @@ def _param_error(param: str | None, code: str, message: str, args: list) -> dict
             "parameterName": param, "args": [{"value": a} if a is not None else {} for a in args]}
 
 
-def _validation_error(errors: list[tuple]) -> dict:
+def validation_error(errors: list[tuple]) -> dict:
     return {"developerMessage": "The request was invalid. This typically will happen due to validation errors "
                                 "which are provided.",
             "httpStatusCode": "400", "defaultUserMessage": "Validation errors exist.",
@@ -545,7 +545,7 @@ def _validation_error(errors: list[tuple]) -> dict:
             "errors": [_param_error(*e) for e in errors]}
 
 
-def _domain_error(code: str, message: str, args: list) -> dict:
+def domain_error(code: str, message: str, args: list) -> dict:
     return {"developerMessage": "Request was understood but caused a domain rule violation.",
             "httpStatusCode": "403", "defaultUserMessage": "Errors contain reason for domain rule violation.",
             "userMessageGlobalisationCode": "validation.msg.domain.rule.violation",
@@ -595,7 +595,7 @@ def _loan_locked(loan_id) -> dict:
             "userMessageGlobalisationCode": "error.msg.loan.locked", "errors": []}
 
 
-def _parse_fineract_date(text: str, pattern: str) -> date | None:
+def parse_fineract_date(text: str, pattern: str) -> date | None:
     """The two patterns clients send: ``dd MMMM yyyy`` (locale en) and ``yyyy-MM-dd``."""
     try:
         if pattern == "dd MMMM yyyy":
@@ -615,7 +615,7 @@ def _transfer(app: Flask, body: dict, business_day: date, today: date) -> tuple[
     data = app.config["SIM_DATA"]
     unknown = sorted(set(body) - _TRANSFER_PARAMS)
     if unknown:
-        return 400, _validation_error([(p, "error.msg.parameter.unsupported",
+        return 400, validation_error([(p, "error.msg.parameter.unsupported",
                                         f"The parameter {p} is not supported.", [p]) for p in unknown])
     errors: list[tuple[str, str, str, list[Any]]] = []
     day: date | None = None
@@ -627,7 +627,7 @@ def _transfer(app: Flask, body: dict, business_day: date, today: date) -> tuple[
             errors.append(("transferDate", "validation.msg.missing.locale.parameter",
                            "The parameter `transferDate` requires a `locale` parameter to be passed with it.", []))
         else:
-            day = _parse_fineract_date(body["transferDate"], body["dateFormat"])
+            day = parse_fineract_date(body["transferDate"], body["dateFormat"])
             if day is None:
                 errors.append(("transferDate", "validation.msg.invalid.date.format",
                                f"The parameter `transferDate` is invalid based on the dateFormat: "
@@ -664,10 +664,10 @@ def _transfer(app: Flask, body: dict, business_day: date, today: date) -> tuple[
             errors.append((param, f"validation.msg.accounttransfer.{param}.cannot.be.blank",
                            f"The parameter `{param}` is mandatory.", [None]))
     if errors:
-        return 400, _validation_error(errors)
+        return 400, validation_error(errors)
     assert day is not None and amount is not None  # both were checked above: no errors
     if (int(body["fromAccountType"]), int(body["toAccountType"])) != (2, 1):
-        return 400, _validation_error([("toAccountType", "validation.msg.accounttransfer.toAccountType.is.not.supported",
+        return 400, validation_error([("toAccountType", "validation.msg.accounttransfer.toAccountType.is.not.supported",
                                         "The simulator transfers only from savings (2) to a loan (1).",
                                         [body["toAccountType"]])])
     sid, lid = int(body["fromAccountId"]), int(body["toAccountId"])
@@ -677,27 +677,27 @@ def _transfer(app: Flask, body: dict, business_day: date, today: date) -> tuple[
     if loan is None:
         return 404, _not_found_body("Loan", "error.msg.loan.id.invalid", lid)
     if acc["clientId"] != int(body["fromClientId"]) or loan["clientId"] != int(body["toClientId"]):
-        return 400, _validation_error([("fromClientId", "validation.msg.accounttransfer.account.does.not.belong.to.client",
+        return 400, validation_error([("fromClientId", "validation.msg.accounttransfer.account.does.not.belong.to.client",
                                         "The account does not belong to the client given.", [])])
     if not acc["status"].get("active"):
-        return 403, _domain_error("error.msg.savingsaccount.transaction.account.is.not.active",
+        return 403, domain_error("error.msg.savingsaccount.transaction.account.is.not.active",
                                   "Transaction is not allowed. Account is not active.", [sid])
     if not loan["status"].get("active"):
-        return 403, _domain_error("error.msg.loan.transaction.account.is.not.active",
+        return 403, domain_error("error.msg.loan.transaction.account.is.not.active",
                                   "Loan transaction is not allowed. Loan is not active.", [lid])
     if day > business_day:
         # SavingsAccount.withdraw: DateUtils.isDateInTheFuture -> PlatformApiDataValidationException (400)
-        return 400, _validation_error([("transactionDate", "error.msg.savingsaccount.transaction.in.the.future",
+        return 400, validation_error([("transactionDate", "error.msg.savingsaccount.transaction.in.the.future",
                                         "Transaction date cannot be in the future.",
                                         [_format_fineract_date(day, body["dateFormat"])])])
     summary = acc["summary"]
     if amount > summary["availableBalance"]:
-        return 403, _domain_error("error.msg.savingsaccount.transaction.insufficient.account.balance",
+        return 403, domain_error("error.msg.savingsaccount.transaction.insufficient.account.balance",
                                   "Insufficient account balance.",
                                   ["transactionAmount", summary["accountBalance"], None, seed.d6(amount)])
     if amount > loan["summary"]["totalOutstanding"]:
         # simulator simplification: Fineract would take the overpayment and mark the loan overpaid
-        return 403, _domain_error("error.msg.loan.transaction.amount.exceeds.outstanding",
+        return 403, domain_error("error.msg.loan.transaction.amount.exceeds.outstanding",
                                   "The repayment is more than the loan's outstanding balance.",
                                   [seed.d6(amount), loan["summary"]["totalOutstanding"]])
     data["savings"][sid] = seed.with_savings_withdrawal(acc, day, amount, today)

@@ -46,7 +46,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, request
 
 from convo.devkit import fineract_seed as seed
-from convo.devkit.fineract_sim import API, _domain_error, _parse_fineract_date, _validation_error, to_json
+from convo.devkit.fineract_sim import API, domain_error, parse_fineract_date, validation_error, to_json
 
 __all__ = ["STAFF", "extend_seed", "install", "retrofit_base_url", "retrofit_target", "wait_for_hooks"]
 
@@ -313,7 +313,7 @@ def create_hook():
         errors.append(("hook", "validation.msg.hook.registered.events.cannot.be.empty",
                        "registered.events.cannot.be.empty", []))
     if errors:
-        return _reply(_validation_error(errors), 400)
+        return _reply(validation_error(errors), 400)
     hooks = current_app.config["SIM_HOOKS"]
     hid = max(hooks, default=0) + 1
     hooks[hid] = {"id": hid, "name": body.get("name", "Web"), "display": body.get("displayName"),
@@ -337,7 +337,7 @@ def _transaction_input(body: dict) -> tuple[dt.date | None, Decimal | None, list
         errors.append(("transactionDate", "validation.msg.transaction.transactionDate.cannot.be.blank",
                        "The parameter `transactionDate` is mandatory.", [None]))
     else:
-        day = _parse_fineract_date(body["transactionDate"], body.get("dateFormat") or "")
+        day = parse_fineract_date(body["transactionDate"], body.get("dateFormat") or "")
         if day is None:
             errors.append(("transactionDate", "validation.msg.invalid.date.format",
                            "The parameter `transactionDate` is invalid based on the dateFormat.", []))
@@ -353,7 +353,7 @@ def _transaction_input(body: dict) -> tuple[dt.date | None, Decimal | None, list
 
 def _future(day: dt.date, param: str, resource: str, body: dict) -> Response | None:
     if day > current_app.config["SIM_BUSINESS_DATE_OF"]():
-        return _reply(_validation_error([(param, f"error.msg.{resource}.transaction.in.the.future",
+        return _reply(validation_error([(param, f"error.msg.{resource}.transaction.in.the.future",
                                           "Transaction date cannot be in the future.",
                                           [body.get("transactionDate")])]), 400)
     return None
@@ -368,7 +368,7 @@ def loan_transaction_command(loan_id: int):
     """LoanTransactionsApiResource ``command=repayment`` (LoanWritePlatformServiceJpaRepositoryImpl.makeLoanRepayment):
     publishes LOAN REPAYMENT with ``loanId`` and ``resourceId`` = the new transaction's id."""
     if request.args.get("command") != "repayment":
-        return _reply(_validation_error([("command", "error.msg.command.unsupported",
+        return _reply(validation_error([("command", "error.msg.command.unsupported",
                                           "The simulator supports command=repayment only.", [])]), 400)
     data = _data()
     loan = data["loans"].get(loan_id)
@@ -377,10 +377,10 @@ def loan_transaction_command(loan_id: int):
     body = request.get_json(silent=True) or {}
     day, amount, errors = _transaction_input(body)
     if errors:
-        return _reply(_validation_error(errors), 400)
+        return _reply(validation_error(errors), 400)
     assert day is not None and amount is not None  # else _transaction_input reported an error
     if not loan["status"].get("active"):
-        return _reply(_domain_error("error.msg.loan.transaction.account.is.not.active",
+        return _reply(domain_error("error.msg.loan.transaction.account.is.not.active",
                                     "Loan transaction is not allowed. Loan is not active.", [loan_id]), 403)
     future = _future(day, "transactionDate", "loan", body)
     if future is not None:
@@ -400,7 +400,7 @@ def savings_transaction_command(savings_id: int):
     """SavingsAccountTransactionsApiResource ``command=deposit`` (SavingsAccountWritePlatformServiceJpaRepositoryImpl
     .deposit): publishes SAVINGSACCOUNT DEPOSIT with ``savingsId`` and ``resourceId`` = the transaction's id."""
     if request.args.get("command") != "deposit":
-        return _reply(_validation_error([("command", "error.msg.command.unsupported",
+        return _reply(validation_error([("command", "error.msg.command.unsupported",
                                           "The simulator supports command=deposit only.", [])]), 400)
     data = _data()
     acc = data["savings"].get(savings_id)
@@ -409,10 +409,10 @@ def savings_transaction_command(savings_id: int):
     body = request.get_json(silent=True) or {}
     day, amount, errors = _transaction_input(body)
     if errors:
-        return _reply(_validation_error(errors), 400)
+        return _reply(validation_error(errors), 400)
     assert day is not None and amount is not None  # else _transaction_input reported an error
     if not acc["status"].get("active"):
-        return _reply(_domain_error("error.msg.savingsaccount.transaction.account.is.not.active",
+        return _reply(domain_error("error.msg.savingsaccount.transaction.account.is.not.active",
                                     "Transaction is not allowed. Account is not active.", [savings_id]), 403)
     future = _future(day, "transactionDate", "savingsaccount", body)
     if future is not None:

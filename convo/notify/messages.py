@@ -447,7 +447,7 @@ _compiled: dict[tuple[str, str, str], Any] = {}
 _compiled_lock = threading.Lock()
 
 
-def _flowset(services):
+def flowset_for(services):
     lib = services.flows
     try:
         lib.maybe_reload()
@@ -516,8 +516,8 @@ def not_before(now_utc: dt.datetime, tz: ZoneInfo, start: dt.time, end: dt.time)
 # --------------------------------------------------------------------------- sending
 
 
-def _insert(s):
-    from convo.notify.outbox import _insert as pick
+def insert_for(s):
+    from convo.notify.outbox import insert_for as pick
 
     return pick(s)
 
@@ -537,12 +537,12 @@ def send_to_client(services, *, client_id: int, phone: str, key: str | None, var
     region = region or services.settings.default_region
     if text is None:
         assert key is not None, "send_to_client needs a key or a text"
-        locales = locales or _flowset(services).locales
+        locales = locales or flowset_for(services).locales
         text = render_text(locales, key, lang or services.settings.default_language, variables)
     with Session(services.db, expire_on_commit=False) as s:
         msg = enqueue(s, idempotency_key=idempotency_key, to=phone, body=text, kind=kind, region=region,
                       not_before=quiet, requested_by_client=requested_by_client)
-        ins = _insert(s)
+        ins = insert_for(s)
         s.execute(ins(ClientMessage.__table__).values(
             outbox_id=msg.id, client_id=int(client_id), kind=kind, template=key, sent_by=sent_by,
             created_at=msg.created_at).on_conflict_do_nothing(index_elements=["outbox_id"]))
@@ -595,7 +595,7 @@ def alert(services, event: str, key: str | None = None, **facts) -> list:
         rules = [r for r in cfg.rules if r.event == event]
         if not rules:
             return []
-        locales = _flowset(services).locales
+        locales = flowset_for(services).locales
         ctx = {k: None for k in EVENTS[event]}
         ctx.update(facts)
         occurrence = key or _facts_key(facts)

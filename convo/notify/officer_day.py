@@ -129,7 +129,7 @@ def run(services, *, now: dt.datetime | None = None, force: bool = False) -> Rep
         if g.get("staffId"):
             officers.add(int(g["staffId"]))
     regions = office_regions(s)
-    locales = notify._flowset(s).locales
+    locales = notify.flowset_for(s).locales
     for sid in sorted(officers):
         try:
             member = staff(s.mifos, sid)

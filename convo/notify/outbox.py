@@ -100,7 +100,7 @@ class _Tx:
                 self.session.close()
 
 
-def _insert(conn):
+def insert_for(conn):
     name = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -189,7 +189,7 @@ def enqueue(
             final_at=now if status == "suppressed" else None,
             last_error="recipient opted out" if status == "suppressed" else None,
         )
-        insert = _insert(s)
+        insert = insert_for(s)
         s.execute(insert(outbox).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]))
         if isinstance(s, Session):
             return s.scalars(sa.select(OutboxMessage).where(OutboxMessage.idempotency_key == idempotency_key)).one()
@@ -229,7 +229,7 @@ def set_opt_out(db, phone: str, opted_out: bool = True, *, source: str = "sms", 
     e164 = _normalize_phone(phone, region)
     now = utcnow()
     with _Tx(db) as s:
-        insert = _insert(s)
+        insert = insert_for(s)
         stmt = insert(optouts).values(phone=e164, opted_out=bool(opted_out), source=source, updated_at=now)
         stmt = stmt.on_conflict_do_update(
             index_elements=["phone"], set_=dict(opted_out=bool(opted_out), source=source, updated_at=now)

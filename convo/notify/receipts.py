@@ -122,7 +122,7 @@ def receive(services, *, entity: str, action: str, tenant: str, body: dict) -> H
     now = utcnow()
     t = FineractHook.__table__
     with Session(services.db) as s:
-        ins = notify._insert(s)
+        ins = notify.insert_for(s)
         s.execute(ins(t).values(key=key, entity=entity, action=action, tenant=tenant, body=body, status="received",
                                 attempts=0, received_at=now, updated_at=now, next_attempt_at=now)
                   .on_conflict_do_nothing(index_elements=["key"]))

@@ -234,7 +234,7 @@ def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: Ru
     # every client to text, in as few calls as it takes (one each, or the pages of the active client list)
     wanted = {r.client_id for r in reminders if r.variables.get("_mobile") is None}
     contacts.update(client_contacts(services.mifos, wanted)[0])
-    flowset = notify._flowset(services)
+    flowset = notify.flowset_for(services)
     locales = flowset.locales
     for r in reminders:
         v = dict(r.variables)

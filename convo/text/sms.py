@@ -86,7 +86,7 @@ def sms_info(text: str) -> SmsInfo:
 
 _QUOTE1 = "'"
 _QUOTE2 = '"'
-_GSM_REPLACEMENTS: dict[str, str] = {}
+GSM_REPLACEMENTS: dict[str, str] = {}
 for _chars, _repl in [
     ("\u2018\u2019\u201a\u201b\u2032\u2035\u0060\u00b4\u02bc\u02b9\u2039\u203a", _QUOTE1),
     ("\u201c\u201d\u201e\u201f\u2033\u2036\u00ab\u00bb\u02ba", _QUOTE2),
@@ -114,7 +114,7 @@ for _chars, _repl in [
     ("\u00b5", "u"),
 ]:
     for _c in _chars:
-        _GSM_REPLACEMENTS[_c] = _repl
+        GSM_REPLACEMENTS[_c] = _repl
 del _chars, _repl, _c
 
 
@@ -138,7 +138,7 @@ def _to_gsm_once(text: str) -> str:
             out.append(ch)
             last_gsm = True
             continue
-        repl = _GSM_REPLACEMENTS.get(ch)
+        repl = GSM_REPLACEMENTS.get(ch)
         if repl is None:
             repl = _gsm_letter(ch)
         if repl is not None:

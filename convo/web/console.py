@@ -92,13 +92,13 @@ def _kept_permissions(perms) -> list[str]:
     return sorted(p for p in perms or () if isinstance(p, str) and p in wanted)
 
 
-def _csrf() -> str:
+def csrf() -> str:
     if "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(24)
     return session["csrf"]
 
 
-def _check_csrf() -> None:
+def check_csrf() -> None:
     given = request.form.get("csrf", "")
     if not given or not hmac.compare_digest(given.encode(), session.get("csrf", "").encode()):
         abort(Response("forbidden: stale form, reload the page", 403, mimetype="text/plain"))
@@ -110,8 +110,8 @@ def _safe_next(target: str | None) -> str:
     return url_for("notify_console.home")
 
 
-def _denied(who: dict, what: str, status: int = 403):
-    return render_template("console_denied.html", user=who, csrf=_csrf(), what=what), status
+def denied(who: dict, what: str, status: int = 403):
+    return render_template("console_denied.html", user=who, csrf=csrf(), what=what), status
 
 
 def _audit(who: dict, action: str, *, phone=None, client_id=None, outcome=None, detail=None) -> None:
@@ -125,7 +125,7 @@ def _audit(who: dict, action: str, *, phone=None, client_id=None, outcome=None, 
 # --------------------------------------------------------------------------- sign in, out
 @console.get("/login")
 def login_form():
-    return render_template("console_login.html", error=None, next=request.args.get("next", ""), csrf=_csrf())
+    return render_template("console_login.html", error=None, next=request.args.get("next", ""), csrf=csrf())
 
 
 @console.post("/login")
@@ -133,7 +133,7 @@ def login():
     from convo.mifos.client import MifosError, MifosRejected
     from convo.web import staff
 
-    _check_csrf()
+    check_csrf()
     user = (request.form.get("username") or "").strip()
     password = request.form.get("password") or ""
     nxt = request.form.get("next", "")[:300]
@@ -141,7 +141,7 @@ def login():
     address = staff.caller_address()
 
     def page(error: str, status: int, **headers):
-        return render_template("console_login.html", error=error, next=nxt, csrf=_csrf()), status, headers
+        return render_template("console_login.html", error=error, next=nxt, csrf=csrf()), status, headers
 
     wait = staff.throttled(address, named)
     if wait:
@@ -176,13 +176,13 @@ def login():
     who = current()
     _audit(who, "staff.console_sign_in", outcome="ok", detail={"ip": address})
     if not may(who, "view"):
-        return _denied(who, f"view clients (Mifos X permission {services().settings.console_perm_view})")
+        return denied(who, f"view clients (Mifos X permission {services().settings.console_perm_view})")
     return redirect(_safe_next(nxt))
 
 
 @console.post("/logout")
 def logout():
-    _check_csrf()
+    check_csrf()
     session.clear()
     return redirect(url_for("notify_console.login_form"))
 
@@ -192,7 +192,7 @@ def _signed_in_or_redirect():
     if who is None:
         return None, redirect(url_for("notify_console.login_form", next=request.path))
     if not may(who, "view"):
-        return None, _denied(who, f"view clients (Mifos X permission {services().settings.console_perm_view})")
+        return None, denied(who, f"view clients (Mifos X permission {services().settings.console_perm_view})")
     return who, None
 
 
@@ -326,16 +326,16 @@ def home():
             note = f"Mifos X cannot be reached: {e}"
         _audit(who, "staff.console_search", outcome=str(len(results)),
                detail={"kind": classify(query), "results": [r["id"] for r in results][:MAX_RESULTS]})
-    return render_template("console_home.html", user=who, csrf=_csrf(), query=query, results=results, note=note)
+    return render_template("console_home.html", user=who, csrf=csrf(), query=query, results=results, note=note)
 
 
 # --------------------------------------------------------------------------- the client page
 def _gsm_tables() -> dict:
-    from convo.text.sms import GSM_SEPTETS, _GSM_REPLACEMENTS
+    from convo.text.sms import GSM_SEPTETS, GSM_REPLACEMENTS
 
     return {"basic": "".join(c for c, v in GSM_SEPTETS.items() if v == 1),
             "ext": "".join(c for c, v in GSM_SEPTETS.items() if v == 2),
-            "repl": _GSM_REPLACEMENTS}
+            "repl": GSM_REPLACEMENTS}
 
 
 def _messages(client_id: int, tz: ZoneInfo, limit: int = 50) -> list[dict]:
@@ -430,19 +430,19 @@ def client_page(client_id: int):
     try:
         body = _client(client_id)
     except MifosError as e:
-        return render_template("console_unknown.html", user=who, csrf=_csrf(), client_id=client_id,
+        return render_template("console_unknown.html", user=who, csrf=csrf(), client_id=client_id,
                                error=f"Mifos X cannot be reached: {e}. Try again in a minute."), 503
     if body is None:
-        return render_template("console_unknown.html", user=who, csrf=_csrf(), client_id=client_id,
+        return render_template("console_unknown.html", user=who, csrf=csrf(), client_id=client_id,
                                error=None), 404
     office = body.get("officeId")
     try:
         if not in_scope(who, office):
             _audit(who, "staff.console_view", client_id=client_id, outcome="403", detail={"client_office": office})
-            return _denied(who, f"see clients of {body.get('officeName') or 'another office'} "
+            return denied(who, f"see clients of {body.get('officeName') or 'another office'} "
                                 f"(you belong to {who['office_name']})")
     except MifosError as e:
-        return render_template("console_unknown.html", user=who, csrf=_csrf(), client_id=client_id,
+        return render_template("console_unknown.html", user=who, csrf=csrf(), client_id=client_id,
                                error=f"Mifos X cannot be reached: {e}."), 503
     tz = _zone(office)
     phone, phone_error, shared = None, None, []
@@ -455,11 +455,11 @@ def client_page(client_id: int):
     except MifosError as e:
         phone_error = f"Mifos X cannot be reached: {e}"
     cfg = notify.config_for(s)
-    locales = notify._flowset(s).locales
+    locales = notify.flowset_for(s).locales
     templates = sorted(k[len("notify.staff."):] for k in locales.keys("en") if k.startswith("notify.staff."))
     _audit(who, "staff.console_view", phone=phone, client_id=client_id, outcome="200")
     return render_template(
-        "console_client.html", user=who, csrf=_csrf(), client_id=client_id, client=body, phone=phone,
+        "console_client.html", user=who, csrf=csrf(), client_id=client_id, client=body, phone=phone,
         phone_error=phone_error, shared=shared, tz=str(tz), pin=_pin(phone, client_id, tz),
         language=subscribers.language_of(s.db, phone) if phone else None, opted_out=_opted_out(phone),
         dialogs=_dialogs(client_id, tz), messages=_messages(client_id, tz), templates=templates,
@@ -488,11 +488,11 @@ def _acting_on(client_id: int, perm: str, audit_as: str, doing: str, form_check=
     who, bounce = _signed_in_or_redirect()
     if bounce:
         return who, None, bounce
-    _check_csrf()
+    check_csrf()
     if not may(who, perm):
         _audit(who, audit_as, client_id=client_id, outcome="403")
         needed = getattr(services().settings, f"console_perm_{perm}")
-        return who, None, _denied(who, f"{doing} (Mifos X permission {needed})")
+        return who, None, denied(who, f"{doing} (Mifos X permission {needed})")
     problem = form_check() if form_check else None
     if problem is not None:
         return who, None, problem
@@ -501,7 +501,7 @@ def _acting_on(client_id: int, perm: str, audit_as: str, doing: str, form_check=
         abort(404)
     if not in_scope(who, body.get("officeId")):
         _audit(who, audit_as, client_id=client_id, outcome="403")
-        return who, None, _denied(who, f"{doing} for another office's clients")
+        return who, None, denied(who, f"{doing} for another office's clients")
     return who, body, None
 
 

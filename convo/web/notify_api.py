@@ -106,7 +106,7 @@ def send_staff_message(client_id: int, user: str, body: object) -> tuple[dict, i
     if not isinstance(key, str) or len(key) > 100:
         raise BadRequest("'idempotency_key' must be a string of at most 100 characters")
     cfg = notify.config_for(s)
-    locales = notify._flowset(s).locales
+    locales = notify.flowset_for(s).locales
     tkey = None
     if template is not None:
         if not isinstance(template, str) or template not in cfg.staff_templates and \

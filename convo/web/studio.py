@@ -64,7 +64,7 @@ def _who():
         return None, redirect(url_for("notify_console.login_form", next=request.full_path.rstrip("?")))
     need = services().settings.studio_permission
     if console.ALL not in who["perms"] and need not in who["perms"]:
-        return who, console._denied(who, "the studio")
+        return who, console.denied(who, "the studio")
     return who, None
 
 
@@ -337,7 +337,7 @@ def _sandbox(flows_dir: Path) -> Sandbox:
 def _render(template: str, who, **kw):
     from convo.web import console
 
-    return render_template(template, user=who, csrf=console._csrf(), **kw)
+    return render_template(template, user=who, csrf=console.csrf(), **kw)
 
 
 def _source(token: str | None):
@@ -456,7 +456,7 @@ def make_preview():
         return refused
     from convo.web import console
 
-    console._check_csrf()
+    console.check_csrf()
     up = request.files.get("upload")
     content = up.read(MAX_PREVIEW + 1).decode("utf-8", "replace") if up and up.filename else \
         request.form.get("content", "")

@@ -55,3 +55,34 @@ def test_every_mifos_x_path_is_written_in_convo_mifos():
             if raw.search(line):
                 offenders.append(f"{rel}:{no}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    """``_name`` is private to its module: code elsewhere imports public names only (``from convo.notify.outbox
+    import insert_for``, never ``_insert``), so a module's insides can change without breaking another."""
+    import ast
+    import importlib.util
+
+    offenders = []
+    for path in sorted([*(ROOT / "convo").rglob("*.py"), *(ROOT / "gateways").glob("*.py")]):
+        rel = path.relative_to(ROOT).as_posix()
+        tree = ast.parse(path.read_text())
+        modules: set[str] = set()                  # names bound to our modules in this file
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                    and node.module.split(".")[0] in ("convo", "gateways"):
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        offenders.append(f"{rel}:{node.lineno}: from {node.module} import {a.name}")
+                    elif importlib.util.find_spec(f"{node.module}.{a.name}") is not None \
+                            if importlib.util.find_spec(node.module).submodule_search_locations else False:
+                        modules.add(a.asname or a.name)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] in ("convo", "gateways") and a.asname:
+                        modules.add(a.asname)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules \
+                    and node.attr.startswith("_") and not node.attr.startswith("__"):
+                offenders.append(f"{rel}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert not offenders, "\n".join(offenders)
