@@ -11,11 +11,11 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from convo.store.db import OutboxMessage
-from convo.mifos.client import MifosClient
-from convo.text.sms import sms_info
 from convo.jobs.transfers import TransferRequest, TransferRunner
 from convo.jobs.worker import run_worker
+from convo.mifos.client import MifosClient
+from convo.store.db import OutboxMessage
+from convo.text.sms import sms_info
 from tests.support.e2e import Handset, Phone, give_pin, running_sms_stack
 
 GRACE = "+254700000101"          # savings 42 (7,637.50 available), loan 29 in arrears, Umoja Women Group

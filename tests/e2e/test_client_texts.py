@@ -12,17 +12,16 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from convo import cli
-
-from convo.notify import reminders
 from convo.cli import phone_screen, sim_settings
 from convo.devkit.convtest import UssdPhone, flask_poster, prepare_app
-from convo.store.db import OutboxMessage, upgrade
 from convo.devkit.devserver import BackgroundServer
 from convo.devkit.fineract_sim import create_sim_app
+from convo.notify import reminders
+from convo.services import build_services
+from convo.store.db import OutboxMessage, upgrade
+from convo.store.subscribers import set_language
 from convo.text.formats import format_day
 from convo.text.paging import paginate_menu, paginate_text
-from convo.services import build_services
-from convo.store.subscribers import set_language
 from convo.web import create_app
 from tests.support.e2e import Handset, give_pin, running_sms_stack
 

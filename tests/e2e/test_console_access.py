@@ -324,8 +324,8 @@ def test_the_client_page_shows_a_sim_swap_hold(sim, redis_url, pg_url):
     import datetime as dt
 
     from convo.cli import sim_settings
-    from convo.store.db import upgrade
     from convo.devkit.fake_at import start_fake_at
+    from convo.store.db import upgrade
     from convo.web import create_app
 
     fake = start_fake_at()

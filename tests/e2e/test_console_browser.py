@@ -33,8 +33,8 @@ def wait_for(check, timeout: float = 15.0):
 
 
 def lock_graces_pin(services) -> None:
-    from convo.store import subscribers
     from convo.security import PinHasher
+    from convo.store import subscribers
 
     hasher = PinHasher.from_settings(services.settings)
     subscribers.set_pin(services.db, hasher, GRACE, 1, "4821")
@@ -120,8 +120,9 @@ def test_a_loan_officer_signs_in_finds_a_client_resets_the_pin_and_sends_an_sms(
         finally:
             browser.close()
     assert [m["message"] for m in fake.fake.accepted()] == ["Habari Grace, your new PIN can be chosen on *384*12#."]
-    from convo.store.db import AuditEvent
     import sqlalchemy as sa
+
+    from convo.store.db import AuditEvent
 
     with services.db.connect() as c:
         actors = c.execute(sa.select(AuditEvent.action, AuditEvent.actor)

@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 
 from convo.cli import sim_settings
-
-from convo.devkit.fineract_sim import start_simulator
 from convo.devkit.convtest import flask_poster, load_tests, prepare_app, run_test
+from convo.devkit.fineract_sim import start_simulator
 from convo.web import create_app
 
 TESTS = load_tests(Path(__file__).resolve().parents[2] / "flows" / "tests")

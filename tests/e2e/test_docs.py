@@ -39,9 +39,8 @@ def test_the_conversation_test_example_in_flows_md_passes():
     import yaml
 
     from convo.cli import sim_settings
-
-    from convo.devkit.fineract_sim import start_simulator
     from convo.devkit.convtest import flask_poster, prepare_app, run_test
+    from convo.devkit.fineract_sim import start_simulator
     from convo.web import create_app
 
     example = yaml.safe_load(re.search(r"```yaml convtest\n(.*?)```", DOC, re.S).group(1))
@@ -72,10 +71,9 @@ def test_the_readme_curl_pair_works_when_pasted_twice():
     import time
 
     from convo.cli import sim_settings
-
-    from convo.devkit.fineract_sim import start_simulator
     from convo.devkit.convtest import prepare_app
     from convo.devkit.devserver import BackgroundServer
+    from convo.devkit.fineract_sim import start_simulator
     from convo.web import create_app
 
     block = next(b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if "curl" in b and "sessionId" in b)

@@ -19,7 +19,9 @@ from collections import Counter
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 CB = "cb-token-fuzz-0123456789abcdef"
 STAFF = "staff-token-fuzz-0123456789abcdef0123"

@@ -103,7 +103,8 @@ GRACE = "+254700000101"
 
 @pytest.fixture
 def stack(kannel, redis_url, pg_url):
-    from tests.support.gateway_e2e import TOKEN as CB, routes_stack
+    from tests.support.gateway_e2e import TOKEN as CB
+    from tests.support.gateway_e2e import routes_stack
 
     routes = f"""
 rates: {{KES: 0.0077, USD: 1}}

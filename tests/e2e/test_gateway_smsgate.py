@@ -11,7 +11,7 @@ import time
 import pytest
 
 from convo.devkit.fake_smsgate import start_fake_smsgate
-from gateways.base import ConfigError, DeliveryUpdate, InboundSms, OutgoingSms, Unauthorized, WebRequest
+from gateways.base import ConfigError, DeliveryUpdate, OutgoingSms, Unauthorized, WebRequest
 from gateways.smsgate import MAX_SKEW, SmsGateGateway, sign
 
 KEY = "signkey1"
@@ -171,7 +171,8 @@ def register_webhooks(phone_url: str, convo_url: str, auth=("sms", "phone-pass")
 
 @pytest.fixture
 def stack(phone, redis_url, pg_url):
-    from tests.support.gateway_e2e import TOKEN as CB, routes_stack
+    from tests.support.gateway_e2e import TOKEN as CB
+    from tests.support.gateway_e2e import routes_stack
 
     routes = f"""
 rates: {{UGX: 0.00027, USD: 1}}

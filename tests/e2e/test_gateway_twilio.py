@@ -238,7 +238,8 @@ def test_a_replayed_webhook_is_answered_once_and_forged_ones_not_at_all(fake, st
 
 def test_behind_a_proxy_the_signature_is_checked_over_convo_public_url(fake, redis_url, pg_url):
     """Twilio signs the URL it called (https://convo.example.org/...); the app sees http://127.0.0.1:PORT."""
-    from tests.support.gateway_e2e import TOKEN as CB, routes_stack
+    from tests.support.gateway_e2e import TOKEN as CB
+    from tests.support.gateway_e2e import routes_stack
 
     routes = f"""
 rates: {{USD: 1}}

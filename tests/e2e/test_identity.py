@@ -13,15 +13,14 @@ from datetime import date
 
 import pytest
 import redis
-import requests
 import responses
 import sqlalchemy as sa
 
-from convo.store.db import OutboxMessage
 from convo.devkit import fineract_seed as seed
-from convo.mifos.client import MifosClient, MifosUnavailable
-from convo.devkit.fineract_sim import create_sim_app
 from convo.devkit.devserver import BackgroundServer
+from convo.devkit.fineract_sim import create_sim_app
+from convo.mifos.client import MifosClient, MifosUnavailable
+from convo.store.db import OutboxMessage
 from tests.support.e2e import Handset, Phone, running_gateway, running_sms_stack
 
 TODAY = date(2026, 11, 27)
@@ -175,8 +174,8 @@ def _services_with_offices(tmp_path, offices_yaml: str, parents: dict):
 
     import fakeredis
 
-    from convo.mifos.cache import Cache
     from convo.config import Settings
+    from convo.mifos.cache import Cache
 
     (tmp_path / "notify.yaml").write_text(offices_yaml, encoding="utf-8")
     asked = []

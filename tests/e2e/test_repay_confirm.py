@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from convo.store.db import OutboxMessage
-from convo.mifos.client import MifosClient
-from convo.jobs.transfers import TransferRequest, TransferRunner
 from convo.flowlang.validators import validate
+from convo.jobs.transfers import TransferRequest, TransferRunner
+from convo.mifos.client import MifosClient
+from convo.store.db import OutboxMessage
 from tests.support.e2e import Handset, Phone, give_pin, running_sms_stack
 
 GRACE = "+254700000101"      # savings 42 (7,637.50 available), loan 29 (Biashara Flat 6M) in arrears
@@ -323,7 +323,7 @@ def test_fineract_lists_term_deposits_among_the_savings_of_the_accounts_overview
     from convo.actions.repay import SAVINGS_DEPOSIT
 
     assert SAVINGS_DEPOSIT == 100
-    body = sim(services := stack[2]).get("/clients/15/accounts")
+    body = sim(stack[2]).get("/clients/15/accounts")
     types = {a["id"]: a["depositType"] for a in body["savingsAccounts"]}
     assert types[90] == {"id": 200, "code": "depositAccountType.fixedDeposit", "value": "Fixed Deposit"}
     assert any(t["id"] == 100 for t in types.values())

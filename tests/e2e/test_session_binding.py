@@ -13,8 +13,8 @@ import secrets
 import pytest
 import requests
 
-from convo.store.db import upgrade
 from convo.dialog.engine import Engine, Inbound
+from convo.store.db import upgrade
 from tests.support.e2e import give_pin, running_gateway
 
 GRACE, FAITH, NOBODY = "+254700000101", "+254700000105", "+254799000001"

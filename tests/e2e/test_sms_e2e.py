@@ -7,12 +7,13 @@ import time
 import pytest
 import requests
 import sqlalchemy as sa
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from convo.store.db import OutboxMessage, make_engine
 from convo.flowlang.keywords import first_word
-from convo.notify.outbox import enqueue, is_opted_out
 from convo.jobs.worker import run_worker
+from convo.notify.outbox import enqueue, is_opted_out
+from convo.store.db import OutboxMessage
 from tests.support.e2e import Handset, give_pin, running_sms_stack
 
 GRACE = "+254700000101"

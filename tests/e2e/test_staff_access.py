@@ -8,7 +8,6 @@ import email.utils
 import hashlib
 import io
 import logging
-import os
 import re
 
 import pytest

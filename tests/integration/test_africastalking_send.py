@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from convo.config import Settings
-from convo.store.db import DeliveryReport, OutboxMessage, make_engine, upgrade
 from convo.devkit.fake_at import start_fake_at
-from convo.notify.outbox import apply_delivery_report, enqueue
 from convo.jobs.worker import Worker, run_worker
+from convo.notify.outbox import apply_delivery_report, enqueue
+from convo.store.db import DeliveryReport, OutboxMessage, make_engine, upgrade
 from gateways.africastalking import (
     AfricasTalkingSender,
     BadCallback,

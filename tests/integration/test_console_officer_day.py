@@ -22,11 +22,11 @@ def world(redis_url, pg_url):
     """Peter Otieno (staff 2, Nairobi Eastlands) keeps the Kenyan clients; Moussa Diallo (staff 4, Dakar
     Plateau, French) gets the Tanzanian and West African ones (loans in TZS and XOF)."""
     from convo.cli import sim_settings
-    from convo.store.db import upgrade
-    from convo.devkit.devserver import BackgroundServer
     from convo.devkit import fineract_seed as seed
+    from convo.devkit.devserver import BackgroundServer
     from convo.devkit.fineract_sim import create_sim_app
     from convo.services import build_services
+    from convo.store.db import upgrade
 
     data = seed.build(TUESDAY)
     for c in data["clients"].values():

@@ -5,11 +5,12 @@ import itertools
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from convo.store.db import OutboxMessage, make_engine, upgrade
-from convo.notify.outbox import FINAL, RANK, apply_delivery_report, enqueue
 from convo.jobs.worker import Worker
+from convo.notify.outbox import FINAL, RANK, apply_delivery_report, enqueue
+from convo.store.db import OutboxMessage, make_engine, upgrade
 from gateways.africastalking import parse_delivery_report
 from gateways.base import SendResult
 

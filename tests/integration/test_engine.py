@@ -4,7 +4,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convo.dialog.engine import reduce_ussd_text
 from convo.dialog.sessions import SessionBusy, SessionStore, make_redis

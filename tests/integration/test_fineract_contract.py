@@ -20,9 +20,11 @@ import requests
 import sqlalchemy as sa
 
 from convo.cli import sim_settings
-from convo.store.db import OutboxMessage, upgrade
-from convo.devkit.devserver import BackgroundServer
 from convo.devkit import fineract_seed as seed
+from convo.devkit.devserver import BackgroundServer
+from convo.devkit.fineract_sim import API, create_sim_app
+from convo.devkit.fineract_sim_notify import retrofit_target, wait_for_hooks
+from convo.jobs.transfers import TransferRequest, TransferRunner, request_transfer
 from convo.mifos.client import (
     MifosClient,
     MifosRejected,
@@ -32,9 +34,7 @@ from convo.mifos.client import (
     is_insufficient_funds,
     is_loan_locked,
 )
-from convo.devkit.fineract_sim import API, create_sim_app
-from convo.devkit.fineract_sim_notify import retrofit_target, wait_for_hooks
-from convo.jobs.transfers import TransferRequest, TransferRunner, request_transfer
+from convo.store.db import OutboxMessage, upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
 TODAY = dt.date(2024, 4, 20)

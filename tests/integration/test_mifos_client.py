@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import responses
@@ -28,8 +27,8 @@ from convo.mifos.client import (
     error_from_response,
     parse_date,
 )
-
 from tests.support.samples import SAMPLES
+
 BASE = "https://mifos.example:8443/fineract-provider/api/v1"
 TODAY = date(2024, 4, 20)  # the samples' business date
 

@@ -10,7 +10,6 @@ import time
 from contextlib import contextmanager
 from datetime import date, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import requests
@@ -37,8 +36,8 @@ from convo.mifos.client import (
     next_meeting_date,
     reset_breakers,
 )
-
 from tests.support.samples import SAMPLES
+
 TODAY = date(2024, 4, 20)  # a Saturday; the samples' business date
 MONTH_END = date(2024, 4, 29)  # a Monday, the last meeting days of April are behind or one day ahead
 GRACE, FAITH, PETER, MARY, BARAKA, FATOU, SAMUEL, KEVIN = 1, 5, 2, 3, 18, 27, 6, 15

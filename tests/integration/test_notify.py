@@ -13,21 +13,19 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from convo.notify import messages as notify
-
-from convo.notify import reminders
 from convo.cli import sim_settings
-from convo.flowlang.compiler import load_flowset
-from convo.store.db import OutboxMessage, upgrade
 from convo.devkit.devserver import BackgroundServer
-from convo.flowlang.spec import FlowValidationError
-from convo.devkit import fineract_seed as seed
-from convo.mifos.client import period_outstanding, parse_date
 from convo.devkit.fineract_sim import create_sim_app
-from convo.notify.outbox import set_opt_out
-from convo.services import build_services
+from convo.flowlang.compiler import load_flowset
+from convo.flowlang.spec import FlowValidationError
 from convo.jobs.schedule import ReminderSchedule
 from convo.jobs.worker import JobLoop, run_worker
+from convo.mifos.client import parse_date, period_outstanding
+from convo.notify import messages as notify
+from convo.notify import reminders
+from convo.notify.outbox import set_opt_out
+from convo.services import build_services
+from convo.store.db import OutboxMessage, upgrade
 from tests.support.e2e import running_sms_stack
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"

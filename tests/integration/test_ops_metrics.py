@@ -166,9 +166,9 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist():
 @pytest.mark.postgres
 def test_the_worker_counts_sends_per_gateway_and_status(pg_url):
     """``convo_outbox_results_total{gateway, status}``: sent, queued (to be retried), failed (given up)."""
-    from convo.store.db import make_engine, upgrade
-    from convo.notify.outbox import enqueue
     from convo.jobs.worker import Worker
+    from convo.notify.outbox import enqueue
+    from convo.store.db import make_engine, upgrade
     from gateways.base import SendResult
     from tests.integration.test_outbox import Clock, FlakySender
 

@@ -11,11 +11,11 @@ import pytest
 import requests
 
 from bench.remind_bench import add_loans
-from convo.notify import reminders
-from convo.devkit.devserver import BackgroundServer
 from convo.devkit import fineract_seed as seed
+from convo.devkit.devserver import BackgroundServer
 from convo.devkit.fineract_sim import create_sim_app
 from convo.devkit.fineract_sim_notify import EXPECTED_PAYMENTS_COLUMNS
+from convo.notify import reminders
 from tests.integration.test_notify import expected_reminders, found, make_services
 
 TODAY = dt.date(2024, 5, 15)

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from convo.store.db import Base, DeliveryReport, OutboxMessage, make_engine, upgrade
+from convo.jobs.worker import Worker
 from convo.notify.outbox import (
     apply_delivery_report,
     apply_opt_out,
@@ -20,8 +20,8 @@ from convo.notify.outbox import (
     is_opted_out,
     set_opt_out,
 )
+from convo.store.db import Base, DeliveryReport, OutboxMessage, make_engine, upgrade
 from convo.text.phone import InvalidPhone
-from convo.jobs.worker import Worker
 from gateways.base import DeliveryUpdate, LogSender, OptOutUpdate, SendResult
 
 
@@ -375,9 +375,8 @@ def test_rows_not_started_before_the_lease_deadline_go_back_uncounted(engine):
 
 
 def test_worker_refuses_a_lease_shorter_than_twice_the_gateway_timeout_plus_5s(engine):
-    from gateways.africastalking import AfricasTalkingSender
-
     from convo.jobs.worker import LeaseTooShort, gateway_timeout, min_lease_seconds
+    from gateways.africastalking import AfricasTalkingSender
 
     at = AfricasTalkingSender("mfi", "k", timeout=10)
     assert gateway_timeout(at) == pytest.approx(13.05)  # connect 3.05 + read 10, as requests is given them

@@ -15,10 +15,10 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from convo.store import subscribers
-from convo.store.db import OutboxMessage, SubscriberPin, make_engine, upgrade
 from convo.devkit import fineract_seed as seed
 from convo.security import PinHasher
+from convo.store import subscribers
+from convo.store.db import OutboxMessage, SubscriberPin, make_engine, upgrade
 from tests.support.e2e import Handset, Phone, give_pin, running_sms_stack
 
 SHARED = seed.SHARED_PHONE

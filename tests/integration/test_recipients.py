@@ -20,11 +20,11 @@ import requests
 import sqlalchemy as sa
 
 from convo.cli import sim_settings
-from convo.store.db import OutboxMessage, upgrade
-from convo.devkit.devserver import BackgroundServer
 from convo.devkit import fineract_seed as seed
-from convo.devkit.fineract_sim import API, create_sim_app
+from convo.devkit.devserver import BackgroundServer
+from convo.devkit.fineract_sim import create_sim_app
 from convo.devkit.fineract_sim_notify import wait_for_hooks
+from convo.store.db import OutboxMessage, upgrade
 from convo.store.notify_models import ClientMessage, FineractHook
 
 TODAY = dt.date(2024, 4, 20)
@@ -178,8 +178,8 @@ def test_one_rule_for_callers_and_recipients():
 def test_a_staff_alert_reads_a_national_staff_number_in_the_clients_office_country(redis_url, pg_url):
     """Alerts (flows/alerts.yaml ``overdue_to_officer``): Ndeye's loan officer at the Dakar branch has
     ``770000004`` in Mifos X; the alert goes to +221770000004, never to the Kenyan +254770000004."""
-    from convo.notify import messages as notify
     from convo.devkit.fineract_sim_notify import extend_seed
+    from convo.notify import messages as notify
 
     with gateway_and_sim(redis_url, pg_url) as (_gw, app, services):
         extend_seed(app.config["SIM_DATA"])["staff"][4]["mobileNo"] = "770000004"

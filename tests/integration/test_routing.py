@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from convo.store.db import OptOut, OutboxMessage, make_engine, upgrade
 from convo.devkit.fake_at import start_fake_at
+from convo.jobs.worker import Worker
 from convo.notify.outbox import enqueue
 from convo.notify.routing import Router, RoutesError, load_routes, parse_routes
-from convo.jobs.worker import Worker
+from convo.store.db import OptOut, OutboxMessage, make_engine, upgrade
 from gateways.base import SendResult
 
 UG = "+256772123456"   # MTN Uganda

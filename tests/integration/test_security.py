@@ -14,12 +14,20 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from convo.store import subscribers
 from convo.config import Settings
-from convo.store.db import AuditEvent, Subscriber
-from convo.security import (ConfigurationError, PinHasher, client_ip, ip_allowed, parse_networks,
-                            redact_query_secrets, redact_ussd_text, weak_pin_reason)
 from convo.jobs.worker import run_worker
+from convo.security import (
+    ConfigurationError,
+    PinHasher,
+    client_ip,
+    ip_allowed,
+    parse_networks,
+    redact_query_secrets,
+    redact_ussd_text,
+    weak_pin_reason,
+)
+from convo.store import subscribers
+from convo.store.db import AuditEvent
 from tests.support.e2e import Handset, Phone, give_pin, running_gateway, running_sms_stack
 
 GRACE = "+254700000101"

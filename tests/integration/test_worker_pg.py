@@ -1,7 +1,6 @@
 """Several worker processes on real PostgreSQL: every message sent exactly once, a SIGKILLed worker's rows recovered."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -14,9 +13,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from convo.store.db import make_engine, upgrade
 from convo.devkit.fake_at import start_fake_at
 from convo.notify.outbox import enqueue
+from convo.store.db import make_engine, upgrade
 
 pytestmark = pytest.mark.postgres
 

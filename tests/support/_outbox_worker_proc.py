@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import sqlalchemy as sa  # noqa: E402
 
 from convo.config import Settings  # noqa: E402
-from convo.store.db import make_engine  # noqa: E402
 from convo.jobs.worker import run_worker  # noqa: E402
+from convo.store.db import make_engine  # noqa: E402
 from gateways.base import SendResult  # noqa: E402
 
 SENDS_DDL = """CREATE TABLE IF NOT EXISTS fake_sends (

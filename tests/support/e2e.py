@@ -90,8 +90,8 @@ def running_sms_stack(redis_url: str, database_url: str, **overrides):
 
     Yields (gateway_url, fake_at_server, services); run the worker with ``services``' settings.
     """
-    from convo.store.db import upgrade
     from convo.devkit.fake_at import start_fake_at
+    from convo.store.db import upgrade
 
     upgrade(database_url)
     fake = start_fake_at()

@@ -11,9 +11,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from convo.cli import sim_settings
-from convo.store.db import OutboxMessage, upgrade
 from convo.devkit.devserver import BackgroundServer
 from convo.devkit.fineract_sim import create_sim_app
+from convo.store.db import OutboxMessage, upgrade
 from convo.web import create_app
 
 TOKEN = "e2e-token_1"

@@ -7,15 +7,14 @@ import json
 import re
 from datetime import date, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from convo.devkit import fineract_seed as seed
-from convo.mifos.client import loan_due_from_loan
 from convo.devkit.fineract_sim import API, create_sim_app
-
+from convo.mifos.client import loan_due_from_loan
 from tests.support.samples import SAMPLES
+
 TODAY = date(2024, 4, 20)
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"mifos:password").decode(),
         "Fineract-Platform-TenantId": "default"}

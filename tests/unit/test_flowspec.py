@@ -6,7 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convo.flowlang.compiler import FlowLibrary, load_flowset
 from convo.flowlang.spec import FlowValidationError, parse_flow

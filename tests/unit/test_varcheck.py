@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from convo.actions import declaration_text, load_builtin_actions
+from convo.actions.shapes import Leaf, Obj, Seq, shape_of_declaration
 from convo.cli import main
 from convo.flowlang.compiler import channel_roots, load_flowset
 from convo.flowlang.spec import FlowError, FlowValidationError
-from convo.actions.shapes import Leaf, Obj, Seq, shape_of_declaration
 from convo.flowlang.varcheck import analyse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -345,8 +345,8 @@ def test_the_engines_own_texts_see_only_the_language(flows):
     ("{{ features.repay }} {{ lang }} {{ range(3) | list }}", []),
 ])
 def test_what_a_template_may_use(src, problems):
-    from convo.text.templates import make_env
     from convo.flowlang.varcheck import check_template
+    from convo.text.templates import make_env
 
     env = {"client": shape_of_declaration({"first_name"}), "lang": Leaf("lang"),
            "features": Obj({"repay": Leaf("bool")}),
