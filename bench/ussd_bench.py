@@ -520,55 +520,66 @@ def profile_hop(env: dict, hops: int) -> None:
             per.append(counter["n"])
         print(f"  {phone} {steps!r}: {per}")
 
-    # full WSGI hop vs engine.handle alone vs Redis alone
-    es = environs("t1")
-    counter["n"] = 0
-    t0 = time.perf_counter()
-    for e in es:
-        call(e)
-    wsgi_us = (time.perf_counter() - t0) / len(es) * 1e6
-    rts = counter["n"] / len(es)
-
-    msgs = []
-    i = 0
-    while len(msgs) < hops:
-        for k, (phone, steps) in enumerate(DIALOGS):
-            for text in steps:
-                msgs.append(Inbound("ussd", "africastalking", f"ATUid_eng_{i}_{k}", phone, text, CODE))
-        i += 1
-    msgs = msgs[:hops]
-    t0 = time.perf_counter()
-    for m in msgs:
-        svc.engine.handle(m)
-    engine_us = (time.perf_counter() - t0) / len(msgs) * 1e6
-
-    r = svc.redis
-    t0 = time.perf_counter()
-    for i in range(hops):
-        r.get(f"bench:rt:{i}")
-        r.set(f"bench:rt:{i}", b"x", ex=60)
-    getset_us = (time.perf_counter() - t0) / hops * 1e6
-
+    # full WSGI hop (lean entry, and Flask alone) vs engine.handle alone vs Redis alone vs the bare endpoint;
+    # alternating blocks, median per hop of wall time and of this process's CPU time (Redis waits excluded)
     sys.path.insert(0, str(BENCH))
     from bare_app import create_app as create_bare
 
+    flask_app = create_app(Settings.from_env(), lean=False)
     bare = create_bare()
-    bes = environs("bare")
-    for e in bes[:50]:
-        b"".join(bare(e, lambda *a: None))
-    bes = environs("bare2")
-    t0 = time.perf_counter()
-    for e in bes:
-        b"".join(bare(e, lambda *a: None))
-    bare_us = (time.perf_counter() - t0) / len(bes) * 1e6
 
-    print(f"\nIn-process, one hop (mean of {hops}; dialogs mixed as in the wrk run):")
-    print(f"  full WSGI call (Flask + gateway parse + engine + metrics): {wsgi_us:8.1f} us, "
-          f"{rts:.2f} Redis round trips")
-    print(f"  engine.handle alone:                                       {engine_us:8.1f} us")
-    print(f"  one Redis GET + one SET (the bare endpoint's Redis work):  {getset_us:8.1f} us")
-    print(f"  bare endpoint, full WSGI call:                             {bare_us:8.1f} us "
-          f"-> in-process CPU ratio bare/hop {bare_us / wsgi_us:.2f}")
+    def call_with(wsgi):
+        def run(environ):
+            b"".join(wsgi(environ, lambda *a: None))
+        return run
+
+    def engine_msgs(tag: str):
+        out = []
+        i = 0
+        while len(out) < hops:
+            for k, (phone, steps) in enumerate(DIALOGS):
+                for text in steps:
+                    out.append(Inbound("ussd", "africastalking", f"ATUid_eng{tag}_{i}_{k}", phone, text, CODE))
+            i += 1
+        return out[:hops]
+
+    r = svc.redis
+
+    def getset(i):
+        r.get(f"bench:rt:{i}")
+        r.set(f"bench:rt:{i}", b"x", ex=60)
+
+    kinds = {"hop": (call, environs), "flask": (call_with(flask_app), environs),
+             "engine": (svc.engine.handle, engine_msgs), "getset": (getset, lambda tag: range(hops)),
+             "bare": (call_with(bare), environs)}
+    for name, (fn, make) in kinds.items():                   # warm: local caches, first-call imports
+        for x in make(f"w{name}")[:60]:
+            fn(x)
+    got: dict[str, list] = {k: [] for k in kinds}
+    counter["n"] = 0
+    for block in range(5):
+        for name, (fn, make) in kinds.items():
+            items = make(f"b{block}{name}")
+            if name == "hop":
+                counter["n"] = 0
+            w0, c0 = time.perf_counter(), time.process_time()
+            for x in items:
+                fn(x)
+            got[name].append(((time.perf_counter() - w0) / len(items) * 1e6,
+                              (time.process_time() - c0) / len(items) * 1e6))
+            if name == "hop":
+                rts = counter["n"] / len(items)
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in got.items()}
+    print(f"\nIn-process, one hop (median of 5 blocks of {hops}; dialogs mixed as in the wrk run): wall / CPU us")
+    rows = [("hop", f"full WSGI call, lean entry ({rts:.2f} Redis round trips)"),
+            ("flask", "full WSGI call through Flask (lean entry off)"),
+            ("engine", "engine.handle alone"),
+            ("getset", "one Redis GET + one SET (the bare endpoint's Redis work)"),
+            ("bare", "bare endpoint, full WSGI call")]
+    for k, label in rows:
+        print(f"  {label:<60}{med[k][0]:8.1f} {med[k][1]:8.1f}")
+    print(f"  ratio bare/hop: wall {med['bare'][0] / med['hop'][0]:.2f}, CPU {med['bare'][1] / med['hop'][1]:.2f};"
+          f" Flask/lean hop CPU {med['flask'][1] / med['hop'][1]:.2f}")
 
     phase_breakdown(app, call, environs("ph"))
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 import uuid
 from typing import Any
 
 import redis as redis_lib
+from redis.exceptions import NoScriptError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +128,26 @@ class SessionBusy(Exception):
     """Another request holds this conversation's lock for longer than we can wait."""
 
 
+def _plain_pool(client) -> redis_lib.ConnectionPool | None:
+    """The pool of a plain ``redis.Redis`` client (TCP, TLS or Unix socket), whose connections the store
+    may open for its own thread-held use; None for anything else (fakeredis, a single-connection client)."""
+    from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+    pool = getattr(client, "connection_pool", None)
+    if (type(client) is not redis_lib.Redis or type(pool) is not redis_lib.ConnectionPool
+            or getattr(client, "connection", None) is not None
+            or pool.connection_class not in (Connection, SSLConnection, UnixDomainSocketConnection)):
+        return None
+    return pool
+
+
 class SessionStore:
+    """The conversation store. Its two scripts per hop run on a connection each server thread keeps
+    for itself (made with the client's own settings: timeouts, retry, health checks): the pool's
+    check-out and the client's per-command wrapping cost more CPU than the round trip's own work
+    (bench/README.md). A refused or reset connection is retried as the client's ``retry`` says; a
+    timeout or any other error closes that connection, and the next call opens a new one."""
+
     LOCK_MS = 8000
 
     def __init__(self, redis: redis_lib.Redis, prefix: str = "convo:"):
@@ -135,6 +157,37 @@ class SessionStore:
         self._save = redis.register_script(_SAVE)
         self._release = redis.register_script(_RELEASE)
         self._combined: dict = {}
+        self._pool = _plain_pool(redis)
+        self._local = threading.local()
+
+    def _connection(self):
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():        # none yet on this thread, or a forked child
+            pool = self._pool
+            conn = local.conn = pool.connection_class(**pool.connection_kwargs)
+            local.pid = os.getpid()
+        return conn
+
+    def _run(self, script, keys: list, args: list):
+        """``script`` with EVALSHA (EVAL when Redis does not have it yet): one round trip."""
+        if self._pool is None:
+            return script(keys=keys, args=args)
+        conn = self._connection()
+
+        def once():
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            try:
+                return conn.read_response()
+            except NoScriptError:
+                conn.send_command("EVAL", script.script, len(keys), *keys, *args)
+                return conn.read_response()
+
+        try:
+            return conn.retry.call_with_retry(once, lambda error: conn.disconnect())
+        except BaseException:
+            conn.disconnect()                               # never reuse a connection left mid-answer
+            raise
 
     def _keys(self, sid: str) -> tuple[str, str]:
         base = f"{self.prefix}{{{sid}}}"
@@ -150,7 +203,7 @@ class SessionStore:
         deadline = time.monotonic() + wait
         delay = 0.005
         while True:
-            got, *raw = self._acquire(keys=keys, args=[token, self.LOCK_MS])
+            got, *raw = self._run(self._acquire, list(keys), [token, self.LOCK_MS])
             if got:
                 return decode_session(raw[0] if raw else None), token
             if time.monotonic() >= deadline:
@@ -171,12 +224,12 @@ class SessionStore:
         skey, lkey = self._keys(sid)
         blob = encode_session(data)
         if also is None:
-            return bool(self._save(keys=[skey, lkey], args=[token, blob, int(ttl)]))
+            return bool(self._run(self._save, [skey, lkey], [token, blob, int(ttl)]))
         lua, keys, args = also
         script = self._combined.get(lua)
         if script is None:
             script = self._combined[lua] = self.redis.register_script(_SAVE_THEN + lua)
-        return bool(script(keys=[skey, lkey, *keys], args=[token, blob, int(ttl), *args]))
+        return bool(self._run(script, [skey, lkey, *keys], [token, blob, int(ttl), *args]))
 
     def release(self, sid: str, token: str) -> None:
-        self._release(keys=[self._keys(sid)[1]], args=[token])
+        self._run(self._release, [self._keys(sid)[1]], [token])
