@@ -27,7 +27,7 @@ from __future__ import annotations
 import hmac
 import io
 import logging
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from convo.security import client_ip, ip_allowed
 from convo.web.gateways import answer_ussd
@@ -57,6 +57,24 @@ KNOWN_HOOKS = {
     "before": {None: sorted(["convo.web._limit_input", "convo.web._protect_callbacks", "convo.web.staff._guard"])},
     "after": {None: sorted(["convo.web._console_headers", "convo.web.staff._audit_call"])},
 }
+
+
+def form_items(text: str) -> list[tuple[str, str]]:
+    """``a=1&b=%2A`` as ``[("a", "1"), ("b", "*")]``: exactly what werkzeug reads from a form body or a
+    query string (``urllib.parse.parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")``:
+    ``+`` is a space, invalid UTF-8 after unquoting stays percent-encoded), without its per-field overhead."""
+    out = []
+    if text:
+        for part in text.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                name, value = name.replace("+", " "), value.replace("+", " ")
+                if "%" in name:
+                    name = unquote(name, errors="werkzeug.url_quote")
+                if "%" in value:
+                    value = unquote(value, errors="werkzeug.url_quote")
+                out.append((name, value))
+    return out
 
 
 class LeanUssd:
@@ -129,8 +147,8 @@ class LeanUssd:
             if (k.startswith("HTTP_") or k in _BARE_HEADERS) and ("\x00" in v or "\x00" in k):
                 return None
         try:
-            args = parse_qsl(qs.encode("latin-1").decode(), keep_blank_values=True, errors="werkzeug.url_quote")
-            items = parse_qsl(body.decode(), keep_blank_values=True, errors="werkzeug.url_quote")
+            args = form_items(qs.encode("latin-1").decode()) if qs else []
+            items = form_items(body.decode())
         except (UnicodeError, ValueError):
             return None
         form: dict[str, str] = {}
