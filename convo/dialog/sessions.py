@@ -25,6 +25,11 @@ from typing import Any
 import redis as redis_lib
 from redis.exceptions import NoScriptError
 
+try:
+    from hiredis import pack_command
+except ImportError:                                 # hiredis is a dependency; without it, redis-py packs
+    pack_command = None
+
 log = logging.getLogger(__name__)
 
 #: the engine's session fields (convo/dialog/engine.py ``Engine._hop``): flows version, flow, state,
@@ -176,7 +181,10 @@ class SessionStore:
         conn = self._connection()
 
         def once():
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            if pack_command is None:
+                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            else:
+                conn.send_packed_command([pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
             try:
                 return conn.read_response()
             except NoScriptError:
