@@ -905,6 +905,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slow-callers", default="24,100", help="comma-separated numbers of simultaneous first hops")
     ap.add_argument("--slow-threads", default=str(SERVE_THREADS),
                     help="comma-separated `convo serve --threads` values to compare (the last one is judged)")
+    ap.add_argument("--switch-interval", type=float, default=0.0,
+                    help="sys.setswitchinterval(S) in every server process, bare and hop alike (0: Python's 5 ms)")
     ap.add_argument("--stats-cost", action="store_true",
                     help="only the drop-off counting's cost: hop server with CONVO_FLOW_STATS off vs on")
     args = ap.parse_args(argv)
@@ -933,7 +935,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"logs: {logdir}")
     sim_port = free_port()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVO_", "GRANIAN_", "GUNICORN_"))}
-    base_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), base_env.get("PYTHONPATH")]))
+    site = []
+    if args.switch_interval:                        # a sitecustomize the servers' interpreters run at start
+        (logdir / "site").mkdir()
+        (logdir / "site" / "sitecustomize.py").write_text(f"import sys\nsys.setswitchinterval({args.switch_interval!r})\n")
+        site = [str(logdir / "site")]
+        print(f"servers run with sys.setswitchinterval({args.switch_interval:g})")
+    base_env["PYTHONPATH"] = os.pathsep.join(filter(None, [*site, str(REPO), base_env.get("PYTHONPATH")]))
     sim = spawn([str(Path(sys.executable).parent / "convo"), "fineract-sim", "--port", str(sim_port)],
                 base_env, logdir / "fineract-sim.log")
     wait_port(sim, sim_port, "Fineract simulator")

@@ -320,3 +320,14 @@ def test_a_session_from_a_newer_codec_is_a_new_dialog_not_an_error(apps, caplog)
         resp = lean.test_client().post(f"{URL}?token={CB}", data=form)
     assert resp.get_data(as_text=True).startswith("CON Welcome Grace")
     assert any("unknown format" in rec.getMessage() for rec in caplog.records)
+
+
+# --------------------------------------------------------------------------- static texts
+@given(st.text(alphabet=st.sampled_from("ab {}%#\n é"), max_size=30))
+def test_a_text_without_jinja_syntax_is_kept_as_jinja_would_render_it(source):
+    from convo.text import render
+
+    if render.is_static(source):
+        tpl = render.compile_template(render.make_env(), source, name="t")
+        assert tpl.render({}).strip() == source.strip()
+

@@ -80,8 +80,8 @@ class Text:
 
 
 def _compile(env, source: str, name: str):
-    """A Jinja template, or for text without any ``{`` the text itself (rendered once, at load)."""
-    if "{" not in source:
+    """A Jinja template, or for text without Jinja syntax the text itself (rendered once, at load)."""
+    if render.is_static(source):
         return source.strip()
     return render.compile_template(env, source, name=name)
 

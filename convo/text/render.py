@@ -33,7 +33,7 @@ import yaml
 
 __all__ = [
     "SmsInfo", "sms_info", "to_gsm", "usable_screen", "is_gsm",
-    "make_env", "compile_template", "template_variables", "TemplateError",
+    "make_env", "compile_template", "is_static", "template_variables", "TemplateError",
     "format_money", "format_date", "format_day", "mask",
     "Locales", "LocaleError",
     "paginate_menu", "paginate_text", "fit_ussd",
@@ -242,11 +242,14 @@ _MONEY_STYLE = {
 }
 
 
+_SUBTAG = re.compile(r"[-_]")
+
+
 def _lang(lang: str | None) -> str:
     """Primary language subtag: ``"fr-CI"`` → ``"fr"``; default ``"en"``."""
     if not lang:
         return "en"
-    return re.split(r"[-_]", str(lang), maxsplit=1)[0].lower()
+    return _SUBTAG.split(str(lang), maxsplit=1)[0].lower()
 
 
 def _to_decimal(value: Any) -> Decimal:
@@ -458,6 +461,16 @@ def make_env() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
 
 def _template_error(exc: jinja2.TemplateSyntaxError, name: str | None) -> TemplateError:
     return TemplateError(exc.message or str(exc), exc.lineno, name or exc.name)
+
+
+#: what makes a text a Jinja template (expression, statement, comment)
+TEMPLATE_MARKS = ("{{", "{%", "{#")
+
+
+def is_static(source: str) -> bool:
+    """True when ``source`` has no Jinja syntax: Jinja would render it as it is (bar one trailing newline,
+    and texts are stripped), so the flows keep the text itself and no hop renders it."""
+    return not any(mark in source for mark in TEMPLATE_MARKS)
 
 
 def compile_template(env: jinja2.Environment, source: str, *, name: str) -> jinja2.Template:
