@@ -905,6 +905,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slow-callers", default="24,100", help="comma-separated numbers of simultaneous first hops")
     ap.add_argument("--slow-threads", default=str(SERVE_THREADS),
                     help="comma-separated `convo serve --threads` values to compare (the last one is judged)")
+    ap.add_argument("--flow-stats", choices=("on", "off"), default="on",
+                    help="CONVO_FLOW_STATS of the hop server (the drop-off counts; on by default, as shipped)")
     ap.add_argument("--switch-interval", type=float, default=0.0,
                     help="sys.setswitchinterval(S) in every server process, bare and hop alike (0: Python's 5 ms)")
     ap.add_argument("--stats-cost", action="store_true",
@@ -953,7 +955,8 @@ def main(argv: list[str] | None = None) -> int:
            "CONVO_FLOWS_RELOAD_SECONDS": str(args.flows_reload),
            # per-phone abuse limits would stop a load test of six phones; a migrated database of its own
            "CONVO_USSD_SESSIONS_PER_HOUR": "0", "CONVO_SMS_INBOUND_PER_HOUR": "0",
-           "CONVO_DATABASE_URL": f"sqlite:///{logdir}/bench.db"}
+           "CONVO_DATABASE_URL": f"sqlite:///{logdir}/bench.db",
+           "CONVO_FLOW_STATS": "true" if args.flow_stats == "on" else "false"}
     from convo.store.db import upgrade
     upgrade(env["CONVO_DATABASE_URL"])
 

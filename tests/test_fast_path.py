@@ -331,3 +331,49 @@ def test_a_text_without_jinja_syntax_is_kept_as_jinja_would_render_it(source):
         tpl = render.compile_template(render.make_env(), source, name="t")
         assert tpl.render({}).strip() == source.strip()
 
+
+
+# --------------------------------------------------------------------------- drop-off counts off the hop path
+def test_drop_off_counts_reach_redis_within_a_second_without_a_command_on_the_hop(redis_url):
+    import time
+    from collections import Counter
+
+    import redis as redis_lib
+
+    from convo import stats
+
+    r = redis_lib.Redis.from_url(redis_url)
+    stats.PENDING.flush()                                     # what earlier tests' hops counted, then a clean slate
+    r.flushdb()
+    stats.PENDING.add(r, "v1", Counter({("main", "menu", "in"): 1, ("main", "menu", ">balance"): 2}), 90)
+    stats.PENDING.add(r, "v1", Counter({("main", "menu", "in"): 1}), 90)
+    assert r.keys("convo:{stats}:*") == []                    # nothing written by the hops themselves
+    deadline = time.monotonic() + 3
+    while not r.exists(stats.TOTAL_KEY) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert r.hgetall(stats.TOTAL_KEY) == {b"main|menu|entered": b"2", b"main|menu|next": b"2"}
+    day = [k for k in r.keys("convo:{stats}:d:v1:*")]
+    assert len(day) == 1 and r.hgetall(day[0]) == {b"main|menu|in": b"2", b"main|menu|>balance": b"2"}
+    assert 89 * 86400 < r.ttl(day[0]) <= 90 * 86400 and stats.versions(r)[0][0] == "v1"
+
+
+def test_drop_off_counts_a_failed_write_could_not_store_are_written_later(redis_url):
+    from collections import Counter
+
+    import redis as redis_lib
+
+    from convo import stats
+
+    good = redis_lib.Redis.from_url(redis_url)
+    stats.PENDING.flush()
+    good.flushdb()
+    client = redis_lib.Redis(host="127.0.0.1", port=1, db=good.connection_pool.connection_kwargs["db"],
+                             socket_connect_timeout=0.2)                 # nothing listens on port 1
+    pending = stats.Pending()
+    pending.add(client, "v2", Counter({("f", "s", "end"): 3}), 90)
+    pending.flush()                                                      # refused: kept
+    assert good.keys("convo:{stats}:*") == []
+    client.connection_pool.connection_kwargs["port"] = 6379              # Redis is back
+    client.connection_pool.reset()
+    pending.flush()
+    assert good.hgetall(stats.TOTAL_KEY) == {b"f|s|ended": b"3"}

@@ -164,7 +164,7 @@ class Engine:
             with hop_budget(self.settings.hop_budget_seconds):
                 reply, data = self._hop(msg, data)
             if data is not None:
-                counts = data.pop("_counts", None)      # drop-offs (convo.stats), in the same script
+                counts = data.pop("_counts", None)      # drop-offs (convo.stats), no Redis command
                 saved = store.save(sid, token, data, self._ttl(msg), counts and self._count_call(*counts))
                 if not saved:
                     log.warning("session %s: lock expired before save; reply not stored", sid)
@@ -257,9 +257,9 @@ class Engine:
         return Reply(body, end, tuple(secret_positions)), state
 
     def _count_call(self, version: str, counts) -> tuple | None:
-        if not counts:
-            return None
-        return (stats.LUA, *stats.script_call(version, counts, self.settings.flow_stats_days))
+        if counts:                                  # counted in this process, written each second (convo.stats)
+            stats.PENDING.add(self.services.redis, version, counts, self.settings.flow_stats_days)
+        return None
 
     @staticmethod
     def _pin_advice(fs: FlowSet, lang: str) -> str:
