@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from typing import Any
@@ -144,11 +143,11 @@ def _plain_pool(client) -> redis_lib.ConnectionPool | None:
 
 
 class SessionStore:
-    """The conversation store. Its two calls per hop run on a connection each server thread keeps
-    for itself (made with the client's own settings: timeouts, retry, health checks): the pool's
-    check-out and the client's per-command wrapping cost more CPU than the round trip's own work
-    (bench/README.md). A refused or reset connection is retried as the client's ``retry`` says; a
-    timeout or any other error closes that connection, and the next call opens a new one."""
+    """The conversation store. Its two calls per hop run on connections of its own (made with the
+    client's settings: timeouts, retry, health checks), taken from a plain free list: redis-py's pool
+    check-out and per-command wrapping cost more CPU than the round trip's own work (bench/README.md).
+    A refused or reset connection is retried as the client's ``retry`` says; a timeout or any other
+    error closes that connection, which connects again when it is next used."""
 
     LOCK_MS = 8000
 
@@ -159,25 +158,27 @@ class SessionStore:
         self._release = redis.register_script(_RELEASE)
         self._combined: dict = {}
         self._pool = _plain_pool(redis)
-        self._local = threading.local()
-
-    def _connection(self):
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():        # none yet on this thread, or a forked child
-            pool = self._pool
-            conn = local.conn = pool.connection_class(**pool.connection_kwargs)
-            local.pid = os.getpid()
-        return conn
+        self._free: list = []                               # idle connections (see _on_connection)
+        self._pid = os.getpid()
 
     def _on_connection(self, io):
-        """``io(connection)`` on this thread's connection, retried as the client's ``retry`` says."""
-        conn = self._connection()
+        """``io(connection)`` on a connection of the store's own free list (last in, first out: the few
+        that are busy stay warm however many server threads there are), retried as the client's
+        ``retry`` says. ``list.pop``/``append`` are atomic: no lock."""
+        if self._pid != os.getpid():                        # a forked child: its parent's sockets are not ours
+            self._free, self._pid = [], os.getpid()
         try:
-            return conn.retry.call_with_retry(lambda: io(conn), lambda error: conn.disconnect())
+            conn = self._free.pop()
+        except IndexError:
+            conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        try:
+            got = conn.retry.call_with_retry(lambda: io(conn), lambda error: conn.disconnect())
         except BaseException:
             conn.disconnect()                               # never reuse a connection left mid-answer
+            self._free.append(conn)                         # closed: it connects again when next used
             raise
+        self._free.append(conn)
+        return got
 
     def _run(self, script, keys: list, args: list):
         """``script`` with EVALSHA (EVAL when Redis does not have it yet): one round trip."""
