@@ -641,6 +641,8 @@ def phase_breakdown(app, call, environs: list) -> None:
 
     targets = [
         ("flask view at_ussd_session", None, None),
+        ("convo.web.fast", "LeanUssd", "_read_body"),
+        ("convo.web.fast", "LeanUssd", "_parse"),
         ("gateways.africastalking", "parse_ussd", None),
         ("convo.text.phone", "normalize", None),
         ("convo.flowlang.compiler", "FlowLibrary", "maybe_reload"),
