@@ -633,6 +633,9 @@ def profile_hop(env: dict, hops: int) -> None:
         print(f"\ncProfile over {len(es)} hops, top 25 by {title}:")
         print("\n".join(ln for ln in s.getvalue().splitlines()[5:] if ln.strip()))
     redis.connection.Connection.send_packed_command = orig
+    from convo import stats
+
+    stats.PENDING.flush()                          # the drop-off counts now, before the caller empties the DB
 
 
 def phase_breakdown(app, call, environs: list) -> None:
