@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import multiprocessing as mp
-import os
 import resource
 import sys
 import time

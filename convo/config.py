@@ -119,8 +119,8 @@ class Settings:
     console_perm_pin: str = "UPDATE_CLIENT"
     #: Mifos X permission for the studio (``/console/flows``: diagrams, browser phone, lint, drop-offs)
     studio_permission: str = "ALL_FUNCTIONS"
-    #: count per flow version, state and day where dialogs go and end (``convo.dialog.stats``, one Redis command
-    #: per hop in the session write's pipeline; kept ``flow_stats_days``)
+    #: count per flow version, state and day where dialogs go and end (``convo.dialog.stats``: counted in the
+    #: process, written to Redis each second; kept ``flow_stats_days``)
     flow_stats: bool = True
     flow_stats_days: int = 90
     #: the field officer's day: each loan officer with a mobile number in Mifos X gets one SMS a morning

@@ -21,7 +21,7 @@ class Conversation:
     pages: int = 1
     #: variables holding secret answers (PINs) taken this hop: dropped before anything is saved
     secrets: set[str] = field(default_factory=set)
-    #: (flow, state) entered this hop, in order, for convo.stats (the machines' ``after_state_change``)
+    #: (flow, state) entered this hop, in order, for convo.dialog.stats (the machines' ``after_state_change``)
     trail: list[tuple[str, str]] = field(default_factory=list)
 
     def enter(self, flow: str, state: str) -> None:

@@ -3,7 +3,7 @@
 Per hop :class:`Engine` takes the conversation's lock and state from Redis (one round trip), applies
 the rate limits, opens or resumes the conversation, runs one pure :func:`convo.dialog.engine.step`,
 queues the step's audit rows, and saves the new state with the reply (one more round trip, which also
-counts the drop-off statistics, :mod:`convo.stats`), all within the hop's time budget. What differs by
+while the drop-off statistics are counted in the process and written each second, :mod:`convo.dialog.stats`), all within the hop's time budget. What differs by
 channel (session key, TTL, input, paging) is in :mod:`convo.dialog.channels`.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ class Engine:
             with hop_budget(self.settings.hop_budget_seconds):
                 reply, data = self._hop(msg, data)
             if data is not None:
-                counts = data.pop("_counts", None)      # drop-offs (convo.stats), in the same script
+                counts = data.pop("_counts", None)      # drop-offs (convo.dialog.stats), no Redis command
                 saved = store.save(sid, token, data, ch.ttl(self.settings), counts and self._count_call(*counts))
                 if not saved:
                     log.warning("session %s: lock expired before save; reply not stored", sid)
@@ -174,9 +174,9 @@ class Engine:
         return Opened(fs, conv, fresh, [] if fresh else channel(msg.channel).inputs(msg.text, None))
 
     def _count_call(self, version: str, counts) -> tuple | None:
-        if not counts:
-            return None
-        return (stats.LUA, *stats.script_call(version, counts, self.settings.flow_stats_days))
+        if counts:                                  # counted in this process, written each second (convo.dialog.stats)
+            stats.PENDING.add(self.services.redis, version, counts, self.settings.flow_stats_days)
+        return None
 
     def _audit(self, ctx: Context, conv: Conversation) -> None:
         """Queue the hop's audit rows (who asked for which data); written in batches off the hop path."""

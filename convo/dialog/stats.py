@@ -1,10 +1,13 @@
 """Where callers drop off: per flows version, flow, state and day, how many dialogs entered a state,
 went on to each next state, ended there or hit an error.
 
-Counted on the hop path at no extra Redis command: the engine hands :func:`hop_fields`' result to
-:meth:`convo.dialog.sessions.SessionStore.save`, which runs :data:`LUA` inside the session write's own script (one
-command, one round trip, as before). Nothing about the caller is kept: no phone number, no input, no
-session id; only flow and state names and counts.
+Counted on the hop path at no Redis command at all: the engine adds :func:`hop_fields`' result to
+:data:`PENDING`, this process's counts not yet written, and a background thread writes them every
+``FLUSH_SECONDS`` (1 s) in one pipeline; :func:`read_counts`, :func:`totals` and :func:`versions` write
+this process's first. The price: other processes' counts show up to a second late, and a process killed
+outright loses at most its last second of counts. (Counting inside the session write's Lua script cost
+the hop more than the rest of its Redis work: bench/README.md.) Nothing about the caller is kept: no
+phone number, no input, no session id; only flow and state names and counts.
 
 Keys (one Redis Cluster slot, hash tag ``{stats}``):
 
@@ -20,9 +23,12 @@ entered a state that waits for input and neither went on, ended nor errored
 """
 from __future__ import annotations
 
-import logging
-
+import atexit
 import datetime as dt
+import logging
+import os
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -32,24 +38,99 @@ PREFIX = "convo:{stats}:"
 TOTAL_KEY = PREFIX + "total"
 VERSIONS_KEY = PREFIX + "versions"
 
-#: Run by :meth:`convo.dialog.sessions.SessionStore.save` right after the session write, in the same script.
-#: KEYS[3..5]: day hash, totals hash, versions hash. ARGV[4..7]: ttl, version, day, the fields
-#: ``flow|state|outcome`` joined by newlines (one argument: few arguments keep the cost per hop small)
-LUA = """
-local total = {['in'] = 'entered', ['end'] = 'ended', ['err'] = 'error'}
-for f in string.gmatch(ARGV[7], '[^\\n]+') do
-  redis.call('hincrby', KEYS[3], f, 1)
-  local head, outcome = string.match(f, '^(.*|)([^|]*)$')
-  redis.call('hincrby', KEYS[4], head .. (total[outcome] or 'next'), 1)
-end
-redis.call('expire', KEYS[3], ARGV[4])
-redis.call('hset', KEYS[5], ARGV[5], ARGV[6])
-return saved
-"""
-
 
 def day_key(version: str, day: str) -> str:
     return f"{PREFIX}d:{version}:{day}"
+
+
+FLUSH_SECONDS = 1.0
+_TOTAL_OUTCOME = {"in": "entered", "end": "ended", "err": "error"}
+_EPOCH = dt.date(1970, 1, 1)
+
+
+class Pending:
+    """Counts this process made and has not written yet (see the module docstring).
+
+    :meth:`add` is all a hop does: no Redis command. A daemon thread started by the first :meth:`add`
+    calls :meth:`flush` every ``FLUSH_SECONDS``: one pipeline per Redis client with the same fields,
+    expiry and versions as the hop used to write. Counts a failed write could not store are kept
+    for the next one. A forked child starts empty (its parent writes what it had)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()          # a reader's flush waits for one under way
+        self._counts: dict[tuple, Counter] = {}    # (redis, version, day, days kept) -> counts
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._day = (-1, "")
+        self._failing = False
+
+    def add(self, redis, version: str, counts: Counter, days: int) -> None:
+        n = int(time.time() // 86400)              # the UTC day, as the day hashes are named
+        if self._day[0] != n:
+            self._day = (n, (_EPOCH + dt.timedelta(days=n)).isoformat())
+        with self._lock:
+            if self._pid != os.getpid():
+                self._counts, self._thread, self._pid = {}, None, os.getpid()
+            key = (redis, version, self._day[1], days)
+            got = self._counts.get(key)
+            if got is None:
+                self._counts[key] = Counter(counts)
+            else:
+                got.update(counts)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="convo-stats-flush", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every pending count now (readers call it first, so they see this process's counts)."""
+        from redis.exceptions import RedisError
+
+        with self._flushing:
+            with self._lock:
+                if self._pid != os.getpid() or not self._counts:
+                    return
+                batch, self._counts = self._counts, {}
+            by_redis: dict = {}
+            for (redis, version, day, days), counts in sorted(batch.items(), key=lambda kv: kv[0][2]):
+                by_redis.setdefault(redis, []).append((version, day, days, counts))
+            for redis, items in by_redis.items():
+                pipe = redis.pipeline(transaction=False)
+                for version, day, days, counts in items:
+                    key = day_key(version, day)
+                    for (flow, state, outcome), n in counts.items():
+                        pipe.hincrby(key, f"{flow}|{state}|{outcome}", n)
+                        pipe.hincrby(TOTAL_KEY, f"{flow}|{state}|{_TOTAL_OUTCOME.get(outcome, 'next')}", n)
+                    pipe.expire(key, days * 86400)
+                    pipe.hset(VERSIONS_KEY, version, day)
+                try:
+                    pipe.execute()
+                    self._failing = False
+                except (RedisError, OSError) as e:
+                    with self._lock:                    # kept for the next flush
+                        for version, day, days, counts in items:
+                            self._counts.setdefault((redis, version, day, days), Counter()).update(counts)
+                    if not self._failing:
+                        log.warning("drop-off counts not written (kept for the next try): %s",
+                                    str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                    self._failing = True
+
+
+#: this process's pending counts
+PENDING = Pending()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    try:
+        PENDING.flush()
+    except Exception:  # noqa: BLE001 - a process going away writes what it can
+        pass
 
 
 def hop_fields(fs, start: tuple[str, str], trail: list[tuple[str, str]], fresh: bool, end: bool,
@@ -82,13 +163,6 @@ def _kind(fs, where: tuple[str, str]) -> str | None:
     return st.kind if st else None
 
 
-def script_call(version: str, counts: Counter, days: int, today: dt.date | None = None) -> tuple[list, list]:
-    """(keys, args) of :data:`LUA` for ``counts``."""
-    day = (today or dt.datetime.now(dt.timezone.utc).date()).isoformat()
-    fields = "\n".join(f"{flow}|{state}|{outcome}" for (flow, state, outcome), n in counts.items() for _ in range(n))
-    return [day_key(version, day), TOTAL_KEY, VERSIONS_KEY], [days * 86400, version, day, fields]
-
-
 @dataclass
 class StateCounts:
     entered: int = 0
@@ -110,6 +184,7 @@ class StateCounts:
 def read_counts(redis, fs, flow: str, days: int = 7, version: str | None = None,
                 today: dt.date | None = None) -> dict[str, StateCounts]:
     """The counts of ``flow`` in flows ``version`` (default: ``fs``'s) over the last ``days`` days (UTC)."""
+    PENDING.flush()
     version = version or fs.version
     today = today or dt.datetime.now(dt.timezone.utc).date()
     cf = fs.flows[flow]
@@ -145,6 +220,7 @@ def funnel(fs, flow: str, counts: dict[str, StateCounts]) -> list[tuple[str, Sta
 
 def totals(redis) -> list[tuple[str, str, str, int]]:
     """``(flow, state, outcome, count)`` for ``/metrics``."""
+    PENDING.flush()
     rows = []
     for k, v in (redis.hgetall(TOTAL_KEY) or {}).items():
         k = k.decode() if isinstance(k, bytes) else k
@@ -156,6 +232,7 @@ def totals(redis) -> list[tuple[str, str, str, int]]:
 
 def versions(redis) -> list[tuple[str, str]]:
     """``(flows version, last day it was counted)``, newest first."""
+    PENDING.flush()
     rows = [(k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
             for k, v in (redis.hgetall(VERSIONS_KEY) or {}).items()]
     return sorted(rows, key=lambda r: r[1], reverse=True)

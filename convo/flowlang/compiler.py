@@ -68,7 +68,7 @@ def _save(event) -> None:
 
 
 def _trail(event) -> None:
-    """After every state change: note where the conversation went (convo.stats counts it)."""
+    """After every state change: note where the conversation went (convo.dialog.stats counts it)."""
     event.model.trail.append((event.model.flow, event.model.state))
 
 
@@ -88,8 +88,8 @@ class Text:
 
 
 def _compile(env, source: str, name: str):
-    """A Jinja template, or for text without any ``{`` the text itself (rendered once, at load)."""
-    if "{" not in source:
+    """A Jinja template, or for text without Jinja syntax the text itself (rendered once, at load)."""
+    if templates.is_static(source):
         return source.strip()
     return templates.compile_template(env, source, name=name)
 

@@ -24,11 +24,14 @@ _MONEY_STYLE = {
 }
 
 
+_SUBTAG = re.compile(r"[-_]")
+
+
 def _lang(lang: str | None) -> str:
     """Primary language subtag: ``"fr-CI"`` → ``"fr"``; default ``"en"``."""
     if not lang:
         return "en"
-    return re.split(r"[-_]", str(lang), maxsplit=1)[0].lower()
+    return _SUBTAG.split(str(lang), maxsplit=1)[0].lower()
 
 
 def _to_decimal(value: Any) -> Decimal:

@@ -235,7 +235,9 @@ def cookie_secret(settings: Settings) -> bytes:
     return secrets.token_bytes(32)
 
 
-def create_app(settings: Settings | None = None, svc: Services | None = None) -> Flask:
+def create_app(settings: Settings | None = None, svc: Services | None = None, *, lean: bool = True) -> Flask:
+    """The app; ``lean=False`` leaves out the lean USSD entry (:mod:`convo.web.fast`), so every request goes
+    through Flask (tests compare the two)."""
     if settings is None and svc is None:
         load_dotenv_if_present()
     settings = settings or (svc.settings if svc else Settings.from_env())
@@ -311,4 +313,8 @@ def create_app(settings: Settings | None = None, svc: Services | None = None) ->
         log.exception("unhandled error on %s", request.path)
         return plain("internal error", 500)
 
+    if lean:
+        from convo.web import fast
+
+        fast.install(app)                          # POST /gateways/<name>/ussd without Flask's request machinery
     return app

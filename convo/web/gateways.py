@@ -138,14 +138,20 @@ def _apply(gw: Gateway, item) -> str | None:
 
 
 def _ussd(gw: Gateway, req: UssdRequest):
+    return plain(answer_ussd(services(), gw, req))
+
+
+def answer_ussd(svc, gw: Gateway, req: UssdRequest) -> str:
+    """One USSD hop, answered in the gateway's format: the engine, the DEBUG line (PINs redacted), the
+    hop metrics. Shared by the Flask view and the lean entry (:mod:`convo.web.fast`), so both count and
+    log a hop alike."""
     started = time.perf_counter()
-    s = services()
-    reply = s.engine.handle(Inbound("ussd", gw.name, req.session_id, req.phone, req.text, req.service_code))
+    reply = svc.engine.handle(Inbound("ussd", gw.name, req.session_id, req.phone, req.text, req.service_code))
     if log.isEnabledFor(logging.DEBUG):                     # PINs redacted by their position in `text`
         log.debug("ussd hop %s text=%r", req.session_id, redact_ussd_text(req.text, reply.secret_positions))
     metrics.HOPS.labels("ussd", gw.name, "end" if reply.end else "continue").inc()
     _USSD_SECONDS.observe(time.perf_counter() - started)
-    return plain(gw.render_ussd(reply.text, reply.end))
+    return gw.render_ussd(reply.text, reply.end)
 
 
 def _retry_later(why: str):

@@ -4,13 +4,13 @@ on PostgreSQL by tests/e2e/test_fuzz_pg.py)."""
 from __future__ import annotations
 
 import itertools
-import json
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from convo.dialog.engine import Inbound
+from convo.dialog.sessions import decode_session
 from tests.support.e2e import give_pin
 
 GRACE = "+254700000101"
@@ -138,5 +138,5 @@ def test_hostile_answers_in_real_dialogs(app, answers, phone):
         assert r2.status_code in (200, 400), r2.get_data(as_text=True)
     services = app.extensions["convo"]
     for key in services.redis.scan_iter("convo:{*}:s"):
-        value = json.loads(services.redis.get(key))
+        value = decode_session(services.redis.get(key))
         assert isinstance(value, dict) and "r" in value and isinstance(value["r"], str)
