@@ -87,14 +87,13 @@ def main() -> None:
 @click.option("--sim-port", default=8443, show_default=True, help="Fineract simulator port")
 def demo(host: str, port: int, sim_port: int) -> None:
     """Simulated Mifos X + gateway in one process, embedded defaults."""
-    from convo.devkit.fineract_seed import DEMO_PHONES
-    from convo.web import create_app
-
     import os
     import threading
 
-    from convo.store.db import upgrade as db_upgrade
     from convo.devkit.fake_at import start_fake_at
+    from convo.devkit.fineract_seed import DEMO_PHONES
+    from convo.store.db import upgrade as db_upgrade
+    from convo.web import create_app
 
     base = f"http://{host}:{port}"
     sim = start_simulator(sim_port, host)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 
-from convo.store import subscribers
 from convo.actions import Context, action, on
 from convo.security import PinHasher, weak_pin_reason
+from convo.store import subscribers
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 
-
 @dataclass(frozen=True, eq=False)
 class Leaf:
     type: str

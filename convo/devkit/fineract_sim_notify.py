@@ -46,7 +46,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, request
 
 from convo.devkit import fineract_seed as seed
-from convo.devkit.fineract_sim import API, domain_error, parse_fineract_date, validation_error, to_json
+from convo.devkit.fineract_sim import API, domain_error, parse_fineract_date, to_json, validation_error
 
 __all__ = ["STAFF", "extend_seed", "install", "retrofit_base_url", "retrofit_target", "wait_for_hooks"]
 

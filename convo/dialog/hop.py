@@ -17,15 +17,15 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError as DatabaseUnavailable
 from sqlalchemy.exc import TimeoutError as DatabasePoolTimeout
 
-from convo.security import limits
-from convo.dialog import stats
 from convo.actions import Context
 from convo.budget import hop_budget
+from convo.dialog import stats
 from convo.dialog.channels import channel
 from convo.dialog.conversation import Conversation
 from convo.dialog.engine import common_text, step
 from convo.dialog.sessions import SessionBusy
 from convo.flowlang.compiler import FlowSet
+from convo.security import limits
 
 log = logging.getLogger(__name__)
 

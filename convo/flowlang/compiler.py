@@ -25,14 +25,23 @@ from typing import Any, Callable
 
 from transitions import Machine
 
-from convo.text import templates
+from convo.actions import Action, load_builtin_actions
 from convo.flowlang import checks
 from convo.flowlang.checks.variables import channel_roots  # noqa: F401 - its home before convo.flowlang.checks
-from convo.actions import Action, load_builtin_actions
 from convo.flowlang.keywords import KeywordTable, build_table
 from convo.flowlang.kinds import kind_of
-from convo.flowlang.spec import (Clause, FlowError, FlowSpec, FlowValidationError, State, Where, line_of, load_yaml,
-                            parse_flow)
+from convo.flowlang.spec import (
+    Clause,
+    FlowError,
+    FlowSpec,
+    FlowValidationError,
+    State,
+    Where,
+    line_of,
+    load_yaml,
+    parse_flow,
+)
+from convo.text import templates
 
 log = logging.getLogger(__name__)
 # transitions logs every state change at INFO: far too chatty (and slow) for the hop path

@@ -58,10 +58,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from convo import metrics
-from convo.store import lease
-from convo.store.lease import backoff_seconds
-from convo.store.db import DeliveryReport, OutboxMessage, utcnow
 from convo.notify.outbox import apply_pending_reports, attach_unmatched_reports, opted_out_among
+from convo.store import lease
+from convo.store.db import DeliveryReport, OutboxMessage, utcnow
+from convo.store.lease import backoff_seconds
 from gateways.base import OutgoingSms, SendResult, SmsSender
 
 __all__ = ["Claimed", "LeaseTooShort", "OUTBOX_LEASE", "OutboxTask", "OutboxWorker", "backoff_seconds", "check_lease",

@@ -8,9 +8,8 @@ these figures and ``/metrics`` shows the current month's (:class:`CostCollector`
 """
 from __future__ import annotations
 
-import logging
-
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal

@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError as ZoneInfoNotAvailableError
+from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfoNotFoundError as ZoneInfoNotAvailableError
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from convo.text import sms
-
-from convo.text import templates
+from convo.text import sms, templates
 from convo.yamlfiles import FlowError, Where, line_of, load_yaml
 
 log = logging.getLogger("convo.notify.messages")
@@ -531,8 +530,8 @@ def send_to_client(services, *, client_id: int, phone: str, key: str | None, var
     Idempotent on ``idempotency_key``: a second call returns the first row.
     ``quiet`` is the ``not_before`` time (quiet hours), None to send now.
     """
-    from convo.store.notify_models import ClientMessage
     from convo.notify.outbox import enqueue
+    from convo.store.notify_models import ClientMessage
 
     region = region or services.settings.default_region
     if text is None:
@@ -615,8 +614,8 @@ def alert(services, event: str, key: str | None = None, **facts) -> list:
                     phones.extend(p for p in _resolve(services, cfg, r, ctx) if p not in phones)
                 except Exception:  # noqa: BLE001 - Mifos X down: the other recipients still get it
                     log.exception("alert %s: cannot resolve recipient %r", rule.name, r)
-            from convo.notify.recipients import office_regions
             from convo.notify.outbox import enqueue
+            from convo.notify.recipients import office_regions
 
             try:                    # numbers without a country code: the office's country, as for clients
                 region = office_regions(services)(ctx.get("office_id"))

@@ -26,9 +26,8 @@ Example::
 """
 from __future__ import annotations
 
-import logging
-
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Iterable
 

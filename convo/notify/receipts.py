@@ -53,10 +53,10 @@ import socket
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from convo.mifos.client import MifosNotFound, MifosUnavailable, parse_date, to_decimal
 from convo.notify import messages as notify
 from convo.store import lease
 from convo.store.db import utcnow
-from convo.mifos.client import MifosNotFound, MifosUnavailable, parse_date, to_decimal
 
 log = logging.getLogger("convo.notify.receipts")
 
@@ -178,7 +178,7 @@ def process(services, hook_id: int) -> HookResult:
 def _process(services, row) -> HookResult:
     try:
         result = _receipt(services, row)
-    except (MifosNotFound,) as e:
+    except MifosNotFound as e:
         _finish(services, row, "ignored", f"not in Mifos X (rolled back?): {e}")
         return HookResult(status="ignored", detail="transaction not found in Mifos X", key=row.key)
     except MifosUnavailable as e:

@@ -193,7 +193,6 @@ def find_meeting_reminders(services, *, on: dt.date | None = None, now: dt.datet
                            cfg=None) -> list[Reminder]:
     """Members of active groups whose (group's or center's) meeting is ``meeting_days_before`` days away."""
     from convo.mifos import notify_reads as reads
-
     from convo.mifos.client import meeting_from_group
 
     cfg = cfg or notify.config_for(services)
@@ -225,8 +224,7 @@ def find_meeting_reminders(services, *, on: dt.date | None = None, now: dt.datet
 
 def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: RunReport, dry_run: bool) -> None:
     from convo.mifos.notify_reads import client_contact, client_contacts
-    from convo.notify.recipients import office_regions
-    from convo.notify.recipients import NoRecipient, client_phone
+    from convo.notify.recipients import NoRecipient, client_phone, office_regions
 
     regions = office_regions(services)
     default_tz = getattr(services.settings, "timezone", "Africa/Nairobi")

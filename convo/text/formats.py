@@ -7,7 +7,6 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-
 from convo.text.sms import to_gsm
 
 # ISO 4217 minor units differing from 2, for currencies given as a bare code.

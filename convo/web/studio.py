@@ -261,8 +261,8 @@ class Sandbox:
 
     def __init__(self, flows_dir: Path):
         from convo.config import Settings
-        from convo.store.db import upgrade
         from convo.services import build_services
+        from convo.store.db import upgrade
 
         self.tmp = tempfile.mkdtemp(prefix="convo-studio-")
         live = services().settings
@@ -403,8 +403,8 @@ def flow_page(name: str):
 
 
 def _flow_page(name: str, token: str | None):
-    from convo.dialog import stats
     from convo.devkit.fineract_seed import DEMO_PHONES
+    from convo.dialog import stats
 
     who, refused = _who()
     if refused:

@@ -1,8 +1,8 @@
 """``flow:``: call another flow (a sub-flow) with ``with:`` variables; go on by what it ``return:``s (``on:``)."""
 from __future__ import annotations
 
-from convo.flowlang.kinds import Kind, register
 from convo.actions.shapes import shape_of_value
+from convo.flowlang.kinds import Kind, register
 
 
 @register

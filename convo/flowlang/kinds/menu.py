@@ -2,9 +2,9 @@
 (``choose:``); the caller answers with a number."""
 from __future__ import annotations
 
+from convo.actions.shapes import ANY, Seq
 from convo.flowlang.kinds import Kind, register
 from convo.flowlang.spec import Choose, Option, is_text, line_of
-from convo.actions.shapes import ANY, Seq
 
 
 def menu_number(raw: str) -> int:
