@@ -122,8 +122,9 @@ def demo(host: str, port: int, sim_port: int) -> None:
     click.echo(f"  curl -s {base}/gateways/africastalking/ussd -d sessionId=$(date +%s) -d serviceCode='*384*12#' "
                f"-d phoneNumber={first} -d networkCode=63902 -d text=")
     click.echo("Text BAL to the short code as Africa's Talking would, then see the reply the worker sent:")
-    click.echo(f"  curl -s {base}/gateways/africastalking/sms -d from={first} -d to=22384 -d text=BAL -d id=$(date +%s) "
-               f"-d date=2026-01-01 -d networkCode=63902 && sleep 2 && curl -s {fake.url}/__fake/messages")
+    click.echo(f"  curl -s {base}/gateways/africastalking/sms -d from={first} -d to=22384 -d text=BAL "
+               f"-d id=$(date +%s) -d date=2026-01-01 -d networkCode=63902 && sleep 2 "
+               f"&& curl -s {fake.url}/__fake/messages")
     click.echo("")
     from werkzeug.serving import run_simple
 

@@ -148,7 +148,8 @@ class Engine:
         lib = self.services.flows
         inputs = channel(msg.channel).inputs(msg.text, None if data is None else data.get("n", 0))
         if data is not None and (inputs is None or data.get("e")):
-            return Reply(data["r"], data["e"], tuple(data.get("sp", ()))), None    # repeated callback / ended: same answer
+            # a repeated callback, or an ended session: the same answer
+            return Reply(data["r"], data["e"], tuple(data.get("sp", ()))), None
         if data is None:
             fs = lib.current
             if not limits.allowed(self.services.redis, "ussd", msg.phone, self.settings.ussd_sessions_per_hour):

@@ -19,6 +19,7 @@ Shapes are defined in :mod:`convo.actions.shapes`.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -508,7 +509,7 @@ class TextLint:
 
             rkey = (id(tpl), sig, lang)
             if rkey not in self._rendered:
-                self._rendered[rkey] = self._render(tpl, lambda null: self._examples(env, sig, lang, null))
+                self._rendered[rkey] = self._render(tpl, functools.partial(self._examples, env, sig, lang))
             long, err = self._rendered[rkey]
             if err:
                 inline = not text.key and not isinstance(text.source, dict)

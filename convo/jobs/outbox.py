@@ -121,7 +121,8 @@ def min_lease_seconds(timeout: float) -> float:
 
 
 def check_lease(settings, sender: SmsSender | None = None) -> None:
-    """Raise :class:`LeaseTooShort` unless ``settings.worker_lease_seconds`` covers a send (``convo worker`` at start)."""
+    """Raise :class:`LeaseTooShort` unless ``settings.worker_lease_seconds`` covers a send
+    (``convo worker`` at start)."""
     own = sender is None
     sender = sender or sender_from_settings(settings)
     try:
@@ -136,7 +137,8 @@ def check_lease(settings, sender: SmsSender | None = None) -> None:
 
 
 def _lease_message(lease: float, sender, need: float) -> str:
-    return (f"CONVO_WORKER_LEASE_SECONDS={lease:g} is too short for gateway {getattr(sender, 'timeout_gateway', getattr(sender, 'name', '?'))!r}: one "
+    gateway = getattr(sender, "timeout_gateway", getattr(sender, "name", "?"))
+    return (f"CONVO_WORKER_LEASE_SECONDS={lease:g} is too short for gateway {gateway!r}: one "
             f"send may take {gateway_timeout(sender):g} s (connect + read timeout, CONVO_AT_TIMEOUT), and the lease "
             f"must be at least 2 x that + {LEASE_MARGIN_SECONDS:g} s = {need:g} s. Raise CONVO_WORKER_LEASE_SECONDS "
             f"or lower the gateway timeout; with this lease messages would be retried forever, or sent twice.")
@@ -153,7 +155,8 @@ def _recorded_values(v) -> dict:
     """A send result's row values (:meth:`OutboxWorker.record`); the gateway and country stay when not given."""
     c = outbox.c
     return {**{k: v.c[k] for k in v.c.keys() if k != "id"},
-            "gateway": sa.func.coalesce(v.c["gateway"], c.gateway, sa.bindparam("sender_gateway", type_=c.gateway.type)),
+            "gateway": sa.func.coalesce(v.c["gateway"], c.gateway,
+                                        sa.bindparam("sender_gateway", type_=c.gateway.type)),
             "country": sa.func.coalesce(v.c["country"], c.country),
             "updated_at": sa.bindparam("recorded_at", type_=c.updated_at.type)}
 

@@ -369,8 +369,9 @@ def load_config(directory: str | Path, env=None) -> NotifyConfig:
             names.add(name)
             event = r.get("when")
             if event not in EVENTS:
+                known = ", ".join(sorted(EVENTS))
                 errors.append(FlowError(Where(file, line_of(r, "when")),
-                                        f"alert '{name}': unknown event '{event}' (known: {', '.join(sorted(EVENTS))})"))
+                                        f"alert '{name}': unknown event '{event}' (known: {known})"))
                 continue
             to = r.get("to")
             to = to if isinstance(to, list) else [to] if to is not None else []
@@ -466,7 +467,8 @@ def render_text(locales, key: str, lang: str, variables: dict) -> str:
     tpl = _compiled.get(ident)
     if tpl is None:
         with _compiled_lock:
-            tpl = _compiled.get(ident) or templates.compile_template(_env, locales.source(use, key), name=f"{use}:{key}")
+            tpl = _compiled.get(ident) or templates.compile_template(_env, locales.source(use, key),
+                                                                     name=f"{use}:{key}")
             _compiled[ident] = tpl
     return tpl.render({**variables, "lang": use}).strip()
 
@@ -688,7 +690,8 @@ def lint(directory: str | Path, locales) -> LintReport:
                 continue
             sample = {v: SAMPLES.get(v, "X" * 12) for v in allowed}
             try:
-                body = sms.to_gsm(templates.compile_template(_env, src, name=key).render({**sample, "lang": lang}).strip())
+                tpl = templates.compile_template(_env, src, name=key)
+                body = sms.to_gsm(tpl.render({**sample, "lang": lang}).strip())
             except Exception as e:  # noqa: BLE001
                 rep.errors.append(FlowError(w, f"text '{key}' ({lang}): cannot render with sample values: {e}"))
                 continue
@@ -696,7 +699,8 @@ def lint(directory: str | Path, locales) -> LintReport:
             what = f"text '{key}' ({lang}): {info.segments} SMS segment(s), {info.chars} {info.encoding} characters"
             if info.encoding != "GSM-7":
                 bad = sorted({c for c in body if not sms.is_gsm(c)})
-                rep.warnings.append(FlowError(w, f"{what}: UCS-2 because of {' '.join(bad)} (70 per SMS instead of 160)"))
+                rep.warnings.append(FlowError(w, f"{what}: UCS-2 because of {' '.join(bad)} "
+                                                 "(70 per SMS instead of 160)"))
             if info.segments > cfg.max_segments:
                 rep.errors.append(FlowError(w, f"{what}, more than the limit of {cfg.max_segments}"))
             elif info.segments > cfg.warn_segments:

@@ -361,7 +361,6 @@ def attach_unmatched_reports(conn, *, max_age: dt.timedelta = dt.timedelta(days=
     ).all()
     if not found:
         return 0
-    by_provider: dict[str, int] = {}
     rows = conn.execute(sa.select(reports).where(reports.c.id.in_([f.id for f in found])).order_by(reports.c.id)).all()
     mids = {f.id: f.mid for f in found}
     now = utcnow()

@@ -1,4 +1,5 @@
-"""Payment and meeting reminders (``convo remind``, and on a schedule inside ``convo worker``: :mod:`convo.jobs.schedule`).
+"""Payment and meeting reminders (``convo remind``, and on a schedule inside ``convo worker``:
+:mod:`convo.jobs.schedule`).
 
 Selection (see :func:`find_payment_reminders`): Fineract's own report of the
 unpaid installments of active loans due on a given day ("Expected Payments By
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("convo.notify.reminders")
 
-__all__ = ["Outgoing", "Reminder", "RunReport", "keyword_for", "find_meeting_reminders", "find_payment_reminders", "run"]
+__all__ = ["Outgoing", "Reminder", "RunReport", "keyword_for", "find_meeting_reminders", "find_payment_reminders",
+           "run"]
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,8 @@ def find_payment_reminders(services, *, on: dt.date | None = None, now: dt.datet
             "office_id": loan.get("clientOfficeId") or office_ids.get(r.office),
             "loan_officer_id": loan.get("loanOfficerId"), "loan_id": loan["id"],
             "account_no": str(loan.get("accountNo") or account), "product": loan.get("loanProductName") or r.product,
-            "amount_overdue": r.loan_overdue, "currency": {"code": currency.code, "decimal_places": currency.decimal_places},
+            "amount_overdue": r.loan_overdue,
+            "currency": {"code": currency.code, "decimal_places": currency.decimal_places},
             "days_overdue": (today - oldest).days, "oldest_due_date": oldest}))
     return found
 

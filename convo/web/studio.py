@@ -438,7 +438,8 @@ def _flow_page(name: str, token: str | None):
         (lambda f: url_for("studio.flow_page", name=f))
     drawn = svg(cf, counts, marks, base)
     return _render("studio_flow.html", who, flow=cf, drawn=drawn, issues=mine, token=token, preview=preview,
-                   funnel=funnel, days=days, version=fs.version, versions=versions, counted=counted, languages=list(fs.languages),
+                   funnel=funnel, days=days, version=fs.version, versions=versions, counted=counted,
+                   languages=list(fs.languages),
                    phones=DEMO_PHONES, demo_pin=DEMO_PIN, starts=_starts(fs).get(name, []),
                    keyword=_keyword(fs, name), kinds=KIND_NAMES)
 

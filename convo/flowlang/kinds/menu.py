@@ -43,7 +43,8 @@ class Menu(Kind):
             else:
                 for i, o in enumerate(opts):
                     oline = opts.item_lines[i] if hasattr(opts, "item_lines") else line
-                    if not isinstance(o, dict) or set(o) - {"label", "next", "when"} or "label" not in o or "next" not in o:
+                    if (not isinstance(o, dict) or set(o) - {"label", "next", "when"}
+                            or "label" not in o or "next" not in o):
                         p.error(oline, f"option {i + 1} needs 'label:' and 'next:' (and optionally 'when:')")
                         continue
                     if not is_text(o["label"]) or not isinstance(o["next"], str):
