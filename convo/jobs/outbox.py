@@ -52,7 +52,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -68,8 +68,9 @@ __all__ = ["Claimed", "LeaseTooShort", "OUTBOX_LEASE", "OutboxTask", "OutboxWork
            "gateway_timeout", "min_lease_seconds", "outbox_worker", "sender_from_settings"]
 
 log = logging.getLogger("convo.jobs.worker")
-outbox = OutboxMessage.__table__
-reports = DeliveryReport.__table__
+# declarative models' ``__table__`` is typed as a FromClause; these are Tables (update/insert)
+outbox = cast(sa.Table, OutboxMessage.__table__)
+reports = cast(sa.Table, DeliveryReport.__table__)
 #: the outbox's lease columns: ``queued`` rows due at ``next_attempt_at``, ``sending`` while leased
 OUTBOX_LEASE = lease.LeaseTable(outbox, ready=("queued",), leased="sending")
 
@@ -303,6 +304,7 @@ class OutboxWorker:
 
     def _outcome(self, x: Claimed, r: SendResult, now: dt.datetime) -> dict:
         """The row values one result leads to."""
+        status: str  # a send result's status, or the row's ("queued" again for a retry)
         status, error, nxt, final_at, sent_at = r.status, r.error, now, None, None
         if status == "sent":
             # None, or how it got there (failover) and/or the takeover note: it may have gone twice
@@ -522,7 +524,7 @@ def outbox_worker(settings, engine: Engine, sender: SmsSender, **overrides) -> O
     ``overrides`` replace settings (``batch``, ``lease_seconds``, ``max_attempts``...). Raises
     :class:`LeaseTooShort` when the lease does not cover a send.
     """
-    kw = dict(
+    kw: dict[str, Any] = dict(
         batch=getattr(settings, "worker_batch", 100),
         lease_seconds=getattr(settings, "worker_lease_seconds", 60.0),
         max_attempts=getattr(settings, "outbox_max_attempts", 8),
