@@ -167,7 +167,7 @@ def _digest(directory: Path) -> tuple[str, dict[str, float], list[Path]]:
     files = sorted(p for p in directory.rglob("*.yaml")
                    if "tests" not in p.relative_to(directory).parts)
     h = hashlib.sha256()
-    stamps = {}
+    stamps: dict[str, float] = {}
     for p in files:
         rel = p.relative_to(directory).as_posix()
         h.update(rel.encode() + b"\0" + p.read_bytes() + b"\0")
@@ -538,7 +538,7 @@ class FlowLibrary:
         return entry[0] if entry else None
 
     def _stamps(self) -> dict[str, float]:
-        out = {}
+        out: dict[str, float] = {}
         for p in self.directory.rglob("*.yaml"):
             rel = p.relative_to(self.directory)
             if "tests" not in rel.parts:
@@ -616,6 +616,7 @@ class FlowLibrary:
             self._refuse(version, stamps, res.errors, failures)
             return False
         new = res.flowset
+        assert new is not None  # a lint without errors has compiled the flow set
         new.files = dict(stamps)
         now = time.monotonic()
         with self._lock:

@@ -111,7 +111,7 @@ class FlowSpec:
 
     @property
     def outcomes(self) -> set[str]:
-        return {s.outcome for s in self.states.values() if s.kind == "return"}
+        return {s.outcome for s in self.states.values() if s.kind == "return" and s.outcome is not None}
 
 
 def __getattr__(name: str):

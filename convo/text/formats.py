@@ -85,7 +85,7 @@ def format_money(value: Any, currency: Any = None, lang: str | None = "en") -> s
     negative = q < 0
     digits = f"{abs(q):f}"
     whole, _, frac = digits.partition(".")
-    groups = []
+    groups: list[str] = []
     while len(whole) > 3:
         groups.insert(0, whole[-3:])
         whole = whole[:-3]
