@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -74,6 +75,12 @@ def start_worker(settings: Settings, *, once: bool = False, stop_event=None, han
     # the same check of an edited flows folder as the app's, so worker and app switch to the same version
     tasks = build_tasks(build_services(settings, flow_tests=reload_tests(create_app)), **outbox_overrides)
     return JobLoop(tasks).run(once=once, stop_event=stop_event, handle_signals=handle_signals)
+
+
+class LeaseRefused(click.ClickException):
+    """``convo worker`` refused to start: the lease does not cover a send (exit status 2)."""
+
+    exit_code = 2
 
 
 @click.group()
@@ -156,9 +163,7 @@ def worker(once: bool, metrics_port: int, batch: int | None, lease_seconds: floa
     try:
         check_lease(settings)
     except LeaseTooShort as exc:
-        refused = click.ClickException(str(exc))
-        refused.exit_code = 2
-        raise refused from None
+        raise LeaseRefused(str(exc)) from None
     require_schema(settings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from convo import logs
@@ -269,6 +274,7 @@ def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> No
     import tempfile
 
     from granian import Granian
+    from granian.constants import Interfaces
 
     settings = _checked_settings()
     if migrate:
@@ -285,7 +291,7 @@ def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> No
             os.remove(os.path.join(multiproc, name))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc
     try:
-        Granian("convo.web:create_app", factory=True, interface="wsgi", address=host, port=port,
+        Granian("convo.web:create_app", factory=True, interface=Interfaces.WSGI, address=host, port=port,
                 workers=workers, blocking_threads=threads).serve()
     finally:
         if given is None:
@@ -410,12 +416,15 @@ def simulate(phone: str, url: str | None, code: str) -> None:
     from convo.devkit.convtest import UssdPhone, flask_poster
 
     sim = None
+    post: Callable[[str, dict], tuple[int, str]]
     if url:
         import requests
 
-        def post(path: str, form: dict) -> tuple[int, str]:
+        def post_to_url(path: str, form: dict) -> tuple[int, str]:
             r = requests.post(url.rstrip("/") + path, data=form, timeout=10)
             return r.status_code, r.text
+
+        post = post_to_url
     else:
         from convo.web import create_app
 

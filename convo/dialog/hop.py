@@ -150,6 +150,7 @@ class Engine:
         if data is not None and (inputs is None or data.get("e")):
             # a repeated callback, or an ended session: the same answer
             return Reply(data["r"], data["e"], tuple(data.get("sp", ()))), None
+        inputs = inputs or []               # None only for an open session's repeated callback, answered above
         if data is None:
             fs = lib.current
             if not limits.allowed(self.services.redis, "ussd", msg.phone, self.settings.ussd_sessions_per_hour):
@@ -172,7 +173,7 @@ class Engine:
         fs, conv, fresh = self._sms_start(msg, data)
         if conv is None:
             return Reply("", True), None                      # nothing to say (auto-reply limit)
-        return Opened(fs, conv, fresh, [] if fresh else channel(msg.channel).inputs(msg.text, None))
+        return Opened(fs, conv, fresh, [] if fresh else channel(msg.channel).inputs(msg.text, None) or [])
 
     def _count_call(self, version: str, counts) -> tuple | None:
         if not counts:
