@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -76,6 +77,12 @@ def start_worker(settings: Settings, *, once: bool = False, stop_event=None, han
     return JobLoop(tasks).run(once=once, stop_event=stop_event, handle_signals=handle_signals)
 
 
+class LeaseRefused(click.ClickException):
+    """``convo worker`` refused to start: the lease does not cover a send (exit status 2)."""
+
+    exit_code = 2
+
+
 @click.group()
 def main() -> None:
     """mifos-convo: SMS and USSD banking for Mifos X."""
@@ -87,14 +94,13 @@ def main() -> None:
 @click.option("--sim-port", default=8443, show_default=True, help="Fineract simulator port")
 def demo(host: str, port: int, sim_port: int) -> None:
     """Simulated Mifos X + gateway in one process, embedded defaults."""
-    from convo.devkit.fineract_seed import DEMO_PHONES
-    from convo.web import create_app
-
     import os
     import threading
 
-    from convo.store.db import upgrade as db_upgrade
     from convo.devkit.fake_at import start_fake_at
+    from convo.devkit.fineract_seed import DEMO_PHONES
+    from convo.store.db import upgrade as db_upgrade
+    from convo.web import create_app
 
     base = f"http://{host}:{port}"
     sim = start_simulator(sim_port, host)
@@ -123,8 +129,9 @@ def demo(host: str, port: int, sim_port: int) -> None:
     click.echo(f"  curl -s {base}/gateways/africastalking/ussd -d sessionId=$(date +%s) -d serviceCode='*384*12#' "
                f"-d phoneNumber={first} -d networkCode=63902 -d text=")
     click.echo("Text BAL to the short code as Africa's Talking would, then see the reply the worker sent:")
-    click.echo(f"  curl -s {base}/gateways/africastalking/sms -d from={first} -d to=22384 -d text=BAL -d id=$(date +%s) "
-               f"-d date=2026-01-01 -d networkCode=63902 && sleep 2 && curl -s {fake.url}/__fake/messages")
+    click.echo(f"  curl -s {base}/gateways/africastalking/sms -d from={first} -d to=22384 -d text=BAL "
+               f"-d id=$(date +%s) -d date=2026-01-01 -d networkCode=63902 && sleep 2 "
+               f"&& curl -s {fake.url}/__fake/messages")
     click.echo("")
     from werkzeug.serving import run_simple
 
@@ -156,9 +163,7 @@ def worker(once: bool, metrics_port: int, batch: int | None, lease_seconds: floa
     try:
         check_lease(settings)
     except LeaseTooShort as exc:
-        refused = click.ClickException(str(exc))
-        refused.exit_code = 2
-        raise refused from None
+        raise LeaseRefused(str(exc)) from None
     require_schema(settings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from convo import logs
@@ -269,6 +274,7 @@ def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> No
     import tempfile
 
     from granian import Granian
+    from granian.constants import Interfaces
 
     settings = _checked_settings()
     if migrate:
@@ -285,7 +291,7 @@ def serve(host: str, port: int, workers: int, threads: int, migrate: bool) -> No
             os.remove(os.path.join(multiproc, name))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc
     try:
-        Granian("convo.web:create_app", factory=True, interface="wsgi", address=host, port=port,
+        Granian("convo.web:create_app", factory=True, interface=Interfaces.WSGI, address=host, port=port,
                 workers=workers, blocking_threads=threads).serve()
     finally:
         if given is None:
@@ -410,12 +416,15 @@ def simulate(phone: str, url: str | None, code: str) -> None:
     from convo.devkit.convtest import UssdPhone, flask_poster
 
     sim = None
+    post: Callable[[str, dict], tuple[int, str]]
     if url:
         import requests
 
-        def post(path: str, form: dict) -> tuple[int, str]:
+        def post_to_url(path: str, form: dict) -> tuple[int, str]:
             r = requests.post(url.rstrip("/") + path, data=form, timeout=10)
             return r.status_code, r.text
+
+        post = post_to_url
     else:
         from convo.web import create_app
 

@@ -49,8 +49,8 @@ REMINDER_RUNS = Counter("convo_reminder_runs_total", "Reminder runs, by result (
 REMINDERS = Counter("convo_reminders_total", "Reminders found by runs, by what became of them "
                     "(written, duplicate, suppressed = opted out)", ["outcome"])
 REMINDER_MIFOS_CALLS = Counter("convo_reminder_mifos_calls_total", "Mifos X calls made by reminder runs")
-REMINDER_LAST_RUN = Gauge("convo_reminder_last_run_timestamp_seconds", "When the last reminder run finished (Unix time)",
-                          multiprocess_mode="max")
+REMINDER_LAST_RUN = Gauge("convo_reminder_last_run_timestamp_seconds",
+                          "When the last reminder run finished (Unix time)", multiprocess_mode="max")
 
 # ---- read from the database at each scrape of the app (OutboxCollector)
 OUTBOX_QUEUED = "convo_outbox_queued"

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from convo.mifos.cache import Cache
-from convo.flowlang.compiler import FlowLibrary
 from convo.config import Settings
 from convo.dialog.sessions import SessionStore, make_redis
+from convo.flowlang.compiler import FlowLibrary
+from convo.mifos.cache import Cache
 
 
 @dataclass

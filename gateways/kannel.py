@@ -30,8 +30,16 @@ import time
 from typing import Mapping, Sequence
 from urllib.parse import parse_qs, quote, urlsplit
 
-from gateways.base import (BadCallback, ConfigError, DeliveryUpdate, Gateway, InboundSms, OutgoingSms, SendResult,
-                           WebRequest)
+from gateways.base import (
+    BadCallback,
+    ConfigError,
+    DeliveryUpdate,
+    Gateway,
+    InboundSms,
+    OutgoingSms,
+    SendResult,
+    WebRequest,
+)
 
 __all__ = ["DLR_STATUS", "KannelGateway"]
 

@@ -30,8 +30,16 @@ import json
 import time
 from typing import Mapping, Sequence
 
-from gateways.base import (BadCallback, DeliveryUpdate, Gateway, InboundSms, OutgoingSms, SendResult, Unauthorized,
-                           WebRequest)
+from gateways.base import (
+    BadCallback,
+    DeliveryUpdate,
+    Gateway,
+    InboundSms,
+    OutgoingSms,
+    SendResult,
+    Unauthorized,
+    WebRequest,
+)
 
 __all__ = ["EVENT_STATUS", "MAX_SKEW", "SmsGateGateway", "sign"]
 

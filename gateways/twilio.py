@@ -23,8 +23,17 @@ import time
 from typing import Literal, Mapping, Sequence, overload
 from urllib.parse import urlencode
 
-from gateways.base import (BadCallback, DeliveryUpdate, Gateway, InboundSms, OptOutUpdate, OutgoingSms, SendResult,
-                           Unauthorized, WebRequest)
+from gateways.base import (
+    BadCallback,
+    DeliveryUpdate,
+    Gateway,
+    InboundSms,
+    OptOutUpdate,
+    OutgoingSms,
+    SendResult,
+    Unauthorized,
+    WebRequest,
+)
 
 __all__ = ["DELIVERY_STATUS", "FAILOVER_CODES", "OPTED_OUT_CODES", "PERMANENT_CODES", "TwilioGateway", "classify"]
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 
-from convo.store import subscribers
 from convo.actions import Context, action, on
 from convo.security import PinHasher, weak_pin_reason
+from convo.store import subscribers
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ def _alert_staff(ctx: Context) -> None:
         client = ctx.vars.get("client") or {}
         st = subscribers.status(ctx.services.db, ctx.phone, now=ctx.now)
         until = st.locked_until
-        notify.alert(ctx.services, event="pin_locked", key=f"pin_locked:{ctx.phone}:{until.isoformat() if until else ''}",
+        notify.alert(ctx.services, event="pin_locked",
+                     key=f"pin_locked:{ctx.phone}:{until.isoformat() if until else ''}",
                      phone=ctx.phone, client_id=client.get("id"), client_name=client.get("name"),
                      office_id=client.get("office_id"), channel=ctx.channel,
                      locked_until=("until a staff reset" if until and until.year >= 9000

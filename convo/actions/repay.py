@@ -12,7 +12,7 @@ import secrets
 from decimal import Decimal
 
 from convo.actions import Context, action, on
-from convo.actions.mifos import slim_account, offer
+from convo.actions.mifos import offer, slim_account
 
 #: ``DepositAccountType.SAVINGS_DEPOSIT`` (apache/fineract
 #: fineract-core/src/main/java/org/apache/fineract/portfolio/savings/DepositAccountType.java). The client's

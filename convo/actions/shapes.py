@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 
-
 @dataclass(frozen=True, eq=False)
 class Leaf:
     type: str
@@ -59,7 +58,8 @@ Shape = Any
 TYPES = ("text", "word", "name", "amount", "int", "bool", "date", "time", "account_no", "code", "phone", "lang",
          "number", "secret", "any")
 
-CURRENCY = Obj({"code": Leaf("code"), "decimal_places": Leaf("int", example=2), "in_multiples_of": Leaf("int", example=1)})
+CURRENCY = Obj({"code": Leaf("code"), "decimal_places": Leaf("int", example=2),
+                "in_multiples_of": Leaf("int", example=1)})
 
 #: the type of an attribute declared by name only (``{"total", "available"}``)
 ATTRIBUTE_TYPES: dict[str, Shape] = {

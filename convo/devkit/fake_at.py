@@ -290,7 +290,8 @@ class FakeATServer:
         self.stop()
 
 
-def start_fake_at(delivery_url: str | None = None, *, host: str = "127.0.0.1", port: int = 0, **settings) -> FakeATServer:
+def start_fake_at(delivery_url: str | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                  **settings) -> FakeATServer:
     """Start a fake on ``host:port`` (0 = any free port) in a thread; returns the running server."""
     return FakeATServer(create_fake_at_app(delivery_url, **settings), host, port)
 

@@ -13,7 +13,8 @@ Wire format from Kannel's source and user guide (``gw/smsbox.c`` smsbox_req_send
   ``%p``/``%P`` numbers, ``%%``; an unknown escape stays as it is.
 * :meth:`FakeKannel.mo` fetches the sms-service ``get_url`` for a message from a phone: ``%p`` the
   client's phone, ``%P`` the number it texted (urltrans fills ``%p`` from ``sms.receiver``, but smsbox's
-  obey_request_thread has swapped sender and receiver before, so ``%p`` is the client), ``%a`` words squeezed, ``%b`` the message bytes (UTF-8, or UTF-16BE for coding 2),
+  obey_request_thread has swapped sender and receiver before, so ``%p`` is the client), ``%a`` words
+  squeezed, ``%b`` the message bytes (UTF-8, or UTF-16BE for coding 2),
   ``%C`` charset, ``%c`` coding, ``%I`` a UUID, ``%T``/``%t`` time, ``%k`` keyword. A non-empty answer
   is what Kannel would send back to the phone as an SMS (recorded in ``replies``).
 

@@ -135,7 +135,8 @@ class FakeSmsGate:
             if any(m["id"] == mid for m in self.messages):
                 return jsonify({"message": f"Message with id {mid} already exists"}), 409
             self.messages.append({"id": mid, "phoneNumbers": numbers, "text": text,
-                                  "withDeliveryReport": b.get("withDeliveryReport", True), "simNumber": b.get("simNumber")})
+                                  "withDeliveryReport": b.get("withDeliveryReport", True),
+                                  "simNumber": b.get("simNumber")})
         return jsonify({"id": mid, "deviceId": self.device_id, "state": "Pending", "isHashed": False,
                         "isEncrypted": False, "scheduleAt": None, "textMessage": {"text": text}, "dataMessage": None,
                         "hashedMessage": None,

@@ -154,7 +154,8 @@ class FakeTwilio:
                "api_version": "2010-04-01", "price": None, "price_unit": "USD", "error_code": None,
                "error_message": None, "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
                "date_created": "Mon, 30 Nov 2026 10:00:00 +0000", "date_updated": "Mon, 30 Nov 2026 10:00:00 +0000",
-               "date_sent": None, "subresource_uris": {"media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/Media.json"}}
+               "date_sent": None,
+               "subresource_uris": {"media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/Media.json"}}
         with self.lock:
             self.messages.append({**msg, "status_callback": f.get("StatusCallback"), "seq": next(self._n)})
         resp = jsonify(msg)

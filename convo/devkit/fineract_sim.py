@@ -677,7 +677,8 @@ def _transfer(app: Flask, body: dict, business_day: date, today: date) -> tuple[
     if loan is None:
         return 404, _not_found_body("Loan", "error.msg.loan.id.invalid", lid)
     if acc["clientId"] != int(body["fromClientId"]) or loan["clientId"] != int(body["toClientId"]):
-        return 400, validation_error([("fromClientId", "validation.msg.accounttransfer.account.does.not.belong.to.client",
+        return 400, validation_error([("fromClientId",
+                                        "validation.msg.accounttransfer.account.does.not.belong.to.client",
                                         "The account does not belong to the client given.", [])])
     if not acc["status"].get("active"):
         return 403, domain_error("error.msg.savingsaccount.transaction.account.is.not.active",

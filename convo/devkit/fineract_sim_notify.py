@@ -12,7 +12,8 @@ Endpoints (Fineract's shapes):
 * ``GET /runreports/Expected Payments By Date - Basic?R_officeId=&R_loanOfficerId=&R_startDate=&R_endDate=``
   with ``genericResultSet=false`` (:func:`expected_payments_rows`): Fineract's core report, the
   unpaid installments of active loans due between the dates, in the office and the offices under it
-* ``GET /groups?paged=true&offset=&limit=&staffId=`` → ``{totalFilteredRecords, pageItems}`` (a bare list without ``paged``)
+* ``GET /groups?paged=true&offset=&limit=&staffId=`` → ``{totalFilteredRecords, pageItems}``
+  (a bare list without ``paged``)
 * ``GET /staff/{id}`` → StaffData (``mobileNo``, ``isLoanOfficer``, ``isActive``, office)
 * ``GET /loans/{loanId}/transactions/{id}`` → LoanTransactionData
 * ``GET /savingsaccounts/{id}/transactions/{id}`` → SavingsAccountTransactionData
@@ -46,7 +47,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, request
 
 from convo.devkit import fineract_seed as seed
-from convo.devkit.fineract_sim import API, domain_error, parse_fineract_date, validation_error, to_json
+from convo.devkit.fineract_sim import API, domain_error, parse_fineract_date, to_json, validation_error
 
 __all__ = ["STAFF", "extend_seed", "install", "retrofit_base_url", "retrofit_target", "wait_for_hooks"]
 
@@ -462,7 +463,8 @@ def _owed(p: dict, part: str) -> Decimal:
     return Decimal(p.get(f"{part}Due") or 0) - Decimal(paid if paid is not None else (p.get(f"{part}Waived") or 0))
 
 
-def expected_payments_rows(data: dict, office_id: int, loan_officer_id: int, start: dt.date, end: dt.date) -> list[dict]:
+def expected_payments_rows(data: dict, office_id: int, loan_officer_id: int, start: dt.date,
+                           end: dt.date) -> list[dict]:
     """The report's rows over the simulator's data: active loans (``loan_status_id=300``) of clients in the
     office or under it (``ounder.hierarchy LIKE concat(mo.hierarchy, '%')``), of the loan officer unless
     -1, their installments not completed (``completed_derived=false``) with ``duedate BETWEEN`` the dates;
@@ -491,7 +493,8 @@ def expected_payments_rows(data: dict, office_id: int, loan_officer_id: int, sta
             staff = data.get("staff", {}).get(officer) if officer is not None else None
             out.append(dict(zip(EXPECTED_PAYMENTS_COLUMNS, (
                 data["offices"].get(oid, ""), (staff or {}).get("displayName") or "-",
-                loan.get("clientAccountNo") or client.get("accountNo"), loan.get("clientName") or client.get("displayName"),
+                loan.get("clientAccountNo") or client.get("accountNo"),
+                loan.get("clientName") or client.get("displayName"),
                 loan.get("loanProductName"), loan.get("accountNo"), due, p["period"],
                 (loan.get("currency") or {}).get("displaySymbol"), *parts, sum(parts, Decimal(0)),
                 overdue if overdue else None))))

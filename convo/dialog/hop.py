@@ -17,15 +17,15 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError as DatabaseUnavailable
 from sqlalchemy.exc import TimeoutError as DatabasePoolTimeout
 
-from convo.security import limits
-from convo.dialog import stats
 from convo.actions import Context
 from convo.budget import hop_budget
+from convo.dialog import stats
 from convo.dialog.channels import channel
 from convo.dialog.conversation import Conversation
 from convo.dialog.engine import common_text, step
 from convo.dialog.sessions import SessionBusy
 from convo.flowlang.compiler import FlowSet
+from convo.security import limits
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,9 @@ class Engine:
         lib = self.services.flows
         inputs = channel(msg.channel).inputs(msg.text, None if data is None else data.get("n", 0))
         if data is not None and (inputs is None or data.get("e")):
-            return Reply(data["r"], data["e"], tuple(data.get("sp", ()))), None    # repeated callback / ended: same answer
+            # a repeated callback, or an ended session: the same answer
+            return Reply(data["r"], data["e"], tuple(data.get("sp", ()))), None
+        inputs = inputs or []               # None only for an open session's repeated callback, answered above
         if data is None:
             fs = lib.current
             if not limits.allowed(self.services.redis, "ussd", msg.phone, self.settings.ussd_sessions_per_hour):
@@ -171,7 +173,7 @@ class Engine:
         fs, conv, fresh = self._sms_start(msg, data)
         if conv is None:
             return Reply("", True), None                      # nothing to say (auto-reply limit)
-        return Opened(fs, conv, fresh, [] if fresh else channel(msg.channel).inputs(msg.text, None))
+        return Opened(fs, conv, fresh, [] if fresh else channel(msg.channel).inputs(msg.text, None) or [])
 
     def _count_call(self, version: str, counts) -> tuple | None:
         if counts:                                  # counted in this process, written each second (convo.dialog.stats)

@@ -25,14 +25,23 @@ from typing import Any, Callable
 
 from transitions import Machine
 
-from convo.text import templates
+from convo.actions import Action, load_builtin_actions
 from convo.flowlang import checks
 from convo.flowlang.checks.variables import channel_roots  # noqa: F401 - its home before convo.flowlang.checks
-from convo.actions import Action, load_builtin_actions
 from convo.flowlang.keywords import KeywordTable, build_table
 from convo.flowlang.kinds import kind_of
-from convo.flowlang.spec import (Clause, FlowError, FlowSpec, FlowValidationError, State, Where, line_of, load_yaml,
-                            parse_flow)
+from convo.flowlang.spec import (
+    Clause,
+    FlowError,
+    FlowSpec,
+    FlowValidationError,
+    State,
+    Where,
+    line_of,
+    load_yaml,
+    parse_flow,
+)
+from convo.text import templates
 
 log = logging.getLogger(__name__)
 # transitions logs every state change at INFO: far too chatty (and slow) for the hop path
@@ -158,7 +167,7 @@ def _digest(directory: Path) -> tuple[str, dict[str, float], list[Path]]:
     files = sorted(p for p in directory.rglob("*.yaml")
                    if "tests" not in p.relative_to(directory).parts)
     h = hashlib.sha256()
-    stamps = {}
+    stamps: dict[str, float] = {}
     for p in files:
         rel = p.relative_to(directory).as_posix()
         h.update(rel.encode() + b"\0" + p.read_bytes() + b"\0")
@@ -529,7 +538,7 @@ class FlowLibrary:
         return entry[0] if entry else None
 
     def _stamps(self) -> dict[str, float]:
-        out = {}
+        out: dict[str, float] = {}
         for p in self.directory.rglob("*.yaml"):
             rel = p.relative_to(self.directory)
             if "tests" not in rel.parts:
@@ -607,6 +616,7 @@ class FlowLibrary:
             self._refuse(version, stamps, res.errors, failures)
             return False
         new = res.flowset
+        assert new is not None  # a lint without errors has compiled the flow set
         new.files = dict(stamps)
         now = time.monotonic()
         with self._lock:

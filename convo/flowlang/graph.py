@@ -31,6 +31,8 @@ def edges(cf: CompiledFlow) -> list[tuple[str, str, str]]:
     for trigger, event in cf.machine.events.items():
         for source, transitions in event.transitions.items():
             for t in transitions:
+                if t.dest is None:      # an internal transition: the compiler makes none
+                    continue
                 out.append((source, t.dest, trigger[3:] if trigger.startswith("opt") else trigger))
     return out
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from convo.yamlfiles import FlowError, FlowValidationError, Where, line_of, load_yaml
 
-__all__ = ["FlowError", "FlowValidationError", "Where", "line_of", "load_yaml"]  # re-exported: flow code imports them here
+# re-exported: flow code imports them here
+__all__ = ["FlowError", "FlowValidationError", "Where", "line_of", "load_yaml"]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 VALIDATORS = ("digits", "amount", "pin", "regex", "choice", "text")
@@ -110,7 +111,7 @@ class FlowSpec:
 
     @property
     def outcomes(self) -> set[str]:
-        return {s.outcome for s in self.states.values() if s.kind == "return"}
+        return {s.outcome for s in self.states.values() if s.kind == "return" and s.outcome is not None}
 
 
 def __getattr__(name: str):
@@ -146,7 +147,8 @@ def parse_flow(text: str, file: str) -> FlowSpec:
     except FlowError as e:
         raise FlowValidationError([e]) from None
     if not isinstance(doc, dict):
-        raise FlowValidationError([FlowError(Where(file, line_of(doc)), "a flow file must be a mapping with 'states:'")])
+        raise FlowValidationError([FlowError(Where(file, line_of(doc)),
+                                             "a flow file must be a mapping with 'states:'")])
     for key in doc:
         if key not in _FLOW_KEYS:
             errs.add(line_of(doc, key), None, f"unknown key '{key}' (allowed: {', '.join(sorted(_FLOW_KEYS))})")

@@ -19,8 +19,9 @@ Shapes are defined in :mod:`convo.actions.shapes`.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, overload
 
 import jinja2
 from jinja2 import nodes
@@ -34,6 +35,10 @@ Env = dict  # variable -> shape; None stands for "not reached yet" (the top of t
 OPEN = "*"
 
 
+@overload
+def _meet(a: Env, b: Env) -> Env: ...
+@overload
+def _meet(a: Env | None, b: Env | None) -> Env | None: ...
 def _meet(a: Env | None, b: Env | None) -> Env | None:
     if a is None:
         return None if b is None else dict(b)
@@ -91,8 +96,9 @@ def analyse(specs: dict, actions: dict, roots: Iterable[str], base: Env, max_rou
         new_entry = {}
         for n in specs:
             e = dict(base) if n in roots else None
-            if calls[n] is not None:
-                e = _meet(e, calls[n]) if e is not None else dict(calls[n])
+            from_calls = calls[n]
+            if from_calls is not None:
+                e = _meet(e, from_calls) if e is not None else dict(from_calls)
             new_entry[n] = e
         if _same_entries(new_entry, entry) and _same_returns(new_returns, returns):
             break
@@ -508,7 +514,7 @@ class TextLint:
 
             rkey = (id(tpl), sig, lang)
             if rkey not in self._rendered:
-                self._rendered[rkey] = self._render(tpl, lambda null: self._examples(env, sig, lang, null))
+                self._rendered[rkey] = self._render(tpl, functools.partial(self._examples, env, sig, lang))
             long, err = self._rendered[rkey]
             if err:
                 inline = not text.key and not isinstance(text.source, dict)
@@ -667,7 +673,8 @@ class TextLint:
         return (spec.file, *subs)
 
     def _origin_hint(self, var: str) -> str:
-        o = (self.an.origins.get(var) or [None])[0]
+        origins = self.an.origins.get(var)
+        o = origins[0] if origins else None
         return f" ({o.what}, {o.file}:{o.line}, sets it)" if o else ""
 
     # ---- screens

@@ -52,24 +52,25 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from convo import metrics
-from convo.store import lease
-from convo.store.lease import backoff_seconds
-from convo.store.db import DeliveryReport, OutboxMessage, utcnow
 from convo.notify.outbox import apply_pending_reports, attach_unmatched_reports, opted_out_among
+from convo.store import lease
+from convo.store.db import DeliveryReport, OutboxMessage, utcnow
+from convo.store.lease import backoff_seconds
 from gateways.base import OutgoingSms, SendResult, SmsSender
 
 __all__ = ["Claimed", "LeaseTooShort", "OUTBOX_LEASE", "OutboxTask", "OutboxWorker", "backoff_seconds", "check_lease",
            "gateway_timeout", "min_lease_seconds", "outbox_worker", "sender_from_settings"]
 
 log = logging.getLogger("convo.jobs.worker")
-outbox = OutboxMessage.__table__
-reports = DeliveryReport.__table__
+# declarative models' ``__table__`` is typed as a FromClause; these are Tables (update/insert)
+outbox = cast(sa.Table, OutboxMessage.__table__)
+reports = cast(sa.Table, DeliveryReport.__table__)
 #: the outbox's lease columns: ``queued`` rows due at ``next_attempt_at``, ``sending`` while leased
 OUTBOX_LEASE = lease.LeaseTable(outbox, ready=("queued",), leased="sending")
 
@@ -121,7 +122,8 @@ def min_lease_seconds(timeout: float) -> float:
 
 
 def check_lease(settings, sender: SmsSender | None = None) -> None:
-    """Raise :class:`LeaseTooShort` unless ``settings.worker_lease_seconds`` covers a send (``convo worker`` at start)."""
+    """Raise :class:`LeaseTooShort` unless ``settings.worker_lease_seconds`` covers a send
+    (``convo worker`` at start)."""
     own = sender is None
     sender = sender or sender_from_settings(settings)
     try:
@@ -136,7 +138,8 @@ def check_lease(settings, sender: SmsSender | None = None) -> None:
 
 
 def _lease_message(lease: float, sender, need: float) -> str:
-    return (f"CONVO_WORKER_LEASE_SECONDS={lease:g} is too short for gateway {getattr(sender, 'timeout_gateway', getattr(sender, 'name', '?'))!r}: one "
+    gateway = getattr(sender, "timeout_gateway", getattr(sender, "name", "?"))
+    return (f"CONVO_WORKER_LEASE_SECONDS={lease:g} is too short for gateway {gateway!r}: one "
             f"send may take {gateway_timeout(sender):g} s (connect + read timeout, CONVO_AT_TIMEOUT), and the lease "
             f"must be at least 2 x that + {LEASE_MARGIN_SECONDS:g} s = {need:g} s. Raise CONVO_WORKER_LEASE_SECONDS "
             f"or lower the gateway timeout; with this lease messages would be retried forever, or sent twice.")
@@ -153,7 +156,8 @@ def _recorded_values(v) -> dict:
     """A send result's row values (:meth:`OutboxWorker.record`); the gateway and country stay when not given."""
     c = outbox.c
     return {**{k: v.c[k] for k in v.c.keys() if k != "id"},
-            "gateway": sa.func.coalesce(v.c["gateway"], c.gateway, sa.bindparam("sender_gateway", type_=c.gateway.type)),
+            "gateway": sa.func.coalesce(v.c["gateway"], c.gateway,
+                                        sa.bindparam("sender_gateway", type_=c.gateway.type)),
             "country": sa.func.coalesce(v.c["country"], c.country),
             "updated_at": sa.bindparam("recorded_at", type_=c.updated_at.type)}
 
@@ -300,6 +304,7 @@ class OutboxWorker:
 
     def _outcome(self, x: Claimed, r: SendResult, now: dt.datetime) -> dict:
         """The row values one result leads to."""
+        status: str  # a send result's status, or the row's ("queued" again for a retry)
         status, error, nxt, final_at, sent_at = r.status, r.error, now, None, None
         if status == "sent":
             # None, or how it got there (failover) and/or the takeover note: it may have gone twice
@@ -519,7 +524,7 @@ def outbox_worker(settings, engine: Engine, sender: SmsSender, **overrides) -> O
     ``overrides`` replace settings (``batch``, ``lease_seconds``, ``max_attempts``...). Raises
     :class:`LeaseTooShort` when the lease does not cover a send.
     """
-    kw = dict(
+    kw: dict[str, Any] = dict(
         batch=getattr(settings, "worker_batch", 100),
         lease_seconds=getattr(settings, "worker_lease_seconds", 60.0),
         max_attempts=getattr(settings, "outbox_max_attempts", 8),

@@ -47,7 +47,7 @@ class ReminderSchedule:
     def tick(self) -> int:
         """Run what is due now. Returns 0: nothing is queued behind a scheduled run, so the loop waits
         ``idle_seconds`` before the next look at the clock."""
-        if self._next_run is not None and self.clock() >= self._next_run:
+        if self._it is not None and self._next_run is not None and self.clock() >= self._next_run:
             self._remind()
             self._next_run = self._it.get_next(dt.datetime)
         if time.monotonic() >= self._next_officer:

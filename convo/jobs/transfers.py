@@ -33,7 +33,9 @@ import datetime as dt
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -63,7 +65,7 @@ class TransferRunner:
         self.retry_base, self.retry_max = retry_base_seconds, retry_max_seconds
         self.name = f"transfers:{socket.gethostname()}:{os.getpid()}"
 
-    def claim(self) -> list:
+    def claim(self) -> Sequence[sa.Row[Any]]:
         """Lease up to ``batch`` due requests (committed); each row's ``leased_by`` is this claim's token."""
         now = utcnow()
         with self.db.begin() as conn:
@@ -80,7 +82,7 @@ class TransferRunner:
     def _finish(self, row, status: str, *, error: str | None = None, resource_id: int | None = None,
                 retry: bool = False) -> bool:
         now = utcnow()
-        values = dict(status=status, error=error, updated_at=now)
+        values: dict[str, Any] = dict(status=status, error=error, updated_at=now)
         if resource_id is not None:
             values["resource_id"] = resource_id
         if retry:

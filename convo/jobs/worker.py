@@ -56,11 +56,16 @@ Worker = OutboxWorker
 class JobContext(Protocol):
     """What the tasks need (the app's ``Services`` is one): settings, the database, Mifos X, texts, cache."""
 
-    settings: Any
-    db: Engine
-    mifos: Any
-    flows: Any
-    cache: Any
+    @property
+    def settings(self) -> Any: ...
+    @property
+    def db(self) -> Engine: ...
+    @property
+    def mifos(self) -> Any: ...
+    @property
+    def flows(self) -> Any: ...
+    @property
+    def cache(self) -> Any: ...
 
 
 class Task(Protocol):

@@ -45,9 +45,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from convo import budget, metrics
-
-from convo.text import phone
 from convo.mifos.breaker import STATE_VALUES, CircuitBreaker, CircuitOpen
+from convo.text import phone
 
 log = logging.getLogger(__name__)
 

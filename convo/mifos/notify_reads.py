@@ -90,13 +90,15 @@ def all_groups(mifos: MifosClient, page_size: int = 200) -> list[dict]:
         out.extend(items)
         offset += len(items)
         total = None if isinstance(body, list) else (body or {}).get("totalFilteredRecords")
-        if isinstance(body, list) or not items or len(items) < page_size or (total is not None and offset >= int(total)):
+        if (isinstance(body, list) or not items or len(items) < page_size
+                or (total is not None and offset >= int(total))):
             return out
 
 
 def group_with_members_and_meetings(mifos: MifosClient, group_id: int) -> dict:
     """``GET /groups/{id}?associations=activeClientMembers,collectionMeetingCalendar`` (meeting reminders)."""
-    return mifos.get(f"/groups/{int(group_id)}", {"associations": "activeClientMembers,collectionMeetingCalendar"}) or {}
+    associations = {"associations": "activeClientMembers,collectionMeetingCalendar"}
+    return mifos.get(f"/groups/{int(group_id)}", associations) or {}
 
 
 def client(mifos: MifosClient, client_id: int) -> dict:
@@ -154,7 +156,8 @@ def iter_active_loans(mifos: MifosClient, page_size: int = 200, max_pages: int =
             if _is_active_loan(loan):
                 yield loan
         offset += len(items)
-        if not items or len(items) < page_size or isinstance(body, list) or (total is not None and offset >= int(total)):
+        if (not items or len(items) < page_size or isinstance(body, list)
+                or (total is not None and offset >= int(total))):
             return
 
 

@@ -8,9 +8,8 @@ these figures and ``/metrics`` shows the current month's (:class:`CostCollector`
 """
 from __future__ import annotations
 
-import logging
-
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -92,7 +91,8 @@ def format_costs(rows: list[CostRow], month_label: str) -> str:
         if r.cost is not None:
             t[2] = (t[2] or Decimal(0)) + r.cost
     for cur, (n, s, c) in sorted(totals.items()):
-        body.append(("total", cur or "(no price)", str(n), str(s), f"{_fmt(c)} {cur}".strip() if c is not None else "-"))
+        cost = f"{_fmt(c)} {cur}".strip() if c is not None else "-"
+        body.append(("total", cur or "(no price)", str(n), str(s), cost))
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     fmt = "  ".join(f"{{:{'<' if i < 2 else '>'}{w}}}" for i, w in enumerate(widths))
     lines.append(fmt.format(*head))

@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError as ZoneInfoNotAvailableError
+from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfoNotFoundError as ZoneInfoNotAvailableError
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from convo.text import sms
-
-from convo.text import templates
+from convo.text import sms, templates
 from convo.yamlfiles import FlowError, Where, line_of, load_yaml
 
 log = logging.getLogger("convo.notify.messages")
@@ -370,8 +369,9 @@ def load_config(directory: str | Path, env=None) -> NotifyConfig:
             names.add(name)
             event = r.get("when")
             if event not in EVENTS:
+                known = ", ".join(sorted(EVENTS))
                 errors.append(FlowError(Where(file, line_of(r, "when")),
-                                        f"alert '{name}': unknown event '{event}' (known: {', '.join(sorted(EVENTS))})"))
+                                        f"alert '{name}': unknown event '{event}' (known: {known})"))
                 continue
             to = r.get("to")
             to = to if isinstance(to, list) else [to] if to is not None else []
@@ -467,7 +467,8 @@ def render_text(locales, key: str, lang: str, variables: dict) -> str:
     tpl = _compiled.get(ident)
     if tpl is None:
         with _compiled_lock:
-            tpl = _compiled.get(ident) or templates.compile_template(_env, locales.source(use, key), name=f"{use}:{key}")
+            tpl = _compiled.get(ident) or templates.compile_template(_env, locales.source(use, key),
+                                                                     name=f"{use}:{key}")
             _compiled[ident] = tpl
     return tpl.render({**variables, "lang": use}).strip()
 
@@ -531,8 +532,8 @@ def send_to_client(services, *, client_id: int, phone: str, key: str | None, var
     Idempotent on ``idempotency_key``: a second call returns the first row.
     ``quiet`` is the ``not_before`` time (quiet hours), None to send now.
     """
-    from convo.store.notify_models import ClientMessage
     from convo.notify.outbox import enqueue
+    from convo.store.notify_models import ClientMessage
 
     region = region or services.settings.default_region
     if text is None:
@@ -615,8 +616,8 @@ def alert(services, event: str, key: str | None = None, **facts) -> list:
                     phones.extend(p for p in _resolve(services, cfg, r, ctx) if p not in phones)
                 except Exception:  # noqa: BLE001 - Mifos X down: the other recipients still get it
                     log.exception("alert %s: cannot resolve recipient %r", rule.name, r)
-            from convo.notify.recipients import office_regions
             from convo.notify.outbox import enqueue
+            from convo.notify.recipients import office_regions
 
             try:                    # numbers without a country code: the office's country, as for clients
                 region = office_regions(services)(ctx.get("office_id"))
@@ -689,7 +690,8 @@ def lint(directory: str | Path, locales) -> LintReport:
                 continue
             sample = {v: SAMPLES.get(v, "X" * 12) for v in allowed}
             try:
-                body = sms.to_gsm(templates.compile_template(_env, src, name=key).render({**sample, "lang": lang}).strip())
+                tpl = templates.compile_template(_env, src, name=key)
+                body = sms.to_gsm(tpl.render({**sample, "lang": lang}).strip())
             except Exception as e:  # noqa: BLE001
                 rep.errors.append(FlowError(w, f"text '{key}' ({lang}): cannot render with sample values: {e}"))
                 continue
@@ -697,7 +699,8 @@ def lint(directory: str | Path, locales) -> LintReport:
             what = f"text '{key}' ({lang}): {info.segments} SMS segment(s), {info.chars} {info.encoding} characters"
             if info.encoding != "GSM-7":
                 bad = sorted({c for c in body if not sms.is_gsm(c)})
-                rep.warnings.append(FlowError(w, f"{what}: UCS-2 because of {' '.join(bad)} (70 per SMS instead of 160)"))
+                rep.warnings.append(FlowError(w, f"{what}: UCS-2 because of {' '.join(bad)} "
+                                                 "(70 per SMS instead of 160)"))
             if info.segments > cfg.max_segments:
                 rep.errors.append(FlowError(w, f"{what}, more than the limit of {cfg.max_segments}"))
             elif info.segments > cfg.warn_segments:

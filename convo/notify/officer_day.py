@@ -107,12 +107,18 @@ def _meetings(mifos, staff_id: int, today: dt.date) -> list[dict]:
 def run(services, *, now: dt.datetime | None = None, force: bool = False) -> Report:
     """Write today's officer SMS for every loan officer whose office's morning has come (``force``:
     whatever the time). Safe to call every minute: the outbox key sends each one once a day."""
-    from convo.notify import messages as notify
-    from convo.notify.recipients import office_regions
     from convo.mifos.client import MifosNotFound
-    from convo.mifos.notify_reads import (groups, iter_active_loans, loan_currency, loan_installments,
-                                          loan_with_schedule, staff)
+    from convo.mifos.notify_reads import (
+        groups,
+        iter_active_loans,
+        loan_currency,
+        loan_installments,
+        loan_with_schedule,
+        staff,
+    )
+    from convo.notify import messages as notify
     from convo.notify.outbox import enqueue
+    from convo.notify.recipients import office_regions
     from convo.text.phone import read_stored
 
     s = services

@@ -26,11 +26,10 @@ Example::
 """
 from __future__ import annotations
 
-import logging
-
 import datetime as dt
+import logging
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -69,9 +68,10 @@ RANK = {
 FINAL = frozenset(s for s, r in RANK.items() if r == 10)
 MAX_KEY = 200
 
-outbox = OutboxMessage.__table__
-reports = DeliveryReport.__table__
-optouts = OptOut.__table__
+# declarative models' ``__table__`` is typed as a FromClause; these are Tables (update/insert)
+outbox = cast(sa.Table, OutboxMessage.__table__)
+reports = cast(sa.Table, DeliveryReport.__table__)
+optouts = cast(sa.Table, OptOut.__table__)
 
 
 class _Tx:
@@ -81,7 +81,7 @@ class _Tx:
         self.db = db
         self.own = isinstance(db, Engine)
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Session | Connection:
         if self.own:
             self.session = Session(self.db, expire_on_commit=False)
             return self.session
@@ -362,7 +362,6 @@ def attach_unmatched_reports(conn, *, max_age: dt.timedelta = dt.timedelta(days=
     ).all()
     if not found:
         return 0
-    by_provider: dict[str, int] = {}
     rows = conn.execute(sa.select(reports).where(reports.c.id.in_([f.id for f in found])).order_by(reports.c.id)).all()
     mids = {f.id: f.mid for f in found}
     now = utcnow()

@@ -49,14 +49,16 @@ import datetime as dt
 import logging
 import os
 import socket
+from collections.abc import Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from convo.mifos.client import MifosNotFound, MifosUnavailable, parse_date, to_decimal
 from convo.notify import messages as notify
 from convo.store import lease
 from convo.store.db import utcnow
-from convo.mifos.client import MifosNotFound, MifosUnavailable, parse_date, to_decimal
 
 log = logging.getLogger("convo.notify.receipts")
 
@@ -85,7 +87,8 @@ class HookResult(dict):
 
 
 def _ids(body: dict) -> dict:
-    resp = body.get("response") if isinstance(body.get("response"), dict) else body
+    response = body.get("response")
+    resp = response if isinstance(response, dict) else body
     out = {}
     for k in ("loanId", "savingsId", "resourceId", "clientId", "officeId", "subResourceId", "transactionId"):
         v = resp.get(k)
@@ -136,14 +139,15 @@ def receive(services, *, entity: str, action: str, tenant: str, body: dict) -> H
 def _hook_lease(due: str | None = "next_attempt_at"):
     from convo.store.notify_models import FineractHook
 
-    return lease.LeaseTable(FineractHook.__table__, ready=("received", "pending"), leased="processing", due=due)
+    hooks = cast(sa.Table, FineractHook.__table__)  # typed FromClause; it is a Table
+    return lease.LeaseTable(hooks, ready=("received", "pending"), leased="processing", due=due)
 
 
 def _token() -> str:
     return lease.new_token(f"hook:{socket.gethostname()}:{os.getpid()}")
 
 
-def _claim(services, *, hook_id: int | None = None, limit: int = 1) -> list:
+def _claim(services, *, hook_id: int | None = None, limit: int = 1) -> Sequence[sa.Row[Any]]:
     """Lease hooks to build their receipt: the one ``hook_id`` (the web request), or up to ``limit`` due
     ``pending`` ones (the worker's retries)."""
     lt = _hook_lease(None if hook_id is not None else "next_attempt_at")  # a replayed hook: try it now
@@ -178,7 +182,7 @@ def process(services, hook_id: int) -> HookResult:
 def _process(services, row) -> HookResult:
     try:
         result = _receipt(services, row)
-    except (MifosNotFound,) as e:
+    except MifosNotFound as e:
         _finish(services, row, "ignored", f"not in Mifos X (rolled back?): {e}")
         return HookResult(status="ignored", detail="transaction not found in Mifos X", key=row.key)
     except MifosUnavailable as e:
@@ -204,6 +208,8 @@ def _receipt(services, row) -> HookResult:
     mifos = services.mifos
     if entity == "LOAN":
         loan_id = ids.get("loanId") or ids.get("resourceId")
+        if loan_id is None:                              # a LOAN hook naming only a savings account
+            return HookResult(status="ignored", detail="no loanId in the hook body")
         loan = reads.loan(mifos, int(loan_id), transactions=action == "DISBURSE")
         currency = reads.loan_currency(loan)
         account_no = str(loan.get("accountNo", loan_id))
@@ -219,6 +225,8 @@ def _receipt(services, row) -> HookResult:
             tx_id = tx["id"]
         else:
             tx_id = ids.get("resourceId") or ids.get("transactionId")
+            if tx_id is None:
+                return HookResult(status="ignored", detail="no transaction id in the hook body")
             tx = reads.loan_transaction(mifos, loan_id, tx_id)
             if tx.get("manuallyReversed") or tx.get("reversed"):
                 return HookResult(status="ignored", detail="the transaction was reversed")
@@ -231,6 +239,10 @@ def _receipt(services, row) -> HookResult:
     else:
         sid = ids.get("savingsId")
         tx_id = ids.get("resourceId") or ids.get("transactionId")
+        if sid is None:                                  # a SAVINGSACCOUNT hook naming only a loan
+            return HookResult(status="ignored", detail="no savingsId in the hook body")
+        if tx_id is None:
+            return HookResult(status="ignored", detail="no transaction id in the hook body")
         tx = reads.savings_transaction(mifos, sid, tx_id)
         if tx.get("reversed"):
             return HookResult(status="ignored", detail="the transaction was reversed")
@@ -239,7 +251,9 @@ def _receipt(services, row) -> HookResult:
         acc = reads.savings_account(mifos, sid)          # its clientId: the owner, not the hook's word
         from convo.mifos.client import Currency
 
-        currency = Currency.from_fineract(tx.get("currency") or (acc or {}).get("currency"))
+        # as reads.loan_currency: no currency anywhere is a receipt without a code, not a retry forever
+        currency = Currency.from_fineract(tx.get("currency") or (acc or {}).get("currency")
+                                          or {"code": "", "decimalPlaces": 2})
         account_no = str(tx.get("accountNo") or (acc or {}).get("accountNo") or sid)
         balance = to_decimal(tx["runningBalance"]) if tx.get("runningBalance") is not None else \
             to_decimal(((acc or {}).get("summary") or {}).get("accountBalance"))

@@ -1,4 +1,5 @@
-"""Payment and meeting reminders (``convo remind``, and on a schedule inside ``convo worker``: :mod:`convo.jobs.schedule`).
+"""Payment and meeting reminders (``convo remind``, and on a schedule inside ``convo worker``:
+:mod:`convo.jobs.schedule`).
 
 Selection (see :func:`find_payment_reminders`): Fineract's own report of the
 unpaid installments of active loans due on a given day ("Expected Payments By
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("convo.notify.reminders")
 
-__all__ = ["Outgoing", "Reminder", "RunReport", "keyword_for", "find_meeting_reminders", "find_payment_reminders", "run"]
+__all__ = ["Outgoing", "Reminder", "RunReport", "keyword_for", "find_meeting_reminders", "find_payment_reminders",
+           "run"]
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,8 @@ def find_payment_reminders(services, *, on: dt.date | None = None, now: dt.datet
             "office_id": loan.get("clientOfficeId") or office_ids.get(r.office),
             "loan_officer_id": loan.get("loanOfficerId"), "loan_id": loan["id"],
             "account_no": str(loan.get("accountNo") or account), "product": loan.get("loanProductName") or r.product,
-            "amount_overdue": r.loan_overdue, "currency": {"code": currency.code, "decimal_places": currency.decimal_places},
+            "amount_overdue": r.loan_overdue,
+            "currency": {"code": currency.code, "decimal_places": currency.decimal_places},
             "days_overdue": (today - oldest).days, "oldest_due_date": oldest}))
     return found
 
@@ -193,7 +196,6 @@ def find_meeting_reminders(services, *, on: dt.date | None = None, now: dt.datet
                            cfg=None) -> list[Reminder]:
     """Members of active groups whose (group's or center's) meeting is ``meeting_days_before`` days away."""
     from convo.mifos import notify_reads as reads
-
     from convo.mifos.client import meeting_from_group
 
     cfg = cfg or notify.config_for(services)
@@ -225,8 +227,7 @@ def find_meeting_reminders(services, *, on: dt.date | None = None, now: dt.datet
 
 def _deliver(services, cfg, reminders: list[Reminder], now: dt.datetime, rep: RunReport, dry_run: bool) -> None:
     from convo.mifos.notify_reads import client_contact, client_contacts
-    from convo.notify.recipients import office_regions
-    from convo.notify.recipients import NoRecipient, client_phone
+    from convo.notify.recipients import NoRecipient, client_phone, office_regions
 
     regions = office_regions(services)
     default_tz = getattr(services.settings, "timezone", "Africa/Nairobi")

@@ -61,13 +61,13 @@ class LeaseTable:
     def claimable(self, now: dt.datetime) -> sa.ColumnElement[bool]:
         """Ready and due, or leased with a lease that ran out."""
         c = self.col
-        ready = c(self.status).in_(self.ready)
+        ready: sa.ColumnElement[bool] = c(self.status).in_(self.ready)
         if self.due is not None:
             ready = sa.and_(ready, c(self.due) <= now)
         return sa.or_(ready, sa.and_(c(self.status) == self.leased, c(self.until) < now))
 
-    def held_by(self, token: str) -> sa.ColumnElement[bool]:
-        """Still leased, and by ``token``."""
+    def held_by(self, token: str | sa.BindParameter[str]) -> sa.ColumnElement[bool]:
+        """Still leased, and by ``token`` (a value, or a bind parameter of a statement built once)."""
         return sa.and_(self.col(self.owner) == token, self.col(self.status) == self.leased)
 
 
@@ -79,7 +79,7 @@ def new_token(name: str) -> str:
 def claim(conn: Connection, lt: LeaseTable, *, token: str, now: dt.datetime, lease: dt.timedelta, limit: int,
           where: sa.ColumnElement[bool] | None = None, values: Mapping[str, Any] | None = None,
           returning: Iterable[sa.ColumnElement] | None = None,
-          order_by: Sequence[sa.ColumnElement] | None = None) -> list:
+          order_by: Sequence[sa.ColumnElement] | None = None) -> Sequence[sa.Row[Any]]:
     """Lease up to ``limit`` claimable rows (optionally also matching ``where``) to ``token``; the rows.
 
     ``values`` are set on the claimed rows too (column name -> value or SQL expression; an expression sees
@@ -128,7 +128,8 @@ class _Params:
 
 def finish_rows(conn: Connection, lt: LeaseTable, token: str, rows: Sequence[Mapping[str, Any]], *,
                 values: Callable[[Any], Mapping[str, Any]] | None = None,
-                returning: tuple[sa.ColumnElement, ...] = (), params: Mapping[str, Any] | None = None) -> list:
+                returning: tuple[sa.ColumnElement, ...] = (),
+                params: Mapping[str, Any] | None = None) -> Sequence[sa.Row[Any]]:
     """Finish many held rows, each with its own values; returns ``(id, *returning)`` of the rows finished.
 
     ``rows``: dicts of ``id`` and column name -> value (every dict the same keys). ``values(v)`` may
@@ -168,8 +169,8 @@ def _rows_statement(lt: LeaseTable, names: tuple[str, ...], pg: bool, values, re
         sets = values(v) if values else {k: v.c[k] for k in names}
         return (sa.update(lt.table).where(c(lt.id) == v.c[lt.id], held)
                 .values({**sets, lt.owner: None, lt.until: None}).returning(c(lt.id), *returning))
-    v = _Params({k: c(k).type for k in names})
-    sets = values(v) if values else {k: v.c[k] for k in names}
+    bound = _Params({k: c(k).type for k in names})
+    sets = values(bound) if values else {k: bound.c[k] for k in names}
     return (sa.update(lt.table).where(c(lt.id) == sa.bindparam("_id"), held)
             .values({**sets, lt.owner: None, lt.until: None}))
 

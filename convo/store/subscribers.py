@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from convo.store.db import AuditEvent, Subscriber, SubscriberPin, utcnow
 from convo.security import PinHasher
+from convo.store.db import AuditEvent, Subscriber, SubscriberPin, utcnow
 
 log = logging.getLogger(__name__)
 

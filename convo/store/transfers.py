@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -50,7 +51,8 @@ class TransferRequest(Base):
     __table_args__ = (sa.Index("ix_transfer_requests_due", "status", "next_attempt_at"),)
 
 
-table = TransferRequest.__table__
+# a declarative model's ``__table__`` is typed as a FromClause; this is a Table (insert/update)
+table = cast(sa.Table, TransferRequest.__table__)
 
 
 def request_transfer(db, *, idempotency_key: str, phone: str, lang: str, client_id: int, office_id: int | None,
@@ -62,11 +64,16 @@ def request_transfer(db, *, idempotency_key: str, phone: str, lang: str, client_
                   currency=currency, loan_label=loan_label[:120], status="pending", attempts=0,
                   next_attempt_at=now, created_at=now, updated_at=now)
     with db.begin() as conn:
+        stmt: sa.Insert
         if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt = pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
         else:
-            from sqlalchemy.dialects.sqlite import insert
-        conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]))
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        conn.execute(stmt)
         return conn.execute(sa.select(table.c.id).where(table.c.idempotency_key == idempotency_key)).scalar_one()
 
 

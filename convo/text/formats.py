@@ -7,7 +7,6 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-
 from convo.text.sms import to_gsm
 
 # ISO 4217 minor units differing from 2, for currencies given as a bare code.
@@ -89,7 +88,7 @@ def format_money(value: Any, currency: Any = None, lang: str | None = "en") -> s
     negative = q < 0
     digits = f"{abs(q):f}"
     whole, _, frac = digits.partition(".")
-    groups = []
+    groups: list[str] = []
     while len(whole) > 3:
         groups.insert(0, whole[-3:])
         whole = whole[:-3]

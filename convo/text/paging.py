@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import deque
 
 
-
 def usable_screen(prefix: str = "CON ", limit: int = 160) -> int:
     """Characters left for the body of a USSD screen after ``prefix``."""
     return limit - len(prefix)

@@ -140,7 +140,7 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 def is_language_code(name: str) -> bool:
     """``en``, ``sw``, ``fr-CI``, ``pt_BR``, ``kik`` yes; ``english``, ``xx``, ``EN`` no."""
     m = _LANG_RE.match(name)
-    return bool(m) and (len(m.group(1)) == 3 or m.group(1) in _ISO639_1)
+    return m is not None and (len(m.group(1)) == 3 or m.group(1) in _ISO639_1)
 
 
 def _parse_locale(path: Path, data: bytes) -> dict[str, tuple[str, int]]:

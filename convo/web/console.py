@@ -258,8 +258,8 @@ def _shared_with(e164: str | None, client_id: int | None, regions) -> list[int]:
 
 def find(who: dict, query: str) -> tuple[list[dict], str | None]:
     """Clients matching ``query`` that the user may see: (rows, note)."""
-    from convo.notify.recipients import office_regions
     from convo.mifos.client import MifosNotFound
+    from convo.notify.recipients import office_regions
     from convo.text.phone import InvalidPhone, normalize, read_stored
 
     s = services()
@@ -331,7 +331,7 @@ def home():
 
 # --------------------------------------------------------------------------- the client page
 def _gsm_tables() -> dict:
-    from convo.text.sms import GSM_SEPTETS, GSM_REPLACEMENTS
+    from convo.text.sms import GSM_REPLACEMENTS, GSM_SEPTETS
 
     return {"basic": "".join(c for c, v in GSM_SEPTETS.items() if v == 1),
             "ext": "".join(c for c, v in GSM_SEPTETS.items() if v == 2),
@@ -417,11 +417,10 @@ def _client(client_id: int) -> dict | None:
 
 @console.get("/clients/<int:client_id>")
 def client_page(client_id: int):
-    from convo.notify import messages as notify
-    from convo.store import subscribers
-    from convo.notify.recipients import office_regions
     from convo.mifos.client import MifosError
-    from convo.notify.recipients import NoRecipient, client_phone
+    from convo.notify import messages as notify
+    from convo.notify.recipients import NoRecipient, client_phone, office_regions
+    from convo.store import subscribers
 
     who, bounce = _signed_in_or_redirect()
     if bounce:
@@ -508,8 +507,8 @@ def _acting_on(client_id: int, perm: str, audit_as: str, doing: str, form_check=
 @console.post("/clients/<int:client_id>/pin")
 def client_pin(client_id: int):
     """Reset the client's PIN (and unlock the phone) or only unlock it: confirmed, audited, permission-checked."""
-    from convo.store import subscribers
     from convo.notify.recipients import NoRecipient, client_phone
+    from convo.store import subscribers
 
     who, body, refused = _acting_on(client_id, "pin", "pin.reset", "reset PINs",
                                     lambda: _form_problem(client_id))

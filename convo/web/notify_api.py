@@ -79,9 +79,9 @@ def _message_rows(client_id: int, limit: int = 100) -> list[dict]:
 
 def send_staff_message(client_id: int, user: str, body: object) -> tuple[dict, int]:
     """Validate a staff message, look the client up in Mifos X and enqueue it."""
-    from convo.notify import messages as notify
     from convo.mifos.client import MifosError, MifosNotFound, MifosUnavailable
     from convo.mifos.notify_reads import client_contact
+    from convo.notify import messages as notify
     from convo.notify.recipients import NoRecipient, client_phone
 
     s = services()

@@ -261,8 +261,8 @@ class Sandbox:
 
     def __init__(self, flows_dir: Path):
         from convo.config import Settings
-        from convo.store.db import upgrade
         from convo.services import build_services
+        from convo.store.db import upgrade
 
         self.tmp = tempfile.mkdtemp(prefix="convo-studio-")
         live = services().settings
@@ -403,8 +403,8 @@ def flow_page(name: str):
 
 
 def _flow_page(name: str, token: str | None):
-    from convo.dialog import stats
     from convo.devkit.fineract_seed import DEMO_PHONES
+    from convo.dialog import stats
 
     who, refused = _who()
     if refused:
@@ -438,7 +438,8 @@ def _flow_page(name: str, token: str | None):
         (lambda f: url_for("studio.flow_page", name=f))
     drawn = svg(cf, counts, marks, base)
     return _render("studio_flow.html", who, flow=cf, drawn=drawn, issues=mine, token=token, preview=preview,
-                   funnel=funnel, days=days, version=fs.version, versions=versions, counted=counted, languages=list(fs.languages),
+                   funnel=funnel, days=days, version=fs.version, versions=versions, counted=counted,
+                   languages=list(fs.languages),
                    phones=DEMO_PHONES, demo_pin=DEMO_PIN, starts=_starts(fs).get(name, []),
                    keyword=_keyword(fs, name), kinds=KIND_NAMES)
 

@@ -399,6 +399,26 @@ def test_no_receipt_for_failed_reversed_or_unknown_transactions(stack):
 
 
 @pytest.mark.postgres
+def test_a_hook_without_the_ids_its_receipt_needs_is_ignored_not_retried(stack):
+    gw, fake, services = stack
+    # a loan repayment naming only a savings account, a deposit naming only a loan, and one without a transaction
+    loan_as_savings = hook(gw, "LOAN", "REPAYMENT", {"clientId": 1, "savingsId": 42, "transactionId": 4202})
+    assert loan_as_savings.json()["status"] == "ignored"
+    assert loan_as_savings.json()["detail"] == "no loanId in the hook body"
+    savings_as_loan = hook(gw, "SAVINGSACCOUNT", "DEPOSIT", {"clientId": 1, "loanId": 29, "transactionId": 4202})
+    assert savings_as_loan.json() == {"status": "ignored", "detail": "no savingsId in the hook body",
+                                      "key": "default:SAVINGSACCOUNT:DEPOSIT:29:4202"}
+    no_tx = hook(gw, "SAVINGSACCOUNT", "DEPOSIT", {"clientId": 1, "savingsId": 42})
+    assert no_tx.json()["detail"] == "no transaction id in the hook body"
+    keys = [r.json()["key"] for r in (loan_as_savings, savings_as_loan, no_tx)]
+    with services.db.connect() as c:
+        states = c.execute(sa.text("SELECT status FROM fineract_hooks WHERE key = ANY(:keys)"),
+                           {"keys": keys}).scalars().all()
+    assert states == ["ignored"] * 3                              # none left pending for the worker to retry
+    assert outbox_rows(services, "receipt") == []
+
+
+@pytest.mark.postgres
 def test_repayment_receipt_reaches_an_opted_out_client_and_waits_out_a_mifos_outage(stack):
     gw, fake, services = stack
     from convo.notify.receipts import retry_pending_hooks

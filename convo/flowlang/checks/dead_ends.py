@@ -24,4 +24,5 @@ def dead_ends(spec: FlowSpec, specs: dict[str, FlowSpec], errors: list[FlowError
     seen = reached(spec)
     for n in states:
         if n not in good and n in seen:
-            errors.append(FlowError(spec.where(n), f"dead end: no path from state '{n}' ever reaches an 'end:' or 'return:'"))
+            errors.append(FlowError(spec.where(n),
+                                    f"dead end: no path from state '{n}' ever reaches an 'end:' or 'return:'"))

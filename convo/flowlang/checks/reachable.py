@@ -29,4 +29,5 @@ def unreachable_states(spec: FlowSpec, specs: dict[str, FlowSpec], errors: list[
     seen = reached(spec)
     for n in spec.states:
         if n not in seen:
-            errors.append(FlowError(spec.where(n), f"state '{n}' cannot be reached from the start state '{spec.start}'"))
+            errors.append(FlowError(spec.where(n),
+                                    f"state '{n}' cannot be reached from the start state '{spec.start}'"))

@@ -14,7 +14,9 @@ log = logging.getLogger("convo.flowlang.compiler")
 
 def channel_roots(channels: dict, keywords: KeywordTable) -> set[str]:
     """Flows a channel starts afresh (USSD codes, SMS keywords, the SMS fallback)."""
-    ussd = channels.get("ussd") if isinstance(channels.get("ussd"), dict) else {}
+    ussd = channels.get("ussd")
+    if not isinstance(ussd, dict):
+        ussd = {}
     roots = {ussd.get("start")} | set((ussd.get("codes") or {}).values() if isinstance(ussd.get("codes"), dict) else ())
     roots |= {kw.flow for kw in keywords.words.values()}
     if keywords.otherwise:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import re
 
+from convo.actions.shapes import Leaf
 from convo.flowlang.kinds import Kind, register
 from convo.flowlang.spec import NAME_RE, VALIDATORS
 from convo.flowlang.validators import validate
-from convo.actions.shapes import Leaf
 
 #: the validators' own keys, kept in ``st.validate`` beside ``type``
 VALIDATOR_KEYS = ("min", "max", "min_length", "max_length", "pattern", "choices")

@@ -1,8 +1,8 @@
 """``do:``: run an action (:mod:`convo.actions`) with ``with:`` parameters and go on by its outcome (``on:``)."""
 from __future__ import annotations
 
-from convo.flowlang.kinds import FlowRuntimeError, Kind, register
 from convo.actions.shapes import ANY
+from convo.flowlang.kinds import FlowRuntimeError, Kind, register
 from convo.flowlang.varcheck import OPEN
 
 #: actions that read a client's data from Mifos X: every call is written to the audit log

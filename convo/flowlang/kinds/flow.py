@@ -1,8 +1,8 @@
 """``flow:``: call another flow (a sub-flow) with ``with:`` variables; go on by what it ``return:``s (``on:``)."""
 from __future__ import annotations
 
-from convo.flowlang.kinds import Kind, register
 from convo.actions.shapes import shape_of_value
+from convo.flowlang.kinds import Kind, register
 
 
 @register
@@ -27,8 +27,8 @@ class Flow(Kind):
             for o in outs - set(st.on):
                 b.err(st, f"outcome '{o}' of flow '{st.subflow}' has no next state in 'on:'")
             for o in set(st.on) - outs:
-                b.err(st, f"flow '{st.subflow}' never returns '{o}' (it returns: {', '.join(sorted(outs)) or 'nothing'})",
-                      st.on_lines.get(o))
+                returns = ", ".join(sorted(outs)) or "nothing"
+                b.err(st, f"flow '{st.subflow}' never returns '{o}' (it returns: {returns})", st.on_lines.get(o))
         for o, target in st.on.items():
             b.transition(o, st.name, target)
 

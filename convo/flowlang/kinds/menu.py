@@ -2,9 +2,9 @@
 (``choose:``); the caller answers with a number."""
 from __future__ import annotations
 
+from convo.actions.shapes import ANY, Seq
 from convo.flowlang.kinds import Kind, register
 from convo.flowlang.spec import Choose, Option, is_text, line_of
-from convo.actions.shapes import ANY, Seq
 
 
 def menu_number(raw: str) -> int:
@@ -43,7 +43,8 @@ class Menu(Kind):
             else:
                 for i, o in enumerate(opts):
                     oline = opts.item_lines[i] if hasattr(opts, "item_lines") else line
-                    if not isinstance(o, dict) or set(o) - {"label", "next", "when"} or "label" not in o or "next" not in o:
+                    if (not isinstance(o, dict) or set(o) - {"label", "next", "when"}
+                            or "label" not in o or "next" not in o):
                         p.error(oline, f"option {i + 1} needs 'label:' and 'next:' (and optionally 'when:')")
                         continue
                     if not is_text(o["label"]) or not isinstance(o["next"], str):

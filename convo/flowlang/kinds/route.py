@@ -25,12 +25,14 @@ class Route(Kind):
             return
         for i, c in enumerate(clauses):
             cline = clauses.item_lines[i]
-            if isinstance(c, dict) and set(c) == {"if", "next"} and isinstance(c["if"], str) and isinstance(c["next"], str):
+            if (isinstance(c, dict) and set(c) == {"if", "next"}
+                    and isinstance(c["if"], str) and isinstance(c["next"], str)):
                 st.routes.append(Clause(c["if"], c["next"], cline))
             elif isinstance(c, dict) and set(c) == {"else"} and isinstance(c["else"], str):
                 st.routes.append(Clause(None, c["else"], cline))
             else:
-                p.error(cline, f"route clause {i + 1} must be 'if: <condition>' with 'next: <state>', or 'else: <state>'")
+                p.error(cline,
+                        f"route clause {i + 1} must be 'if: <condition>' with 'next: <state>', or 'else: <state>'")
         if st.routes and st.routes[-1].when is not None:
             p.error(p.line_of("route"), "a route must end with an 'else:' clause")
         if any(c.when is None for c in st.routes[:-1]):
