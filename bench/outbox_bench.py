@@ -56,8 +56,8 @@ class NullRecordingSender:
 
 
 def _worker(url, gateway, at_url, batch, concurrency, go, out, name):
-    from convo.store.db import make_engine
     from convo.jobs.worker import Worker
+    from convo.store.db import make_engine
     from gateways.africastalking import AfricasTalkingSender
 
     engine = make_engine(url, pool_size=2, max_overflow=concurrency + 2)
@@ -91,8 +91,8 @@ def run_once(n_messages: int, n_workers: int, gateway: str, at_url: str | None, 
     import sqlalchemy as sa
     from sqlalchemy.orm import Session
 
-    from convo.store.db import make_engine, upgrade
     from convo.notify.outbox import enqueue
+    from convo.store.db import make_engine, upgrade
 
     admin, schema, url = _fresh_schema()
     try:

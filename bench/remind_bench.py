@@ -111,11 +111,11 @@ def main() -> None:
 
     import tempfile
 
-    from convo.notify import reminders
     from convo.config import Settings
-    from convo.store.db import upgrade
     from convo.mifos.notify_reads import client_contacts
+    from convo.notify import reminders
     from convo.services import build_services
+    from convo.store.db import upgrade
 
     db = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     upgrade(db)

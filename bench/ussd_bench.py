@@ -45,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from convo.cli import SERVE_THREADS  # noqa: E402  (the shipped `convo serve --threads`)
+
 BENCH = REPO / "bench"
 LUA = BENCH / "ussd.lua"
 USSD_PATH = "/gateways/africastalking/ussd"

@@ -20,8 +20,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Mapping, Sequence
 
-from gateways.base import (BadCallback, DeliveryUpdate, Gateway, InboundSms, OptOutUpdate, OutgoingSms, SendResult,
-                           UssdEvent, UssdRequest)
+from gateways.base import (
+    BadCallback,
+    DeliveryUpdate,
+    Gateway,
+    InboundSms,
+    OptOutUpdate,
+    OutgoingSms,
+    SendResult,
+    UssdEvent,
+    UssdRequest,
+)
 
 __all__ = [
     "AT_DELIVERY_STATUS",

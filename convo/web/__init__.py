@@ -14,7 +14,8 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, Request, Response, current_app, request
-from werkzeug.exceptions import BadRequest as HTTPBadRequest, NotFound
+from werkzeug.exceptions import BadRequest as HTTPBadRequest
+from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter
 
 from convo.config import Settings, load_dotenv_if_present
@@ -271,10 +272,9 @@ def create_app(settings: Settings | None = None, svc: Services | None = None, *,
     app.after_request(_console_headers)
 
     from convo.notify.routing import routes_from_settings
+    from convo.web import staff
     from convo.web.gateways import blueprint as gateways_blueprint
     from convo.web.ops import bp as ops_bp
-
-    from convo.web import staff
 
     app.before_request(_protect_callbacks)
     staff.install(app)
@@ -285,7 +285,7 @@ def create_app(settings: Settings | None = None, svc: Services | None = None, *,
     from convo.web import notify_api
 
     notify_api.install(app)                        # /api/clients/<id>/messages, /console, /hooks/fineract
-    from convo.web.studio import studio            # /console/flows: diagrams, browser phone, lint, drop-offs
+    from convo.web.studio import studio  # /console/flows: diagrams, browser phone, lint, drop-offs
     app.register_blueprint(studio)
 
     @app.errorhandler(BadRequest)

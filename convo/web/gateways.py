@@ -24,8 +24,17 @@ from convo import metrics
 from convo.dialog.engine import Inbound
 from convo.security import redact_ussd_text
 from convo.web import plain, services
-from gateways.base import (BadCallback, DeliveryUpdate, Gateway, InboundSms, OptOutUpdate, Unauthorized, UssdEvent,
-                           UssdRequest, WebRequest)
+from gateways.base import (
+    BadCallback,
+    DeliveryUpdate,
+    Gateway,
+    InboundSms,
+    OptOutUpdate,
+    Unauthorized,
+    UssdEvent,
+    UssdRequest,
+    WebRequest,
+)
 
 log = logging.getLogger(__name__)
 _USSD_SECONDS = metrics.HOP_SECONDS.labels("ussd")

@@ -13,7 +13,9 @@ import logging
 from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from convo import metrics
 

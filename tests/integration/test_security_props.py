@@ -7,7 +7,9 @@ import itertools
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from convo.dialog.engine import Inbound
 from convo.dialog.sessions import decode_session
@@ -25,7 +27,6 @@ def app(_redis_db, tmp_path_factory):
     import redis
 
     from convo.cli import sim_settings
-
     from convo.devkit.fineract_sim import start_simulator
     from convo.store.db import upgrade
     from convo.web import create_app
