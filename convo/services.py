@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import redis as redis_lib
+
 from convo.config import Settings
 from convo.dialog.sessions import SessionStore, make_redis
 from convo.flowlang.compiler import FlowLibrary
@@ -13,7 +15,7 @@ from convo.mifos.cache import Cache
 @dataclass
 class Services:
     settings: Settings
-    redis: object
+    redis: redis_lib.Redis
     sessions: SessionStore
     flows: FlowLibrary
     cache: Cache

@@ -18,7 +18,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Mapping, Sequence
+from typing import Iterable, Literal, Mapping, Sequence, overload
 
 from gateways.base import (
     BadCallback,
@@ -55,7 +55,7 @@ GATEWAY = "africastalking"
 # =========================================================================== outbound SMS
 
 #: AT per-recipient ``statusCode`` → (name, outcome). See :func:`classify_status_code`.
-AT_STATUS_CODES: dict[int, tuple[str, str]] = {
+AT_STATUS_CODES: dict[int, tuple[str, Literal["sent", "retry", "failed"]]] = {
     100: ("Processed", "sent"),
     101: ("Sent", "sent"),
     102: ("Queued", "sent"),
@@ -74,7 +74,12 @@ AT_STATUS_CODES: dict[int, tuple[str, str]] = {
 _CODE_BY_NAME = {name.lower(): code for code, (name, _) in AT_STATUS_CODES.items()}
 
 
-def classify_status_code(code: int) -> str:
+def _status_name(code: int | None) -> str:
+    """The name of an AT ``statusCode`` ("InvalidPhoneNumber"), "?" when it is unknown."""
+    return AT_STATUS_CODES[code][0] if code in AT_STATUS_CODES else "?"
+
+
+def classify_status_code(code: int) -> Literal["sent", "retry", "failed"]:
     """Map an AT per-recipient ``statusCode`` to ``sent`` / ``retry`` / ``failed``.
 
     ====  =====================  =======  ==============================================
@@ -155,7 +160,8 @@ class AfricasTalkingSender:
             # (Service._make_url); setting them here leaves the library untouched.
             self.service._baseUrl = base
             self.service._contentUrl = base
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="at-send") if self.concurrency > 1 else None
+        self._pool = (ThreadPoolExecutor(self.concurrency, thread_name_prefix="at-send") if self.concurrency > 1
+                      else None)
 
     @classmethod
     def from_settings(cls, settings) -> "AfricasTalkingSender":
@@ -203,6 +209,7 @@ class AfricasTalkingSender:
         def run(idx: list[int]):
             return idx, self._call([messages[i] for i in idx], deadline)
 
+        done: Iterable[tuple[list[int], list[SendResult]]]
         if self._pool is None or len(calls) <= 1:
             done = map(run, calls)
         else:
@@ -250,21 +257,21 @@ def _parse_send_response(resp, batch: list[OutgoingSms]) -> list[SendResult]:
         if r is None:
             # Whole request refused (e.g. Message "InvalidSenderId", Recipients []).
             code = _CODE_BY_NAME.get(message.strip().lower())
-            outcome = classify_status_code(code) if code else "retry"
+            outcome: Literal["sent", "retry", "failed"] = classify_status_code(code) if code else "retry"
             if outcome == "sent":
                 outcome = "retry"
             out.append(SendResult(outcome, status_code=code, error=f"no result for recipient: {message[:200]}"))
             continue
         try:
-            code = int(r.get("statusCode"))
-        except (TypeError, ValueError):
+            code = int(r["statusCode"])
+        except (KeyError, TypeError, ValueError):
             code = None
         status_word = str(r.get("status") or "")
         outcome = classify_status_code(code) if code is not None else "retry"
         pid = r.get("messageId")
         pid = None if pid in (None, "", "None") else str(pid)
         try:
-            parts = int(r.get("messageParts")) if r.get("messageParts") is not None else None
+            parts = int(r["messageParts"]) if r.get("messageParts") is not None else None
         except (TypeError, ValueError):
             parts = None
         cost = r.get("cost")
@@ -276,7 +283,7 @@ def _parse_send_response(resp, batch: list[OutgoingSms]) -> list[SendResult]:
                 parts=parts,
                 status_code=code,
                 provider_status=status_word or None,
-                error=None if outcome == "sent" else f"{code} {status_word or AT_STATUS_CODES.get(code, ('?',))[0]}",
+                error=None if outcome == "sent" else f"{code} {status_word or _status_name(code)}",
             )
         )
     return out
@@ -297,6 +304,10 @@ AT_DELIVERY_STATUS: dict[str, str] = {
 }
 
 
+@overload
+def _field(form: Mapping, name: str, *, required: Literal[True], max_len: int = 100) -> str: ...
+@overload
+def _field(form: Mapping, name: str, *, required: bool = False, max_len: int = 100) -> str | None: ...
 def _field(form: Mapping, name: str, *, required: bool = False, max_len: int = 100) -> str | None:
     value = form.get(name)
     if isinstance(value, (list, tuple)):
@@ -327,11 +338,12 @@ def parse_delivery_report(form: Mapping) -> DeliveryUpdate:
     """
     pid = _field(form, "id", required=True)
     word = _field(form, "status", required=True, max_len=40)
-    retry = _field(form, "retryCount", max_len=10)
-    if retry is not None:
-        if not (retry.isascii() and retry.isdigit()):         # "²".isdigit() is True, int("²") fails
-            raise BadCallback(f"retryCount must be a whole number, not {retry!r}")
-        retry = int(retry)
+    retry_text = _field(form, "retryCount", max_len=10)
+    retry: int | None = None
+    if retry_text is not None:
+        if not (retry_text.isascii() and retry_text.isdigit()):         # "²".isdigit() is True, int("²") fails
+            raise BadCallback(f"retryCount must be a whole number, not {retry_text!r}")
+        retry = int(retry_text)
     raw = {str(k)[:MAX_RAW_KEY]: str(v[0] if isinstance(v, (list, tuple)) and v else v)[:MAX_RAW_VALUE]
            for k, v in list(dict(form).items())[:MAX_RAW_FIELDS]}
     return DeliveryUpdate(
@@ -384,6 +396,10 @@ _NETWORK_RE = re.compile(r"^[0-9]{0,10}$")
 EVENT_STATUSES = {"Success", "Incomplete", "Failed"}
 
 
+@overload
+def _get(form: Mapping, name: str, required: Literal[True] = True) -> str: ...
+@overload
+def _get(form: Mapping, name: str, required: bool) -> str | None: ...
 def _get(form: Mapping, name: str, required: bool = True) -> str | None:
     value = form.get(name)
     if value is None:

@@ -2,9 +2,10 @@
 
 Per hop :class:`Engine` takes the conversation's lock and state from Redis (one round trip), applies
 the rate limits, opens or resumes the conversation, runs one pure :func:`convo.dialog.engine.step`,
-queues the step's audit rows, and saves the new state with the reply (one more round trip, which also
-while the drop-off statistics are counted in the process and written each second, :mod:`convo.dialog.stats`), all within the hop's time budget. What differs by
-channel (session key, TTL, input, paging) is in :mod:`convo.dialog.channels`.
+queues the step's audit rows, and saves the new state with the reply (one more round trip), all within
+the hop's time budget; the drop-off statistics are counted in the process and written each second
+(:mod:`convo.dialog.stats`). What differs by channel (session key, TTL, input, paging) is in
+:mod:`convo.dialog.channels`.
 """
 from __future__ import annotations
 

@@ -20,12 +20,17 @@ import logging
 import os
 import time
 import uuid
+from typing import Callable, cast
 
 import redis as redis_lib
 from redis.exceptions import NoScriptError
 
+pack_command: Callable[[tuple], bytes] | None
 try:
-    from hiredis import pack_command
+    # hiredis's stub types the command as a 1-tuple; any tuple of str/int/bytes is what it packs
+    from hiredis import pack_command as _hiredis_pack
+
+    pack_command = cast(Callable[[tuple], bytes], _hiredis_pack)
 except ImportError:                                 # hiredis is a dependency; without it, redis-py's client
     pack_command = None
 

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+from typing import Mapping, cast
 
 from flask import Blueprint, Response, current_app, request
 from redis.exceptions import RedisError
@@ -59,7 +60,7 @@ def blueprint(gateways: dict[str, Gateway]) -> Blueprint:
     bp.register_error_handler(BadCallback, _bad_callback)
     bp.register_error_handler(Unauthorized, _unauthorized)
     for name, gw in gateways.items():
-        for event, handler in gw.inbound().items():
+        for event in gw.inbound():
             methods = list(getattr(gw, "methods", lambda e: ("POST",))(event))
             bp.add_url_rule(f"/{name}/{event}", endpoint_name(gw, event),
                             _view(name, event), methods=methods)
@@ -90,8 +91,9 @@ def web_request(settings) -> WebRequest:
         url = settings.public_url.rstrip("/") + request.path + (f"?{qs}" if qs else "")
     else:
         url = request.url
-    return WebRequest(url=url, body=body, form=form, args=request.args, headers=request.headers,
-                      method=request.method, region=settings.default_region, remote_addr=request.remote_addr)
+    return WebRequest(url=url, body=body, form=form, args=request.args,
+                      headers=cast(Mapping[str, str], request.headers), method=request.method,
+                      region=settings.default_region, remote_addr=request.remote_addr)
 
 
 def _view(name: str, event: str):
