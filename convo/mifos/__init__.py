@@ -1,4 +1,5 @@
-"""Mifos X / Apache Fineract: the REST client (``client``) and a simulator (``sim``)."""
+"""Mifos X / Apache Fineract: the REST client (``client``), its cache and keys, the reads beyond it
+(``notify_reads``); the simulator is in :mod:`convo.devkit`."""
 from convo.mifos.client import (
     Account,
     ClientRef,

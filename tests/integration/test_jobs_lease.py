@@ -41,11 +41,24 @@ JOBS = lease.LeaseTable(jobs, ready=("todo",), leased="working", due="due_at", o
                         status="state")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+def engine_for(kind: str, request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.db'}" if kind == "sqlite" else request.getfixturevalue("pg_url")
     engine = make_engine(url)
     meta.create_all(engine)
+    return engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    engine = engine_for(request.param, request, tmp_path)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_db(request, tmp_path):
+    """PostgreSQL only: SQLite has one writer, so a second claim waits for the first (the same guarantee)."""
+    engine = engine_for("postgresql", request, tmp_path)
     yield engine
     engine.dispose()
 
@@ -108,9 +121,8 @@ def test_workers_claiming_at_once_never_hold_one_row(db):
         assert sorted(taken) == ids
 
 
-def test_a_claim_not_yet_committed_hides_its_rows_from_the_next_worker(db):
-    if db.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer: the second claim waits for the first (the same guarantee)")
+def test_a_claim_not_yet_committed_hides_its_rows_from_the_next_worker(pg_db):
+    db = pg_db
     ids = add_jobs(db, 4)
     with db.begin() as slow:                            # anna's claim, still open
         anna = lease.claim(slow, JOBS, token="anna", now=T0, lease=MINUTE, limit=2)
