@@ -90,11 +90,25 @@ def is_static(source: str) -> bool:
 def compile_template(env: jinja2.Environment, source: str, *, name: str) -> jinja2.Template:
     """Compile ``source`` once (``name`` shows in tracebacks and errors).
     Raises :class:`TemplateError` on syntax errors and unknown filters/tests."""
-    try:
-        code = env.compile(source, name=name, filename=name)
-    except jinja2.TemplateSyntaxError as exc:
-        raise _template_error(exc, name) from None
+    key = (source, name)
+    code = _CODE.get(key) if isinstance(env, _Env) else None
+    if code is None:
+        try:
+            code = env.compile(source, name=name, filename=name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise _template_error(exc, name) from None
+        if isinstance(env, _Env):
+            if len(_CODE) >= _CODE_MAX:
+                _CODE.clear()
+            _CODE[key] = code
     return env.template_class.from_code(env, code, env.make_globals(None), None)
+
+
+#: compiled code of the texts, shared by every environment :func:`make_env` makes (they are configured
+#: alike; a template's globals and filters are looked up in its own environment when it renders): a
+#: reload of the flows compiles only the texts that changed. Failures are never kept.
+_CODE: dict[tuple[str, str], Any] = {}
+_CODE_MAX = 20_000
 
 
 def template_variables(env: jinja2.Environment, source: str) -> set[str]:

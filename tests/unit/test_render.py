@@ -272,7 +272,7 @@ def test_money_rejects_non_amounts(bad):
         format_money(bad, "KES")
 
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(
     st.decimals(allow_nan=False, allow_infinity=False, min_value=Decimal("-1e15"),
                 max_value=Decimal("1e15")),
@@ -598,7 +598,7 @@ words = st.text(alphabet="abcdefghijklmnopqrstuvwxyzéèà'.,", min_size=1, max_
 labels = st.sampled_from([(MORE, BACK), ("98. Zaidi", "0. Rudi"), ("98. Suite", "0. Retour")])
 
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(
     title=st.lists(words, max_size=40).map(" ".join),
     options=st.lists(st.integers(min_value=0, max_value=100).flatmap(
@@ -628,7 +628,7 @@ def test_paginate_menu_properties(title, options, limit, nav):
     assert title_words == title.split()
 
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(
     paragraphs=st.lists(st.lists(words, max_size=30).map(" ".join), min_size=1, max_size=12),
     limit=st.sampled_from([160, 182, 120, 60]),
