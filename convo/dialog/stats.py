@@ -85,7 +85,10 @@ class Pending:
     def _run(self) -> None:
         while True:
             time.sleep(FLUSH_SECONDS)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the counts stay pending; a dead writer would never write again
+                log.exception("drop-off counts: flush failed, trying again in %s s", FLUSH_SECONDS)
 
     def flush(self) -> None:
         """Write every pending count now (readers call it first, so they see this process's counts)."""
