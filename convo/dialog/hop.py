@@ -99,7 +99,9 @@ class Engine:
                 reply, data = self._hop(msg, data)
             if data is not None:
                 counts = data.pop("_counts", None)      # drop-offs (convo.dialog.stats), no Redis command
-                saved = store.save(sid, token, data, ch.ttl(self.settings), counts and self._count_call(*counts))
+                if counts and counts[1]:
+                    stats.PENDING.add(self.services.redis, counts[0], counts[1], self.settings.flow_stats_days)
+                saved = store.save(sid, token, data, ch.ttl(self.settings))
                 if not saved:
                     log.warning("session %s: lock expired before save; reply not stored", sid)
             return reply
@@ -175,11 +177,6 @@ class Engine:
         if conv is None:
             return Reply("", True), None                      # nothing to say (auto-reply limit)
         return Opened(fs, conv, fresh, [] if fresh else channel(msg.channel).inputs(msg.text, None) or [])
-
-    def _count_call(self, version: str, counts) -> tuple | None:
-        if counts:                                  # counted in this process, written each second (convo.dialog.stats)
-            stats.PENDING.add(self.services.redis, version, counts, self.settings.flow_stats_days)
-        return None
 
     def _audit(self, ctx: Context, conv: Conversation) -> None:
         """Queue the hop's audit rows (who asked for which data); written in batches off the hop path."""

@@ -38,7 +38,7 @@ _MULTI, _EXEC = (b"*1\r\n$5\r\nMULTI\r\n", b"*1\r\n$4\r\nEXEC\r\n")
 
 log = logging.getLogger(__name__)
 
-#: the engine's session fields (convo/dialog/engine.py ``Engine._hop``): flows version, flow, state,
+#: the session fields (convo/dialog/hop.py ``Engine._hop``): flows version, flow, state,
 #: variables, language, page, pages, call stack, characters of USSD text consumed, reply, ended, time,
 #: positions of secret inputs. Append new names at the end only: a value's mask bits index this tuple.
 FIELDS = ("v", "f", "s", "vars", "lang", "pg", "np", "stk", "n", "r", "e", "t", "sp")
@@ -83,16 +83,15 @@ def decode_session(raw: bytes | str | None) -> dict | None:
         out.update(next(values))
     return out
 
-# write and unlock if the lock is still ours; ``also`` Lua (see save) may follow before the return
-_SAVE_THEN = """
-local saved = 0
+# write and unlock if the lock is still ours
+_SAVE = """
 if redis.call('get', KEYS[2]) == ARGV[1] then
   redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
   redis.call('del', KEYS[2])
-  saved = 1
+  return 1
 end
+return 0
 """
-_SAVE = _SAVE_THEN + "return saved\n"
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -160,7 +159,6 @@ class SessionStore:
         self.prefix = prefix
         self._save = redis.register_script(_SAVE)
         self._release = redis.register_script(_RELEASE)
-        self._combined: dict = {}
         self._pool = _plain_pool(redis)
         self._free: list = []                               # idle connections (see _on_connection)
         self._pid = os.getpid()
@@ -244,22 +242,10 @@ class SessionStore:
     def peek(self, sid: str) -> dict | None:
         return decode_session(self.redis.get(self._keys(sid)[0]))
 
-    def save(self, sid: str, token: str, data: dict, ttl: int, also=None) -> bool:
-        """Write and unlock; False if our lock had expired (someone else may have written).
-
-        ``also``: ``(lua, keys, args)``, Lua that runs in the same script right after the save, so it costs
-        no extra command nor round trip (the drop-off counts of :mod:`convo.dialog.stats`). Its keys are
-        ``KEYS[3]``..., its arguments ``ARGV[4]``...; it ends with ``return saved``. Its keys live in
-        another Cluster slot than the session's: on Redis Cluster turn it off (``CONVO_FLOW_STATS=false``)."""
+    def save(self, sid: str, token: str, data: dict, ttl: int) -> bool:
+        """Write and unlock; False if our lock had expired (someone else may have written)."""
         skey, lkey = self._keys(sid)
-        blob = encode_session(data)
-        if also is None:
-            return bool(self._run(self._save, [skey, lkey], [token, blob, int(ttl)]))
-        lua, keys, args = also
-        script = self._combined.get(lua)
-        if script is None:
-            script = self._combined[lua] = self.redis.register_script(_SAVE_THEN + lua)
-        return bool(self._run(script, [skey, lkey, *keys], [token, blob, int(ttl), *args]))
+        return bool(self._run(self._save, [skey, lkey], [token, encode_session(data), int(ttl)]))
 
     def release(self, sid: str, token: str) -> None:
         self._run(self._release, [self._keys(sid)[1]], [token])

@@ -42,16 +42,29 @@ def check_callback_ip() -> Response | None:
     The address is the socket peer; with ``CONVO_TRUSTED_PROXIES=N`` it is the
     N-th ``X-Forwarded-For`` entry from the right (what our own proxy saw).
     """
-    from convo.security import client_ip, ip_allowed
-
-    nets = current_app.config.get("CONVO_ALLOW_NETS") or ()
-    if not nets:
-        return None
-    ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                   services().settings.trusted_proxies)
-    if not ip_allowed(ip, nets):
+    if not caller_allowed(current_app.config.get("CONVO_ALLOW_NETS") or (), request.remote_addr,
+                          request.headers.get("X-Forwarded-For"), services().settings.trusted_proxies):
         return plain("forbidden: caller address not allowed", 403)
     return None
+
+
+def caller_allowed(nets, remote_addr: str | None, forwarded_for: str | None, trusted_proxies: int) -> bool:
+    """Whether a callback's caller is in ``CONVO_CALLBACK_ALLOW_IPS`` (always, when the list is empty); the
+    one rule of the Flask path and of the lean USSD entry (:mod:`convo.web.fast`)."""
+    from convo.security import client_ip, ip_allowed
+
+    return not nets or ip_allowed(client_ip(remote_addr, forwarded_for, trusted_proxies), nets)
+
+
+def callback_token_ok(given: str, expected: str) -> bool:
+    """Whether ``given`` is ``CONVO_CALLBACK_TOKEN`` (always, when none is set), compared in constant time;
+    the one rule of the Flask path and of the lean USSD entry."""
+    if not expected:
+        return True
+    try:
+        return hmac.compare_digest(given.encode(), expected.encode())
+    except UnicodeError:                            # a lone surrogate cannot be the token
+        return False
 
 
 def _protect_callbacks():
@@ -64,11 +77,8 @@ def _protect_callbacks():
 def check_callback_token() -> Response | None:
     """403 unless the ``token`` query parameter, or the route's ``<token>`` path segment
     (``/hooks/fineract/<token>/``), matches ``CONVO_CALLBACK_TOKEN`` (when set)."""
-    expected = services().settings.callback_token
-    if not expected:
-        return None
     given = request.args.get("token", "") or str((request.view_args or {}).get("token") or "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    if not callback_token_ok(given, services().settings.callback_token):
         return plain("forbidden: missing or wrong token", 403)
     return None
 

@@ -12,8 +12,9 @@ What it must keep equal to Flask (tests/integration/test_fast_path.py checks it 
 request only when every check of the Flask path passes, and hands everything else, unchanged, to Flask:
 another path or method, a query string over ``MAX_QUERY``, a NUL byte in a header, the query or the form,
 a content type other than a plain form, no or a bad ``Content-Length``, a body over the ``/gateways/``
-limit (8 KB), a body that is not UTF-8, a caller outside ``CONVO_CALLBACK_ALLOW_IPS`` (trusted proxies
-as in :func:`convo.security.client_ip`), a missing or wrong ``?token=`` (``hmac.compare_digest``), a form
+limit (8 KB), a body that is not UTF-8, a caller outside ``CONVO_CALLBACK_ALLOW_IPS`` (the same functions as
+the Flask path: :func:`convo.web.caller_allowed`, :func:`convo.web.callback_token_ok`), a missing or
+wrong ``?token=``, a form
 the parser refuses. Flask then answers as it always has (4xx with the reason, ``convo_bad_requests_total``
 counted); the body already read is handed on as it came. A hop that raises is answered by Flask's own
 error handlers. Redis or the database down is the engine's business (``END`` service unavailable), as on
@@ -24,12 +25,11 @@ a hook added later must be taught here first, or USSD hops simply go through Fla
 """
 from __future__ import annotations
 
-import hmac
 import io
 import logging
 from urllib.parse import unquote
 
-from convo.security import client_ip, ip_allowed
+from convo.web import callback_token_ok, caller_allowed
 from convo.web.gateways import answer_ussd
 from gateways.africastalking import parse_ussd
 from gateways.base import BadCallback
@@ -159,18 +159,11 @@ class LeanUssd:
             form.setdefault(k, v)                      # MultiDict.get: the first value
         svc = self.app.extensions["convo"]
         settings = svc.settings
-        nets = self.app.config.get("CONVO_ALLOW_NETS") or ()
-        if nets and not ip_allowed(client_ip(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
-                                             settings.trusted_proxies), nets):
+        if not caller_allowed(self.app.config.get("CONVO_ALLOW_NETS") or (), environ.get("REMOTE_ADDR"),
+                              environ.get("HTTP_X_FORWARDED_FOR"), settings.trusted_proxies):
             return None
-        expected = settings.callback_token
-        if expected:
-            given = next((v for k, v in args if k == "token"), "")
-            try:
-                if not hmac.compare_digest(given.encode(), expected.encode()):
-                    return None
-            except UnicodeError:
-                return None
+        if not callback_token_ok(next((v for k, v in args if k == "token"), ""), settings.callback_token):
+            return None
         try:
             return parse_ussd(form, settings.default_region)
         except BadCallback:
